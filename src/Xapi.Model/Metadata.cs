@@ -1,0 +1,268 @@
+using System.Collections.Frozen;
+
+namespace Xapi.Model;
+
+public enum Qualifier
+{
+    RW,
+    ROConstructor,
+    RORuntime,
+}
+
+public enum Lifecycle
+{
+    Published,
+    Prototyped,
+    Deprecated,
+    Removed,
+}
+
+public enum ImplicitKind
+{
+    None,
+    GetRecord,
+    GetByUuid,
+    GetByNameLabel,
+    GetAll,
+    GetAllRecords,
+    GetAllRecordsWhere,
+    GetAllWhere,
+    Create,
+    Destroy,
+    Get,
+    Set,
+    AddTo,
+    RemoveFrom,
+    Add,
+    Remove,
+}
+
+/// <summary>The datamodel's roles, strongest first; a message lists the roles allowed to call it.</summary>
+[Flags]
+public enum RoleSet
+{
+    None = 0,
+    PoolAdmin = 1,
+    PoolOperator = 2,
+    VmPowerAdmin = 4,
+    VmAdmin = 8,
+    VmOperator = 16,
+    ReadOnly = 32,
+    ClientCert = 64,
+}
+
+public static class Roles
+{
+    public static readonly IReadOnlyList<(RoleSet Role, string Name)> All =
+    [
+        (RoleSet.PoolAdmin, "pool-admin"),
+        (RoleSet.PoolOperator, "pool-operator"),
+        (RoleSet.VmPowerAdmin, "vm-power-admin"),
+        (RoleSet.VmAdmin, "vm-admin"),
+        (RoleSet.VmOperator, "vm-operator"),
+        (RoleSet.ReadOnly, "read-only"),
+        (RoleSet.ClientCert, "client-cert"),
+    ];
+
+    public static string NameOf(RoleSet role) => All.First(r => r.Role == role).Name;
+
+    public static RoleSet Parse(string name) =>
+        All.FirstOrDefault(r => r.Name.Equals(name, StringComparison.OrdinalIgnoreCase)).Role;
+}
+
+public sealed class EnumMeta
+{
+    private readonly FrozenDictionary<string, string> _canonical;
+
+    public EnumMeta(string name, string[] values)
+    {
+        Name = name;
+        Values = values;
+        _canonical = values.ToFrozenDictionary(v => v, v => v, StringComparer.OrdinalIgnoreCase);
+    }
+
+    public string Name { get; }
+
+    public IReadOnlyList<string> Values { get; }
+
+    /// <summary>Enum names match case-insensitively on input and are emitted in datamodel case.</summary>
+    public bool TryCanonical(string value, out string canonical)
+    {
+        if (_canonical.TryGetValue(value, out var found))
+        {
+            canonical = found;
+            return true;
+        }
+        canonical = "";
+        return false;
+    }
+}
+
+public sealed record ErrorMeta(string Code, IReadOnlyList<string>? Params);
+
+public sealed class FieldMeta
+{
+    public FieldMeta(string name, string type, Qualifier qualifier, bool hasDefault, object? defaultValue, string? manyOf, Lifecycle lifecycle)
+    {
+        Name = name;
+        Type = XType.Parse(type);
+        Qualifier = qualifier;
+        HasDefault = hasDefault;
+        DefaultValue = hasDefault ? defaultValue : Type.ZeroValue();
+        ManyOf = manyOf;
+        Lifecycle = lifecycle;
+    }
+
+    public string Name { get; }
+
+    public XType Type { get; }
+
+    public Qualifier Qualifier { get; }
+
+    /// <summary>Fields without a default must be supplied to an implicit <c>create</c>.</summary>
+    public bool HasDefault { get; }
+
+    public object? DefaultValue { get; }
+
+    /// <summary>For computed "many" sides, the <c>Class.field</c> that points back here.</summary>
+    public string? ManyOf { get; }
+
+    public Lifecycle Lifecycle { get; }
+
+    public ClassMeta Owner { get; internal set; } = null!;
+
+    /// <summary>The field's index in a row's value array.</summary>
+    public int Ordinal { get; internal set; }
+
+    public bool IsWritable => Qualifier == Qualifier.RW;
+
+    /// <summary>Constructor fields and writable fields are what an implicit <c>create</c> takes.</summary>
+    public bool IsConstructorArgument => Qualifier != Qualifier.RORuntime;
+}
+
+public sealed record ParamMeta(string Name, XType Type, bool Optional);
+
+public delegate ValueTask<object?> CustomInvoker(CustomHandlers handlers, CallContext context, object?[] args);
+
+public sealed class MessageMeta
+{
+    public MessageMeta(string name, bool takesSession, ParamMeta[] parameters, string result, RoleSet roles,
+        string[] errors, ImplicitKind implicitKind, string? implicitField, bool isAsync, bool isInternal, Lifecycle lifecycle,
+        CustomInvoker? invoke)
+    {
+        Name = name;
+        TakesSession = takesSession;
+        Params = parameters;
+        Result = XType.Parse(result);
+        Roles = roles;
+        Errors = errors;
+        Implicit = implicitKind;
+        ImplicitFieldName = implicitField;
+        IsAsync = isAsync;
+        IsInternal = isInternal;
+        Lifecycle = lifecycle;
+        Invoke = invoke;
+        var required = 0;
+        for (var i = 0; i < parameters.Length; i++)
+        {
+            if (!parameters[i].Optional)
+            {
+                required = i + 1;
+            }
+        }
+        MinimumArity = required;
+    }
+
+    public string Name { get; }
+
+    public ClassMeta Owner { get; internal set; } = null!;
+
+    public string WireName => $"{Owner.Name}.{Name}";
+
+    public bool TakesSession { get; }
+
+    public IReadOnlyList<ParamMeta> Params { get; }
+
+    /// <summary>Trailing optional parameters may be left out, down to this count.</summary>
+    public int MinimumArity { get; }
+
+    public XType Result { get; }
+
+    public RoleSet Roles { get; }
+
+    public IReadOnlyList<string> Errors { get; }
+
+    public ImplicitKind Implicit { get; }
+
+    public string? ImplicitFieldName { get; }
+
+    public FieldMeta? ImplicitField => ImplicitFieldName is null ? null : Owner.FieldsByName[ImplicitFieldName];
+
+    public bool IsAsync { get; }
+
+    public bool IsInternal { get; }
+
+    public Lifecycle Lifecycle { get; }
+
+    /// <summary>Calls the hand-written implementation of a custom message; null for implicit ones.</summary>
+    public CustomInvoker? Invoke { get; }
+}
+
+public sealed class ClassMeta
+{
+    public ClassMeta(string name, Lifecycle lifecycle, FieldMeta[] fields, MessageMeta[] messages)
+    {
+        Name = name;
+        Lifecycle = lifecycle;
+        Fields = fields;
+        Messages = messages;
+        for (var i = 0; i < fields.Length; i++)
+        {
+            fields[i].Owner = this;
+            fields[i].Ordinal = i;
+        }
+        foreach (var message in messages)
+        {
+            message.Owner = this;
+        }
+        FieldsByName = fields.ToFrozenDictionary(f => f.Name, StringComparer.Ordinal);
+        MessagesByName = messages.ToFrozenDictionary(m => m.Name, StringComparer.Ordinal);
+        IsStored = MessagesByName.ContainsKey("get_all_records") || MessagesByName.ContainsKey("get_record");
+        UuidField = FieldsByName.GetValueOrDefault("uuid");
+        NameLabelField = FieldsByName.GetValueOrDefault("name_label");
+    }
+
+    public string Name { get; }
+
+    /// <summary>Lower-case name as events and <c>valid_ref_counts</c> spell it.</summary>
+    public string EventName => Name.ToLowerInvariant();
+
+    public Lifecycle Lifecycle { get; }
+
+    public IReadOnlyList<FieldMeta> Fields { get; }
+
+    public IReadOnlyList<MessageMeta> Messages { get; }
+
+    public FrozenDictionary<string, FieldMeta> FieldsByName { get; }
+
+    public FrozenDictionary<string, MessageMeta> MessagesByName { get; }
+
+    /// <summary>Whether objects of this class live in the database (it has records).</summary>
+    public bool IsStored { get; }
+
+    public FieldMeta? UuidField { get; }
+
+    public FieldMeta? NameLabelField { get; }
+
+    public int Ordinal { get; internal set; }
+}
+
+/// <summary>What a hand-written message implementation learns about its call.</summary>
+public abstract class CallContext
+{
+    /// <summary>The caller's session reference; null for calls made without one.</summary>
+    public abstract string? SessionRef { get; }
+
+    /// <summary>The task the call runs under when it was made with <c>Async.</c>.</summary>
+    public abstract string? TaskRef { get; }
+}
