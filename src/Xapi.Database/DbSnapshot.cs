@@ -1,0 +1,80 @@
+using System.Collections.Immutable;
+using Xapi.Model;
+
+namespace Xapi.Database;
+
+/// <summary>An immutable view of the whole database at one generation.</summary>
+public sealed class DbSnapshot
+{
+    internal DbSnapshot(long generation, ImmutableDictionary<string, Row>[] tables, ImmutableDictionary<string, string>[] uuids,
+        ImmutableDictionary<string, ImmutableList<string>>[] relations, ImmutableQueue<Tombstone> tombstones, int tombstoneCount)
+    {
+        Generation = generation;
+        Tables = tables;
+        Uuids = uuids;
+        Relations = relations;
+        Tombstones = tombstones;
+        TombstoneCount = tombstoneCount;
+    }
+
+    public long Generation { get; }
+
+    internal ImmutableDictionary<string, Row>[] Tables { get; }
+
+    internal ImmutableDictionary<string, string>[] Uuids { get; }
+
+    // Indexed by RelationIndex.Ordinal: parent ref -> child refs, in insertion order.
+    internal ImmutableDictionary<string, ImmutableList<string>>[] Relations { get; }
+
+    /// <summary>Deletes, oldest first, bounded; older deletes are forgotten.</summary>
+    public ImmutableQueue<Tombstone> Tombstones { get; }
+
+    public int TombstoneCount { get; }
+
+    public IEnumerable<Row> All(ClassMeta cls) => Tables[cls.Ordinal].Values;
+
+    public int Count(ClassMeta cls) => Tables[cls.Ordinal].Count;
+
+    public bool TryGet(ClassMeta cls, string reference, out Row row) => Tables[cls.Ordinal].TryGetValue(reference, out row!);
+
+    public Row Get(ClassMeta cls, string reference) =>
+        Tables[cls.Ordinal].TryGetValue(reference, out var row) ? row : throw XenApiException.HandleInvalid(cls.Name, reference);
+
+    public bool Exists(ClassMeta cls, string reference) => Tables[cls.Ordinal].ContainsKey(reference);
+
+    public Row GetByUuid(ClassMeta cls, string uuid) =>
+        Uuids[cls.Ordinal].TryGetValue(uuid, out var reference) ? Tables[cls.Ordinal][reference] : throw XenApiException.UuidInvalid(cls.Name, uuid);
+
+    public bool TryGetByUuid(ClassMeta cls, string uuid, out Row row)
+    {
+        if (Uuids[cls.Ordinal].TryGetValue(uuid, out var reference))
+        {
+            row = Tables[cls.Ordinal][reference];
+            return true;
+        }
+        row = null!;
+        return false;
+    }
+
+    /// <summary>A field's value, computing one-to-many "many" sides from the relation index.</summary>
+    public object? GetField(Row row, FieldMeta field)
+    {
+        if (field.ManyOf is not null && RelationIndex.ForManyField(field) is { } relation)
+        {
+            return Relations[relation.Ordinal].TryGetValue(row.Ref, out var children) ? children.ToArray<object?>() : ValueSet.Empty;
+        }
+        return row.Values[field.Ordinal];
+    }
+
+    /// <summary>The record as clients see it: field name → value, computed fields included.</summary>
+    public ValueMap ToRecord(Row row)
+    {
+        var fields = row.Class.Fields;
+        var items = new Dictionary<object, object?>(fields.Count);
+        for (var i = 0; i < fields.Count; i++)
+        {
+            items[fields[i].Name] = GetField(row, fields[i]);
+        }
+        return new ValueMap(items);
+    }
+}

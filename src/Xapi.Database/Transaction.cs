@@ -1,0 +1,227 @@
+using System.Collections.Immutable;
+using Xapi.Model;
+
+namespace Xapi.Database;
+
+/// <summary>
+/// A write in progress. Reads see the transaction's own writes. Nothing is visible to others
+/// until the body returns; an exception abandons every change.
+/// </summary>
+public sealed class Transaction
+{
+    private readonly DbSnapshot _base;
+    private readonly int _tombstoneLimit;
+    private readonly ImmutableDictionary<string, Row>.Builder?[] _tables;
+    private readonly ImmutableDictionary<string, string>.Builder?[] _uuids;
+    private readonly ImmutableDictionary<string, ImmutableList<string>>.Builder?[] _relations;
+    private ImmutableQueue<Tombstone> _tombstones;
+    private int _tombstoneCount;
+
+    internal Transaction(DbSnapshot snapshot, long generation, int tombstoneLimit)
+    {
+        _base = snapshot;
+        Generation = generation;
+        _tombstoneLimit = tombstoneLimit;
+        _tables = new ImmutableDictionary<string, Row>.Builder?[snapshot.Tables.Length];
+        _uuids = new ImmutableDictionary<string, string>.Builder?[snapshot.Uuids.Length];
+        _relations = new ImmutableDictionary<string, ImmutableList<string>>.Builder?[snapshot.Relations.Length];
+        _tombstones = snapshot.Tombstones;
+        _tombstoneCount = snapshot.TombstoneCount;
+    }
+
+    /// <summary>The generation this transaction will commit as.</summary>
+    public long Generation { get; }
+
+    public bool HasChanges { get; private set; }
+
+    private ImmutableDictionary<string, Row>.Builder Table(ClassMeta cls) =>
+        _tables[cls.Ordinal] ??= _base.Tables[cls.Ordinal].ToBuilder();
+
+    private IReadOnlyDictionary<string, Row> ReadTable(ClassMeta cls) =>
+        (IReadOnlyDictionary<string, Row>?)_tables[cls.Ordinal] ?? _base.Tables[cls.Ordinal];
+
+    private ImmutableDictionary<string, string>.Builder UuidIndex(ClassMeta cls) =>
+        _uuids[cls.Ordinal] ??= _base.Uuids[cls.Ordinal].ToBuilder();
+
+    private ImmutableDictionary<string, ImmutableList<string>>.Builder Relation(RelationIndex relation) =>
+        _relations[relation.Ordinal] ??= _base.Relations[relation.Ordinal].ToBuilder();
+
+    public bool TryGet(ClassMeta cls, string reference, out Row row) => ReadTable(cls).TryGetValue(reference, out row!);
+
+    public Row Get(ClassMeta cls, string reference) =>
+        ReadTable(cls).TryGetValue(reference, out var row) ? row : throw XenApiException.HandleInvalid(cls.Name, reference);
+
+    public IEnumerable<Row> All(ClassMeta cls) => ReadTable(cls).Values;
+
+    public bool TryGetByUuid(ClassMeta cls, string uuid, out Row row)
+    {
+        var index = (IReadOnlyDictionary<string, string>?)_uuids[cls.Ordinal] ?? _base.Uuids[cls.Ordinal];
+        if (index.TryGetValue(uuid, out var reference))
+        {
+            row = ReadTable(cls)[reference];
+            return true;
+        }
+        row = null!;
+        return false;
+    }
+
+    /// <summary>
+    /// Inserts an object. Fields not given take their datamodel defaults; a missing uuid is
+    /// generated. Values must already be canonical runtime values.
+    /// </summary>
+    public Row Create(ClassMeta cls, IReadOnlyDictionary<string, object?> values, string? reference = null)
+    {
+        reference ??= XapiDatabase.NewRef();
+        if (ReadTable(cls).ContainsKey(reference))
+        {
+            throw new XenApiException(ErrorCodes.DbUniquenessConstraintViolation, cls.Name, "_ref", reference);
+        }
+        var row = new object?[cls.Fields.Count];
+        for (var i = 0; i < row.Length; i++)
+        {
+            var field = cls.Fields[i];
+            row[i] = values.TryGetValue(field.Name, out var v) ? v : field.DefaultValue;
+        }
+        if (cls.UuidField is { } uuidField)
+        {
+            if (row[uuidField.Ordinal] is not string uuid || uuid.Length == 0)
+            {
+                row[uuidField.Ordinal] = uuid = XapiDatabase.NewUuid();
+            }
+            var uuids = UuidIndex(cls);
+            if (uuids.ContainsKey(uuid))
+            {
+                throw new XenApiException(ErrorCodes.DbUniquenessConstraintViolation, cls.Name, "uuid", uuid);
+            }
+            uuids[uuid] = reference;
+        }
+        var created = new Row(cls, reference, row, Generation, Generation);
+        Table(cls)[reference] = created;
+        foreach (var relation in RelationIndex.ForChildClass(cls))
+        {
+            Link(relation, row[relation.PointerField.Ordinal] as string, reference);
+        }
+        HasChanges = true;
+        return created;
+    }
+
+    public void Set(ClassMeta cls, string reference, FieldMeta field, object? value) =>
+        Update(cls, reference, values => values[field.Ordinal] = value);
+
+    /// <summary>Replaces a row with an edited copy of its values.</summary>
+    public Row Update(ClassMeta cls, string reference, Action<object?[]> edit)
+    {
+        var old = Get(cls, reference);
+        var values = old.CopyValues();
+        edit(values);
+        if (cls.UuidField is { } uuidField && !Equals(values[uuidField.Ordinal], old.Values[uuidField.Ordinal]))
+        {
+            var uuids = UuidIndex(cls);
+            var uuid = (string)values[uuidField.Ordinal]!;
+            if (uuids.ContainsKey(uuid))
+            {
+                throw new XenApiException(ErrorCodes.DbUniquenessConstraintViolation, cls.Name, "uuid", uuid);
+            }
+            uuids.Remove((string)old.Values[uuidField.Ordinal]!);
+            uuids[uuid] = reference;
+        }
+        foreach (var relation in RelationIndex.ForChildClass(cls))
+        {
+            var before = old.Values[relation.PointerField.Ordinal] as string;
+            var after = values[relation.PointerField.Ordinal] as string;
+            if (before != after)
+            {
+                Unlink(relation, before, reference);
+                Link(relation, after, reference);
+            }
+        }
+        var updated = old.With(values, Generation);
+        Table(cls)[reference] = updated;
+        HasChanges = true;
+        return updated;
+    }
+
+    public void Delete(ClassMeta cls, string reference)
+    {
+        var old = Get(cls, reference);
+        Table(cls).Remove(reference);
+        if (cls.UuidField is { } uuidField)
+        {
+            UuidIndex(cls).Remove((string)old.Values[uuidField.Ordinal]!);
+        }
+        foreach (var relation in RelationIndex.ForChildClass(cls))
+        {
+            Unlink(relation, old.Values[relation.PointerField.Ordinal] as string, reference);
+        }
+        _tombstones = _tombstones.Enqueue(new Tombstone(cls, reference, old.Created, Generation, old.Uuid));
+        if (++_tombstoneCount > _tombstoneLimit)
+        {
+            _tombstones = _tombstones.Dequeue();
+            _tombstoneCount--;
+        }
+        HasChanges = true;
+    }
+
+    private void Link(RelationIndex relation, string? parent, string child)
+    {
+        if (parent is null || parent == XType.NullRef)
+        {
+            return;
+        }
+        var index = Relation(relation);
+        index[parent] = index.TryGetValue(parent, out var children) ? children.Add(child) : [child];
+        TouchParent(relation, parent);
+    }
+
+    private void Unlink(RelationIndex relation, string? parent, string child)
+    {
+        if (parent is null || parent == XType.NullRef)
+        {
+            return;
+        }
+        var index = Relation(relation);
+        if (index.TryGetValue(parent, out var children))
+        {
+            var remaining = children.Remove(child);
+            if (remaining.IsEmpty)
+            {
+                index.Remove(parent);
+            }
+            else
+            {
+                index[parent] = remaining;
+            }
+        }
+        TouchParent(relation, parent);
+    }
+
+    // The parent's computed field changed, so it is modified too (clients see a "mod" event).
+    private void TouchParent(RelationIndex relation, string parent)
+    {
+        var parentClass = relation.ManyField.Owner;
+        if (ReadTable(parentClass).TryGetValue(parent, out var row) && row.Modified != Generation)
+        {
+            Table(parentClass)[parent] = row.Touch(Generation);
+        }
+    }
+
+    internal DbSnapshot Build()
+    {
+        var tables = new ImmutableDictionary<string, Row>[_tables.Length];
+        for (var i = 0; i < tables.Length; i++)
+        {
+            tables[i] = _tables[i]?.ToImmutable() ?? _base.Tables[i];
+        }
+        var uuids = new ImmutableDictionary<string, string>[_uuids.Length];
+        for (var i = 0; i < uuids.Length; i++)
+        {
+            uuids[i] = _uuids[i]?.ToImmutable() ?? _base.Uuids[i];
+        }
+        var relations = new ImmutableDictionary<string, ImmutableList<string>>[_relations.Length];
+        for (var i = 0; i < relations.Length; i++)
+        {
+            relations[i] = _relations[i]?.ToImmutable() ?? _base.Relations[i];
+        }
+        return new DbSnapshot(Generation, tables, uuids, relations, _tombstones, _tombstoneCount);
+    }
+}

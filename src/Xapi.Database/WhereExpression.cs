@@ -1,0 +1,205 @@
+using System.Text;
+using Xapi.Model;
+
+namespace Xapi.Database;
+
+/// <summary>
+/// The filter language of <c>get_all_records_where</c>:
+/// <c>field "name__label"="foo" and not (field "is_a_template"="true")</c>.
+/// Operands are <c>field "NAME"</c> or a quoted literal; values compare as their text forms.
+/// </summary>
+public abstract record WhereExpression
+{
+    public static WhereExpression Parse(string text) => new Parser(text).ParseAll();
+
+    public abstract bool Matches(DbSnapshot snapshot, Row row);
+
+    public sealed record Constant(bool Value) : WhereExpression
+    {
+        public override bool Matches(DbSnapshot snapshot, Row row) => Value;
+    }
+
+    public sealed record Not(WhereExpression Inner) : WhereExpression
+    {
+        public override bool Matches(DbSnapshot snapshot, Row row) => !Inner.Matches(snapshot, row);
+    }
+
+    public sealed record And(WhereExpression Left, WhereExpression Right) : WhereExpression
+    {
+        public override bool Matches(DbSnapshot snapshot, Row row) => Left.Matches(snapshot, row) && Right.Matches(snapshot, row);
+    }
+
+    public sealed record Or(WhereExpression Left, WhereExpression Right) : WhereExpression
+    {
+        public override bool Matches(DbSnapshot snapshot, Row row) => Left.Matches(snapshot, row) || Right.Matches(snapshot, row);
+    }
+
+    public sealed record Equal(Operand Left, Operand Right) : WhereExpression
+    {
+        public override bool Matches(DbSnapshot snapshot, Row row) =>
+            string.Equals(Left.Evaluate(snapshot, row), Right.Evaluate(snapshot, row), StringComparison.Ordinal);
+    }
+
+    public abstract record Operand
+    {
+        public abstract string Evaluate(DbSnapshot snapshot, Row row);
+    }
+
+    public sealed record Literal(string Value) : Operand
+    {
+        public override string Evaluate(DbSnapshot snapshot, Row row) => Value;
+    }
+
+    public sealed record Field(string Name) : Operand
+    {
+        public override string Evaluate(DbSnapshot snapshot, Row row)
+        {
+            var field = Resolve(row.Class, Name);
+            if (Name == "_ref")
+            {
+                return row.Ref;
+            }
+            return field is null
+                ? throw new XenApiException(ErrorCodes.InvalidValue, "field", Name)
+                : XType.ToDisplayString(snapshot.GetField(row, field));
+        }
+
+        // Database column names join namespaces with "__" (name__label); records use "_".
+        private static FieldMeta? Resolve(ClassMeta cls, string name) =>
+            cls.FieldsByName.GetValueOrDefault(name) ?? cls.FieldsByName.GetValueOrDefault(name.Replace("__", "_", StringComparison.Ordinal));
+    }
+
+    private sealed class Parser(string text)
+    {
+        private int _position;
+
+        public WhereExpression ParseAll()
+        {
+            var expression = ParseOr();
+            SkipSpace();
+            if (_position != text.Length)
+            {
+                throw Error("unexpected text");
+            }
+            return expression;
+        }
+
+        private WhereExpression ParseOr()
+        {
+            var left = ParseAnd();
+            while (TryKeyword("or"))
+            {
+                left = new Or(left, ParseAnd());
+            }
+            return left;
+        }
+
+        private WhereExpression ParseAnd()
+        {
+            var left = ParseUnary();
+            while (TryKeyword("and"))
+            {
+                left = new And(left, ParseUnary());
+            }
+            return left;
+        }
+
+        private WhereExpression ParseUnary()
+        {
+            if (TryKeyword("not"))
+            {
+                return new Not(ParseUnary());
+            }
+            SkipSpace();
+            if (TryChar('('))
+            {
+                var inner = ParseOr();
+                if (!TryChar(')'))
+                {
+                    throw Error("expected ')'");
+                }
+                return inner;
+            }
+            if (TryKeyword("true"))
+            {
+                return new Constant(true);
+            }
+            if (TryKeyword("false"))
+            {
+                return new Constant(false);
+            }
+            var left = ParseOperand();
+            if (!TryChar('='))
+            {
+                throw Error("expected '='");
+            }
+            return new Equal(left, ParseOperand());
+        }
+
+        private Operand ParseOperand()
+        {
+            if (TryKeyword("field"))
+            {
+                return new Field(ParseString());
+            }
+            return new Literal(ParseString());
+        }
+
+        private string ParseString()
+        {
+            SkipSpace();
+            if (!TryChar('"'))
+            {
+                throw Error("expected a quoted string");
+            }
+            var sb = new StringBuilder();
+            while (_position < text.Length && text[_position] != '"')
+            {
+                if (text[_position] == '\\' && _position + 1 < text.Length)
+                {
+                    _position++;
+                }
+                sb.Append(text[_position++]);
+            }
+            if (!TryChar('"'))
+            {
+                throw Error("unterminated string");
+            }
+            return sb.ToString();
+        }
+
+        private bool TryKeyword(string keyword)
+        {
+            SkipSpace();
+            if (string.CompareOrdinal(text, _position, keyword, 0, keyword.Length) == 0
+                && (_position + keyword.Length == text.Length || !char.IsLetterOrDigit(text[_position + keyword.Length])))
+            {
+                _position += keyword.Length;
+                return true;
+            }
+            return false;
+        }
+
+        private bool TryChar(char c)
+        {
+            SkipSpace();
+            if (_position < text.Length && text[_position] == c)
+            {
+                _position++;
+                return true;
+            }
+            return false;
+        }
+
+        private void SkipSpace()
+        {
+            while (_position < text.Length && char.IsWhiteSpace(text[_position]))
+            {
+                _position++;
+            }
+        }
+
+        private XenApiException Error(string reason) =>
+            new(ErrorCodes.InvalidValue, "expr", $"{text} ({reason} at character {_position})");
+    }
+}

@@ -1,0 +1,398 @@
+using System.Globalization;
+using System.Text;
+using System.Xml;
+using Xapi.Model;
+
+namespace Xapi.Protocol;
+
+/// <summary>
+/// Parses XML-RPC <c>methodCall</c>s and <c>methodResponse</c>s. DTDs are prohibited (so no entity
+/// expansion and no external resolution), and document size and nesting depth are bounded.
+/// </summary>
+public static class XmlRpcReader
+{
+    private static XmlReaderSettings Settings(RpcLimits limits) => new()
+    {
+        DtdProcessing = DtdProcessing.Prohibit,
+        XmlResolver = null,
+        MaxCharactersInDocument = limits.MaxBodyBytes,
+        MaxCharactersFromEntities = 0,
+        IgnoreComments = true,
+        IgnoreProcessingInstructions = true,
+        CloseInput = false,
+    };
+
+    public static RpcRequest ReadCall(ReadOnlyMemory<byte> body, RpcLimits limits)
+    {
+        try
+        {
+            using var stream = new ReadOnlyMemoryStream(body);
+            using var reader = XmlReader.Create(stream, Settings(limits));
+            reader.MoveToContent();
+            Expect(reader, "methodCall");
+            string? method = null;
+            var parameters = new List<object?>();
+            if (!reader.IsEmptyElement)
+            {
+                reader.Read();
+                while (MoveToNextElementOrEnd(reader))
+                {
+                    switch (reader.LocalName)
+                    {
+                        case "methodName":
+                            method = reader.ReadElementContentAsString().Trim();
+                            break;
+                        case "params":
+                            ReadParams(reader, parameters, limits);
+                            break;
+                        default:
+                            throw new RpcFormatException($"unexpected element <{reader.LocalName}> in methodCall");
+                    }
+                }
+            }
+            if (string.IsNullOrEmpty(method))
+            {
+                throw new RpcFormatException("methodCall has no methodName");
+            }
+            return new RpcRequest(method, parameters, RpcDialect.XmlRpc, default);
+        }
+        catch (XmlException e)
+        {
+            throw new RpcFormatException("malformed XML-RPC request: " + e.Message, e);
+        }
+        catch (DecoderFallbackException e)
+        {
+            throw new RpcFormatException("request is not valid UTF-8", e);
+        }
+    }
+
+    /// <summary>Parses a methodResponse and returns the value of its single param.</summary>
+    public static object? ReadResponse(ReadOnlyMemory<byte> body, RpcLimits limits)
+    {
+        try
+        {
+            using var stream = new ReadOnlyMemoryStream(body);
+            using var reader = XmlReader.Create(stream, Settings(limits));
+            reader.MoveToContent();
+            Expect(reader, "methodResponse");
+            reader.Read();
+            var values = new List<object?>();
+            while (MoveToNextElementOrEnd(reader))
+            {
+                if (reader.LocalName == "params")
+                {
+                    ReadParams(reader, values, limits);
+                }
+                else if (reader.LocalName == "fault")
+                {
+                    reader.Read();
+                    MoveToNextElementOrEnd(reader);
+                    var fault = ReadValue(reader, 0, limits);
+                    throw new RpcFormatException("XML-RPC fault: " + XType.ToDisplayString(fault));
+                }
+                else
+                {
+                    reader.Skip();
+                }
+            }
+            return values.Count > 0 ? values[0] : null;
+        }
+        catch (XmlException e)
+        {
+            throw new RpcFormatException("malformed XML-RPC response: " + e.Message, e);
+        }
+    }
+
+    /// <summary>Parses a bare <c>&lt;value&gt;</c> fragment, as task results carry them.</summary>
+    public static object? ReadValueFragment(string fragment, RpcLimits limits)
+    {
+        try
+        {
+            var bytes = Encoding.UTF8.GetBytes(fragment);
+            using var stream = new MemoryStream(bytes);
+            using var reader = XmlReader.Create(stream, Settings(limits));
+            reader.MoveToContent();
+            return ReadValue(reader, 0, limits);
+        }
+        catch (XmlException e)
+        {
+            throw new RpcFormatException("malformed XML-RPC value: " + e.Message, e);
+        }
+    }
+
+    private static void ReadParams(XmlReader reader, List<object?> parameters, RpcLimits limits)
+    {
+        if (reader.IsEmptyElement)
+        {
+            reader.Read();
+            return;
+        }
+        reader.Read();
+        while (MoveToNextElementOrEnd(reader))
+        {
+            Expect(reader, "param");
+            if (reader.IsEmptyElement)
+            {
+                throw new RpcFormatException("empty <param>");
+            }
+            reader.Read();
+            if (!MoveToNextElementOrEnd(reader))
+            {
+                throw new RpcFormatException("<param> without <value>");
+            }
+            parameters.Add(ReadValue(reader, 0, limits));
+            while (MoveToNextElementOrEnd(reader))
+            {
+                reader.Skip();
+            }
+            reader.Read(); // </param>
+        }
+        reader.Read(); // </params>
+    }
+
+    // Positions on the next element start, or returns false (consuming nothing) at an end tag.
+    private static bool MoveToNextElementOrEnd(XmlReader reader)
+    {
+        while (true)
+        {
+            switch (reader.NodeType)
+            {
+                case XmlNodeType.Element:
+                    return true;
+                case XmlNodeType.EndElement:
+                    return false;
+                case XmlNodeType.None:
+                    throw new RpcFormatException("unexpected end of document");
+                case XmlNodeType.Text or XmlNodeType.CDATA:
+                    if (!string.IsNullOrWhiteSpace(reader.Value))
+                    {
+                        throw new RpcFormatException("unexpected text");
+                    }
+                    reader.Read();
+                    break;
+                default:
+                    reader.Read();
+                    break;
+            }
+        }
+    }
+
+    private static void Expect(XmlReader reader, string name)
+    {
+        if (reader.NodeType != XmlNodeType.Element || reader.LocalName != name)
+        {
+            throw new RpcFormatException($"expected <{name}>, found <{reader.LocalName}>");
+        }
+    }
+
+    // Reader is on <value>; leaves it after </value>.
+    private static object? ReadValue(XmlReader reader, int depth, RpcLimits limits)
+    {
+        if (depth > limits.MaxDepth)
+        {
+            throw new RpcFormatException($"value nesting deeper than {limits.MaxDepth}");
+        }
+        Expect(reader, "value");
+        if (reader.IsEmptyElement)
+        {
+            reader.Read();
+            return "";
+        }
+        reader.Read();
+        StringBuilder? text = null;
+        object? typed = null;
+        var sawElement = false;
+        while (reader.NodeType != XmlNodeType.EndElement)
+        {
+            switch (reader.NodeType)
+            {
+                case XmlNodeType.Text or XmlNodeType.CDATA or XmlNodeType.Whitespace or XmlNodeType.SignificantWhitespace:
+                    (text ??= new StringBuilder()).Append(reader.Value);
+                    reader.Read();
+                    break;
+                case XmlNodeType.Element:
+                    if (sawElement)
+                    {
+                        throw new RpcFormatException("<value> with more than one child element");
+                    }
+                    sawElement = true;
+                    typed = ReadTyped(reader, depth, limits);
+                    break;
+                case XmlNodeType.None:
+                    throw new RpcFormatException("unexpected end of document");
+                default:
+                    reader.Read();
+                    break;
+            }
+        }
+        reader.Read(); // </value>
+        if (sawElement)
+        {
+            if (text is not null && !string.IsNullOrWhiteSpace(text.ToString()))
+            {
+                throw new RpcFormatException("<value> mixes text and a typed element");
+            }
+            return typed;
+        }
+        return text?.ToString() ?? "";
+    }
+
+    private static object? ReadTyped(XmlReader reader, int depth, RpcLimits limits)
+    {
+        var name = reader.LocalName;
+        switch (name)
+        {
+            case "string":
+                return reader.ReadElementContentAsString();
+            case "int" or "i4" or "i8":
+                var intText = reader.ReadElementContentAsString().Trim();
+                return long.TryParse(intText, NumberStyles.AllowLeadingSign, CultureInfo.InvariantCulture, out var l)
+                    ? l
+                    : throw new RpcFormatException($"bad <{name}> value");
+            case "boolean":
+                return reader.ReadElementContentAsString().Trim() switch
+                {
+                    "1" or "true" => true,
+                    "0" or "false" => false,
+                    _ => throw new RpcFormatException("bad <boolean> value"),
+                };
+            case "double":
+                var doubleText = reader.ReadElementContentAsString().Trim();
+                return double.TryParse(doubleText, NumberStyles.Float, CultureInfo.InvariantCulture, out var d)
+                    ? d
+                    : throw new RpcFormatException("bad <double> value");
+            case "dateTime.iso8601":
+                var dateText = reader.ReadElementContentAsString().Trim();
+                return DateTimeFormat.TryParse(dateText, out var dt) ? dt : throw new RpcFormatException("bad <dateTime.iso8601> value");
+            case "base64":
+                try
+                {
+                    return Convert.FromBase64String(reader.ReadElementContentAsString().Trim());
+                }
+                catch (FormatException e)
+                {
+                    throw new RpcFormatException("bad <base64> value", e);
+                }
+            case "nil":
+                reader.Skip();
+                return null;
+            case "array":
+                return ReadArray(reader, depth, limits);
+            case "struct":
+                return ReadStruct(reader, depth, limits);
+            default:
+                throw new RpcFormatException($"unknown value type <{name}>");
+        }
+    }
+
+    private static List<object?> ReadArray(XmlReader reader, int depth, RpcLimits limits)
+    {
+        var items = new List<object?>();
+        if (reader.IsEmptyElement)
+        {
+            reader.Read();
+            return items;
+        }
+        reader.Read();
+        while (MoveToNextElementOrEnd(reader))
+        {
+            Expect(reader, "data");
+            if (reader.IsEmptyElement)
+            {
+                reader.Read();
+                continue;
+            }
+            reader.Read();
+            while (MoveToNextElementOrEnd(reader))
+            {
+                items.Add(ReadValue(reader, depth + 1, limits));
+            }
+            reader.Read(); // </data>
+        }
+        reader.Read(); // </array>
+        return items;
+    }
+
+    private static Dictionary<string, object?> ReadStruct(XmlReader reader, int depth, RpcLimits limits)
+    {
+        var members = new Dictionary<string, object?>(StringComparer.Ordinal);
+        if (reader.IsEmptyElement)
+        {
+            reader.Read();
+            return members;
+        }
+        reader.Read();
+        while (MoveToNextElementOrEnd(reader))
+        {
+            Expect(reader, "member");
+            reader.Read();
+            string? name = null;
+            object? value = null;
+            var hasValue = false;
+            while (MoveToNextElementOrEnd(reader))
+            {
+                if (reader.LocalName == "name")
+                {
+                    name = reader.ReadElementContentAsString();
+                }
+                else if (reader.LocalName == "value")
+                {
+                    value = ReadValue(reader, depth + 1, limits);
+                    hasValue = true;
+                }
+                else
+                {
+                    throw new RpcFormatException($"unexpected <{reader.LocalName}> in <member>");
+                }
+            }
+            reader.Read(); // </member>
+            if (name is null || !hasValue)
+            {
+                throw new RpcFormatException("<member> needs a <name> and a <value>");
+            }
+            members[name] = value;
+        }
+        reader.Read(); // </struct>
+        return members;
+    }
+}
+
+/// <summary>A read-only stream over memory, so request bodies are parsed without a copy.</summary>
+internal sealed class ReadOnlyMemoryStream(ReadOnlyMemory<byte> memory) : Stream
+{
+    private int _position;
+
+    public override bool CanRead => true;
+
+    public override bool CanSeek => false;
+
+    public override bool CanWrite => false;
+
+    public override long Length => memory.Length;
+
+    public override long Position
+    {
+        get => _position;
+        set => throw new NotSupportedException();
+    }
+
+    public override int Read(byte[] buffer, int offset, int count) => Read(buffer.AsSpan(offset, count));
+
+    public override int Read(Span<byte> buffer)
+    {
+        var n = Math.Min(buffer.Length, memory.Length - _position);
+        memory.Span.Slice(_position, n).CopyTo(buffer);
+        _position += n;
+        return n;
+    }
+
+    public override void Flush()
+    {
+    }
+
+    public override long Seek(long offset, SeekOrigin origin) => throw new NotSupportedException();
+
+    public override void SetLength(long value) => throw new NotSupportedException();
+
+    public override void Write(byte[] buffer, int offset, int count) => throw new NotSupportedException();
+}
