@@ -1059,7 +1059,7 @@ public static partial class ApiSchema
                 static (h, c, a) => h.Event.Inject(c, (string)a[0]!, (string)a[1]!)),
             new("get_current_id", true, [], "int", RoleSet.PoolAdmin | RoleSet.PoolOperator | RoleSet.VmPowerAdmin | RoleSet.VmAdmin | RoleSet.VmOperator | RoleSet.ClientCert | RoleSet.ReadOnly, [], ImplicitKind.None, null, false, false, Lifecycle.Published,
                 static (h, c, a) => h.Event.GetCurrentId(c)),
-            new("from", true, [new("classes", XType.Parse("string set"), false), new("token", XType.Parse("string"), false), new("timeout", XType.Parse("float"), false)], "an event batch", RoleSet.PoolAdmin | RoleSet.PoolOperator | RoleSet.VmPowerAdmin | RoleSet.VmAdmin | RoleSet.VmOperator | RoleSet.ClientCert | RoleSet.ReadOnly, ["EVENT_FROM_TOKEN_PARSE_FAILURE", "EVENT_SUBSCRIPTION_PARSE_FAILURE"], ImplicitKind.None, null, false, false, Lifecycle.Published,
+            new("from", true, [new("classes", XType.Parse("string set"), false), new("token", XType.Parse("string"), false), new("timeout", XType.Parse("float"), false)], "event_batch", RoleSet.PoolAdmin | RoleSet.PoolOperator | RoleSet.VmPowerAdmin | RoleSet.VmAdmin | RoleSet.VmOperator | RoleSet.ClientCert | RoleSet.ReadOnly, ["EVENT_FROM_TOKEN_PARSE_FAILURE", "EVENT_SUBSCRIPTION_PARSE_FAILURE"], ImplicitKind.None, null, false, false, Lifecycle.Published,
                 static (h, c, a) => h.Event.From(c, (IReadOnlyList<object?>)a[0]!, (string)a[1]!, (double)a[2]!)),
             new("next", true, [], "event record set", RoleSet.PoolAdmin | RoleSet.PoolOperator | RoleSet.VmPowerAdmin | RoleSet.VmAdmin | RoleSet.VmOperator | RoleSet.ClientCert | RoleSet.ReadOnly, ["SESSION_NOT_REGISTERED", "EVENTS_LOST", "EVENT_SUBSCRIPTION_PARSE_FAILURE"], ImplicitKind.None, null, false, false, Lifecycle.Deprecated,
                 static (h, c, a) => h.Event.Next(c)),
@@ -4902,8 +4902,6 @@ public static partial class ApiSchema
                 static (h, c, a) => h.Message.Destroy(c, new MessageRef((string)a[0]!))),
             new("create", true, [new("name", XType.Parse("string"), false), new("priority", XType.Parse("int"), false), new("cls", XType.Parse("enum cls"), false), new("obj_uuid", XType.Parse("string"), false), new("body", XType.Parse("string"), false)], "message ref", RoleSet.PoolAdmin | RoleSet.PoolOperator, [], ImplicitKind.None, null, false, false, Lifecycle.Published,
                 static (h, c, a) => h.Message.Create(c, (string)a[0]!, (long)a[1]!, ClsWire.Parse((string)a[2]!), (string)a[3]!, (string)a[4]!)),
-            new("get_all_records_where", true, [new("expr", XType.Parse("string"), false)], "(message ref -> message record) map", RoleSet.PoolAdmin | RoleSet.PoolOperator | RoleSet.VmPowerAdmin | RoleSet.VmAdmin | RoleSet.VmOperator | RoleSet.ReadOnly, [], ImplicitKind.GetAllRecordsWhere, null, false, true, Lifecycle.Published,
-                null),
             new("get_all_where", true, [new("expr", XType.Parse("string"), false)], "message ref set", RoleSet.PoolAdmin | RoleSet.PoolOperator | RoleSet.VmPowerAdmin | RoleSet.VmAdmin | RoleSet.VmOperator | RoleSet.ReadOnly, [], ImplicitKind.GetAllWhere, null, false, true, Lifecycle.Published,
                 null),
         ]);

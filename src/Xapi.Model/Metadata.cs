@@ -108,7 +108,7 @@ public sealed class FieldMeta
         Type = XType.Parse(type);
         Qualifier = qualifier;
         HasDefault = hasDefault;
-        DefaultValue = hasDefault ? defaultValue : Type.ZeroValue();
+        _declaredDefault = defaultValue;
         ManyOf = manyOf;
         Lifecycle = lifecycle;
     }
@@ -122,7 +122,11 @@ public sealed class FieldMeta
     /// <summary>Fields without a default must be supplied to an implicit <c>create</c>.</summary>
     public bool HasDefault { get; }
 
-    public object? DefaultValue { get; }
+    private readonly object? _declaredDefault;
+
+    // Computed on first use: zero values of enum types need the enum table, which is built
+    // after the classes.
+    public object? DefaultValue => HasDefault ? _declaredDefault : Type.ZeroValue();
 
     /// <summary>For computed "many" sides, the <c>Class.field</c> that points back here.</summary>
     public string? ManyOf { get; }

@@ -17,6 +17,9 @@ public enum XTypeKind
     Map,
     Record,
     Option,
+
+    /// <summary><c>event.from</c>'s struct of events, valid_ref_counts and token.</summary>
+    EventBatch,
 }
 
 /// <summary>
@@ -69,6 +72,7 @@ public sealed class XType
             case "float": return new XType(text, XTypeKind.Float);
             case "bool": return new XType(text, XTypeKind.Bool);
             case "datetime": return new XType(text, XTypeKind.DateTime);
+            case "event_batch": return new XType(text, XTypeKind.EventBatch);
         }
         if (text.EndsWith(" map", StringComparison.Ordinal) && text.StartsWith('('))
         {

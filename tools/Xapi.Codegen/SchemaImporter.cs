@@ -118,7 +118,9 @@ public static class SchemaImporter
                     param["description"] = p["doc"]?.GetValue<string>() ?? "";
                     return (JsonNode)param;
                 }).ToArray());
-                message["result"] = m["result"]!.AsArray()[0]!.GetValue<string>();
+                var result = m["result"]!.AsArray()[0]!.GetValue<string>();
+                // event.from's result is described in prose; it is a struct of its own.
+                message["result"] = result == "an event batch" ? "event_batch" : result;
                 message["errors"] = new JsonArray(m["errors"]!.AsArray().Select(e => (JsonNode)JsonValue.Create(e!["name"]!.GetValue<string>())).ToArray());
                 message["roles"] = new JsonArray(m["roles"]!.AsArray().Select(r => (JsonNode)JsonValue.Create(r!.GetValue<string>())).ToArray());
                 if (isImplicit)
@@ -134,9 +136,13 @@ public static class SchemaImporter
                 messages.Add(message);
             }
 
-            if (hasGetAllRecords)
+            var declared = messages.Select(n => n!["name"]!.GetValue<string>()).ToHashSet();
+            if (hasGetAllRecords && !declared.Contains("get_all_records_where"))
             {
                 messages.Add(WhereMessage("get_all_records_where", $"({name} ref -> {name} record) map", "get_all_records_where"));
+            }
+            if (hasGetAllRecords && !declared.Contains("get_all_where"))
+            {
                 messages.Add(WhereMessage("get_all_where", $"{name} ref set", "get_all_where"));
             }
             foreach (var extra in InternalMessages(name, cls))

@@ -1,0 +1,143 @@
+using Xapi.Database;
+using Xapi.Model;
+
+namespace Xapi.Server;
+
+/// <summary>
+/// The implicit messages every class has, driven by the datamodel: record and field getters,
+/// setters, map and set edits, lookups, <c>create</c> and <c>destroy</c>.
+/// </summary>
+public static class GenericMessages
+{
+    public static object? Invoke(MessageMeta message, object?[] args, XapiDatabase database)
+    {
+        var cls = message.Owner;
+        switch (message.Implicit)
+        {
+            case ImplicitKind.GetRecord:
+            {
+                var snapshot = database.Snapshot;
+                return snapshot.ToRecord(snapshot.Get(cls, (string)args[0]!));
+            }
+            case ImplicitKind.GetByUuid:
+                return database.Snapshot.GetByUuid(cls, (string)args[0]!).Ref;
+            case ImplicitKind.GetByNameLabel:
+            {
+                var label = (string)args[0]!;
+                var field = cls.NameLabelField!;
+                return database.Snapshot.All(cls).Where(r => (string?)r[field] == label).Select(r => (object?)r.Ref).ToArray();
+            }
+            case ImplicitKind.GetAll:
+                return database.Snapshot.All(cls).Select(r => (object?)r.Ref).ToArray();
+            case ImplicitKind.GetAllRecords:
+            {
+                var snapshot = database.Snapshot;
+                return RecordsMap(snapshot, snapshot.All(cls));
+            }
+            case ImplicitKind.GetAllRecordsWhere:
+            {
+                var snapshot = database.Snapshot;
+                var expression = WhereExpression.Parse((string)args[0]!);
+                return RecordsMap(snapshot, snapshot.All(cls).Where(r => expression.Matches(snapshot, r)));
+            }
+            case ImplicitKind.GetAllWhere:
+            {
+                var snapshot = database.Snapshot;
+                var expression = WhereExpression.Parse((string)args[0]!);
+                return snapshot.All(cls).Where(r => expression.Matches(snapshot, r)).Select(r => (object?)r.Ref).ToArray();
+            }
+            case ImplicitKind.Get:
+            {
+                var snapshot = database.Snapshot;
+                return snapshot.GetField(snapshot.Get(cls, (string)args[0]!), message.ImplicitField!);
+            }
+            case ImplicitKind.Set:
+                database.Write(tx => tx.Set(cls, (string)args[0]!, message.ImplicitField!, args[1]));
+                return null;
+            case ImplicitKind.AddTo:
+                AddToMap(database, cls, message.ImplicitField!, (string)args[0]!, args[1]!, args[2]);
+                return null;
+            case ImplicitKind.RemoveFrom:
+            {
+                var field = message.ImplicitField!;
+                database.Write(tx => tx.Update(cls, (string)args[0]!, values => values[field.Ordinal] = ((ValueMap)values[field.Ordinal]!).Without(args[1]!)));
+                return null;
+            }
+            case ImplicitKind.Add:
+            {
+                var field = message.ImplicitField!;
+                database.Write(tx => tx.Update(cls, (string)args[0]!, values =>
+                {
+                    var set = (IReadOnlyList<object?>)values[field.Ordinal]!;
+                    if (!set.Contains(args[1]))
+                    {
+                        values[field.Ordinal] = set.Append(args[1]).ToArray();
+                    }
+                }));
+                return null;
+            }
+            case ImplicitKind.Remove:
+            {
+                var field = message.ImplicitField!;
+                database.Write(tx => tx.Update(cls, (string)args[0]!, values =>
+                    values[field.Ordinal] = ((IReadOnlyList<object?>)values[field.Ordinal]!).Where(v => !Equals(v, args[1])).ToArray()));
+                return null;
+            }
+            case ImplicitKind.Create:
+                return Create(database, cls, (ValueMap)args[0]!);
+            case ImplicitKind.Destroy:
+                database.Write(tx => tx.Delete(cls, (string)args[0]!));
+                return null;
+            default:
+                throw new InvalidOperationException($"{message.WireName} is not an implicit message");
+        }
+    }
+
+    private static ValueMap RecordsMap(DbSnapshot snapshot, IEnumerable<Row> rows)
+    {
+        var items = new Dictionary<object, object?>();
+        foreach (var row in rows)
+        {
+            items[row.Ref] = snapshot.ToRecord(row);
+        }
+        return new ValueMap(items);
+    }
+
+    private static void AddToMap(XapiDatabase database, ClassMeta cls, FieldMeta field, string reference, object key, object? value) =>
+        database.Write(tx => tx.Update(cls, reference, values =>
+        {
+            var map = (ValueMap)values[field.Ordinal]!;
+            if (map.ContainsKey(key))
+            {
+                var uuid = cls.UuidField is { } u ? (string)values[u.Ordinal]! : reference;
+                throw new XenApiException(ErrorCodes.MapDuplicateKey, cls.Name, field.Name, uuid, XType.ToDisplayString(key));
+            }
+            values[field.Ordinal] = map.With(key, value);
+        }));
+
+    /// <summary>
+    /// Implicit create: constructor and writable fields come from the record; those without a
+    /// datamodel default are mandatory. Runtime-only fields keep their defaults.
+    /// </summary>
+    public static string Create(XapiDatabase database, ClassMeta cls, ValueMap record)
+    {
+        var values = new Dictionary<string, object?>();
+        foreach (var field in cls.Fields)
+        {
+            if (!field.IsConstructorArgument || field.ManyOf is not null)
+            {
+                continue;
+            }
+            if (record.TryGetValue(field.Name, out var value))
+            {
+                values[field.Name] = value;
+            }
+            else if (!field.HasDefault && field.Name != "uuid")
+            {
+                throw XenApiException.FieldTypeError(field.Name);
+            }
+        }
+        values.Remove("uuid");
+        return database.Write(tx => tx.Create(cls, values)).Ref;
+    }
+}

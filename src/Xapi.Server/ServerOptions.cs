@@ -1,0 +1,86 @@
+using Microsoft.Extensions.Configuration;
+
+namespace Xapi.Server;
+
+/// <summary>
+/// Daemon settings. Sources, later ones winning: built-in defaults, a JSON config file
+/// (<c>--config FILE</c> or <c>XAPI_CONFIG</c>), <c>XAPI_*</c> environment variables, the command line.
+/// </summary>
+public sealed class ServerOptions
+{
+    public int HttpPort { get; set; } = 8080;
+
+    /// <summary>0 turns HTTPS off; otherwise TLS with a self-signed certificate kept in the data dir.</summary>
+    public int HttpsPort { get; set; }
+
+    /// <summary>Address to listen on; loopback-only deployments set 127.0.0.1.</summary>
+    public string ListenAddress { get; set; } = "0.0.0.0";
+
+    public string DataDir { get; set; } = "data";
+
+    /// <summary>The root password to set on first boot; generated and printed once when absent.</summary>
+    public string? RootPassword { get; set; }
+
+    public int MaxBodyBytes { get; set; } = 300 * 1024;
+
+    public int MaxNestingDepth { get; set; } = 64;
+
+    public TimeSpan SessionIdleTimeout { get; set; } = TimeSpan.FromHours(24);
+
+    /// <summary>How long a failed login waits before answering, to slow down guessing.</summary>
+    public TimeSpan FailedLoginDelay { get; set; } = TimeSpan.FromSeconds(2);
+
+    /// <summary>PBKDF2 iterations for the root password hash.</summary>
+    public int PasswordHashIterations { get; set; } = 210_000;
+
+    public string? LogFile { get; set; }
+
+    public string LogLevel { get; set; } = "Information";
+
+    private static readonly Dictionary<string, string> SwitchMappings = new(StringComparer.OrdinalIgnoreCase)
+    {
+        ["--http-port"] = nameof(HttpPort),
+        ["--https-port"] = nameof(HttpsPort),
+        ["--listen"] = nameof(ListenAddress),
+        ["--data-dir"] = nameof(DataDir),
+        ["--root-password"] = nameof(RootPassword),
+        ["--max-body-bytes"] = nameof(MaxBodyBytes),
+        ["--session-idle-timeout"] = nameof(SessionIdleTimeout),
+        ["--failed-login-delay"] = nameof(FailedLoginDelay),
+        ["--log-file"] = nameof(LogFile),
+        ["--log-level"] = nameof(LogLevel),
+        ["--config"] = "Config",
+    };
+
+    public static ServerOptions Load(string[] args, IDictionary<string, string?>? environment = null)
+    {
+        environment ??= Environment.GetEnvironmentVariables().Cast<System.Collections.DictionaryEntry>()
+            .ToDictionary(e => (string)e.Key, e => (string?)e.Value);
+
+        var commandLine = new ConfigurationBuilder().AddCommandLine(args, SwitchMappings).Build();
+        var envValues = environment
+            .Where(kv => kv.Key.StartsWith("XAPI_", StringComparison.Ordinal))
+            .ToDictionary(kv => EnvironmentKey(kv.Key), kv => kv.Value);
+
+        var configFile = commandLine["Config"] ?? envValues.GetValueOrDefault("Config");
+        var builder = new ConfigurationBuilder();
+        if (configFile is not null)
+        {
+            if (!File.Exists(configFile))
+            {
+                throw new FileNotFoundException($"config file {configFile} does not exist", configFile);
+            }
+            builder.AddJsonFile(Path.GetFullPath(configFile), optional: false);
+        }
+        builder.AddInMemoryCollection(envValues);
+        builder.AddConfiguration(commandLine);
+        var options = new ServerOptions();
+        builder.Build().Bind(options);
+        return options;
+    }
+
+    // XAPI_HTTP_PORT -> HttpPort, XAPI_ROOT_PASSWORD -> RootPassword
+    private static string EnvironmentKey(string variable) =>
+        string.Concat(variable["XAPI_".Length..].Split('_', StringSplitOptions.RemoveEmptyEntries)
+            .Select(part => char.ToUpperInvariant(part[0]) + part[1..].ToLowerInvariant()));
+}

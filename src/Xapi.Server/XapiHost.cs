@@ -1,0 +1,164 @@
+using System.Net;
+using Microsoft.AspNetCore.Builder;
+using Microsoft.AspNetCore.Hosting;
+using Microsoft.AspNetCore.Hosting.Server;
+using Microsoft.AspNetCore.Hosting.Server.Features;
+using Microsoft.AspNetCore.Http;
+using Microsoft.Extensions.DependencyInjection;
+using Microsoft.Extensions.Hosting;
+using Microsoft.Extensions.Logging;
+using Serilog;
+using Serilog.Events;
+using Xapi.Database;
+using Xapi.Model;
+using Xapi.Protocol;
+using Xapi.Server.Messages;
+
+namespace Xapi.Server;
+
+/// <summary>The daemon: Kestrel, the RPC endpoints, the database and first-boot objects.</summary>
+public sealed class XapiHost : IAsyncDisposable
+{
+    private readonly WebApplication _app;
+    private readonly Serilog.Core.Logger _serilog;
+    private Timer? _sessionReaper;
+
+    private XapiHost(WebApplication app, Serilog.Core.Logger serilog, XapiDatabase database, ServerOptions options)
+    {
+        _app = app;
+        _serilog = serilog;
+        Database = database;
+        Options = options;
+    }
+
+    public XapiDatabase Database { get; }
+
+    public ServerOptions Options { get; }
+
+    public IServiceProvider Services => _app.Services;
+
+    /// <summary>The plain-HTTP address actually bound (useful with port 0).</summary>
+    public Uri HttpUri { get; private set; } = null!;
+
+    public Uri? HttpsUri { get; private set; }
+
+    /// <summary>The root password generated on first boot, when none was configured.</summary>
+    public string? GeneratedRootPassword { get; private set; }
+
+    public static XapiHost Create(ServerOptions options)
+    {
+        Directory.CreateDirectory(options.DataDir);
+        var serilogConfig = new LoggerConfiguration()
+            .MinimumLevel.Is(Enum.Parse<LogEventLevel>(options.LogLevel, ignoreCase: true))
+            .MinimumLevel.Override("Microsoft", LogEventLevel.Warning)
+            .Enrich.FromLogContext()
+            .WriteTo.Console(outputTemplate: "[{Timestamp:HH:mm:ss} {Level:u3}] {SourceContext}: {Message:lj}{NewLine}{Exception}");
+        var logFile = options.LogFile ?? Path.Combine(options.DataDir, "xapi.log");
+        if (logFile.Length > 0)
+        {
+            serilogConfig.WriteTo.File(logFile, rollingInterval: RollingInterval.Day, retainedFileCountLimit: 7);
+        }
+        var serilog = serilogConfig.CreateLogger();
+
+        var builder = WebApplication.CreateSlimBuilder();
+        builder.Logging.ClearProviders();
+        builder.Logging.AddSerilog(serilog);
+        builder.Logging.SetMinimumLevel(Microsoft.Extensions.Logging.LogLevel.Trace);
+
+        var passwords = PasswordStore.Open(options.DataDir, options.RootPassword, options.PasswordHashIterations, out var generated);
+        var database = new XapiDatabase();
+        var firstBoot = new FirstBoot(options.DataDir);
+        var facts = HostFacts.Read();
+
+        builder.WebHost.ConfigureKestrel(kestrel =>
+        {
+            kestrel.AddServerHeader = false;
+            kestrel.Limits.MaxRequestBodySize = null;
+            var address = IPAddress.Parse(options.ListenAddress);
+            kestrel.Listen(address, options.HttpPort);
+            if (options.HttpsPort != 0)
+            {
+                var certificate = SelfSignedCertificate.LoadOrCreate(options.DataDir, facts.Hostname, out _);
+                kestrel.Listen(address, options.HttpsPort < 0 ? 0 : options.HttpsPort, listen => listen.UseHttps(certificate));
+            }
+        });
+
+        builder.Services.AddSingleton(options);
+        builder.Services.AddSingleton(database);
+        builder.Services.AddSingleton(passwords);
+        builder.Services.AddSingleton(TimeProvider.System);
+        builder.Services.AddSingleton(new RpcLimits(options.MaxBodyBytes, options.MaxNestingDepth));
+        builder.Services.AddSingleton<SessionManager>();
+        builder.Services.AddSingleton(services => new CustomHandlers
+        {
+            Session = new SessionMessages(services.GetRequiredService<SessionManager>()),
+            Host = new HostMessages(services.GetRequiredService<TimeProvider>()),
+        });
+        builder.Services.AddSingleton<Dispatcher>();
+        builder.Services.AddSingleton<RpcEndpoint>();
+
+        var app = builder.Build();
+        var rpc = app.Services.GetRequiredService<RpcEndpoint>();
+        app.Use(async (context, next) =>
+        {
+            var method = context.Request.Method;
+            if (HttpMethods.IsPost(method))
+            {
+                await rpc.HandleAsync(context);
+            }
+            else if (HttpMethods.IsOptions(method))
+            {
+                await RpcEndpoint.PreflightAsync(context);
+            }
+            else
+            {
+                await next(context);
+            }
+        });
+        app.MapGet("/", () => Results.Text("xapi-dotnet: XenAPI on XML-RPC (POST /) and JSON-RPC (POST /jsonrpc)\n"));
+
+        firstBoot.Populate(database, facts);
+        app.Services.GetRequiredService<SessionManager>().HostRef = firstBoot.HostRef;
+
+        var host = new XapiHost(app, serilog, database, options) { GeneratedRootPassword = generated };
+        return host;
+    }
+
+    public async Task StartAsync(CancellationToken cancellationToken = default)
+    {
+        await _app.StartAsync(cancellationToken);
+        var addresses = _app.Services.GetRequiredService<IServer>().Features.Get<IServerAddressesFeature>()!.Addresses.ToList();
+        var logger = _app.Services.GetRequiredService<ILogger<XapiHost>>();
+        HttpUri = ToClientUri(addresses.First(a => a.StartsWith("http:", StringComparison.Ordinal)));
+        var https = addresses.FirstOrDefault(a => a.StartsWith("https:", StringComparison.Ordinal));
+        HttpsUri = https is null ? null : ToClientUri(https);
+        if (GeneratedRootPassword is not null)
+        {
+            // Printed once, on the boot that generated it; only its hash is kept.
+            Console.WriteLine($"Generated root password (shown once): {GeneratedRootPassword}");
+        }
+        var sessions = _app.Services.GetRequiredService<SessionManager>();
+        _sessionReaper = new Timer(_ => sessions.ExpireIdle(), null, TimeSpan.FromMinutes(1), TimeSpan.FromMinutes(1));
+        logger.LogInformation("XenAPI {Major}.{Minor} listening on {Addresses} with data in {DataDir}",
+            ApiSchema.ApiVersionMajor, ApiSchema.ApiVersionMinor, addresses, Path.GetFullPath(Options.DataDir));
+    }
+
+    public Task WaitForShutdownAsync(CancellationToken cancellationToken = default) => _app.WaitForShutdownAsync(cancellationToken);
+
+    private static Uri ToClientUri(string address)
+    {
+        var uri = new Uri(address.Replace("0.0.0.0", "127.0.0.1", StringComparison.Ordinal).Replace("[::]", "[::1]", StringComparison.Ordinal));
+        return new Uri($"{uri.Scheme}://{uri.Host}:{uri.Port}/");
+    }
+
+    public async ValueTask DisposeAsync()
+    {
+        if (_sessionReaper is not null)
+        {
+            await _sessionReaper.DisposeAsync();
+        }
+        await _app.StopAsync();
+        await _app.DisposeAsync();
+        await _serilog.DisposeAsync();
+    }
+}
