@@ -141,6 +141,13 @@ public sealed class Transaction
         return updated;
     }
 
+    /// <summary>Marks a row modified at this generation without changing it (<c>event.inject</c>).</summary>
+    public void Touch(ClassMeta cls, string reference)
+    {
+        Table(cls)[reference] = Get(cls, reference).Touch(Generation);
+        HasChanges = true;
+    }
+
     public void Delete(ClassMeta cls, string reference)
     {
         var old = Get(cls, reference);

@@ -1308,17 +1308,7 @@ internal sealed class UnimplementedBlobMessages : IBlobMessages
 /// <summary>The custom (non-generic) messages of <c>message</c>. Each answers NOT_IMPLEMENTED until implemented.</summary>
 public interface IMessageMessages
 {
-    ValueTask<object?> GetAllRecordsWhere(CallContext callContext, string @expr) => throw XenApiException.NotImplemented("message.get_all_records_where");
-
-    ValueTask<object?> GetAllRecords(CallContext callContext) => throw XenApiException.NotImplemented("message.get_all_records");
-
-    ValueTask<object?> GetByUuid(CallContext callContext, string @uuid) => throw XenApiException.NotImplemented("message.get_by_uuid");
-
-    ValueTask<object?> GetRecord(CallContext callContext, MessageRef @self) => throw XenApiException.NotImplemented("message.get_record");
-
     ValueTask<object?> GetSince(CallContext callContext, DateTime @since) => throw XenApiException.NotImplemented("message.get_since");
-
-    ValueTask<object?> GetAll(CallContext callContext) => throw XenApiException.NotImplemented("message.get_all");
 
     ValueTask<object?> Get(CallContext callContext, Cls @cls, string @obj_uuid, DateTime @since) => throw XenApiException.NotImplemented("message.get");
 

@@ -89,10 +89,16 @@ public sealed class XapiHost : IAsyncDisposable
         builder.Services.AddSingleton(TimeProvider.System);
         builder.Services.AddSingleton(new RpcLimits(options.MaxBodyBytes, options.MaxNestingDepth));
         builder.Services.AddSingleton<SessionManager>();
+        builder.Services.AddSingleton<EventHub>();
         builder.Services.AddSingleton(services => new CustomHandlers
         {
             Session = new SessionMessages(services.GetRequiredService<SessionManager>()),
             Host = new HostMessages(services.GetRequiredService<TimeProvider>()),
+            Event = new EventMessages(
+                services.GetRequiredService<XapiDatabase>(),
+                services.GetRequiredService<EventHub>(),
+                services.GetRequiredService<SessionManager>(),
+                services.GetRequiredService<TimeProvider>()),
         });
         builder.Services.AddSingleton<Dispatcher>();
         builder.Services.AddSingleton<RpcEndpoint>();

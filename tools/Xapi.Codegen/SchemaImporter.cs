@@ -98,7 +98,9 @@ public static class SchemaImporter
             foreach (var m in cls["messages"]!.AsArray())
             {
                 var msgName = m!["name"]!.GetValue<string>();
-                var isImplicit = m["implicit"]!.GetValue<bool>();
+                // Messages live in our database, so their record accessors are the generic ones.
+                var isImplicit = m["implicit"]!.GetValue<bool>()
+                    || (name == "message" && msgName is "get_record" or "get_by_uuid" or "get_all" or "get_all_records" or "get_all_records_where");
                 hasGetAllRecords |= msgName == "get_all_records";
                 var allParams = m["params"]!.AsArray();
                 var takesSession = allParams.Count > 0 && allParams[0]!["type"]!.GetValue<string>() == "session ref"
@@ -215,7 +217,7 @@ public static class SchemaImporter
 
     private static string ImplicitKind(string message, HashSet<string> fields)
     {
-        if (message is "get_record" or "get_by_uuid" or "get_by_name_label" or "get_all" or "get_all_records" or "create" or "destroy")
+        if (message is "get_record" or "get_by_uuid" or "get_by_name_label" or "get_all" or "get_all_records" or "get_all_records_where" or "get_all_where" or "create" or "destroy")
         {
             return message;
         }

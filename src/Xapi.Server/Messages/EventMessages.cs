@@ -1,0 +1,165 @@
+using System.Globalization;
+using Xapi.Database;
+using Xapi.Model;
+
+namespace Xapi.Server.Messages;
+
+/// <summary>
+/// <c>event.from</c> over the database's generations: an <c>add</c> per object for the empty
+/// token, otherwise <c>add</c>/<c>mod</c>/<c>del</c> since the token, waiting for a commit when
+/// there is nothing yet.
+/// </summary>
+public sealed class EventMessages(XapiDatabase database, EventHub hub, SessionManager sessions, TimeProvider time) : IEventMessages
+{
+    // Sessions change on every login; real servers do not report them as events either.
+    private static readonly HashSet<string> Unwatched = ["session"];
+
+    private sealed record Subscription(ClassMeta Class, string? Ref);
+
+    public async ValueTask<object?> From(CallContext callContext, IReadOnlyList<object?> classes, string token, double timeout)
+    {
+        var subscriptions = ParseSubscriptions(classes);
+        var since = ParseToken(token);
+        var deadline = time.GetUtcNow() + TimeSpan.FromSeconds(Math.Clamp(timeout, 0, 24 * 3600));
+        var cancellation = ((ServerCallContext)callContext).CancellationToken;
+        while (true)
+        {
+            // Take the wake-up signal before the snapshot, so no commit falls between them.
+            var nextCommit = hub.NextCommit;
+            var snapshot = database.Snapshot;
+            var events = Collect(snapshot, subscriptions, since);
+            var remaining = deadline - time.GetUtcNow();
+            if (events.Count > 0 || since < 0 || remaining <= TimeSpan.Zero)
+            {
+                return Batch(snapshot, subscriptions, events);
+            }
+            await Task.WhenAny(nextCommit, Task.Delay(remaining, time, cancellation)).ConfigureAwait(false);
+            cancellation.ThrowIfCancellationRequested();
+            sessions.Validate(callContext.SessionRef);
+        }
+    }
+
+    public ValueTask<object?> Inject(CallContext callContext, string @class, string @ref)
+    {
+        if (!ApiSchema.ClassesByNameIgnoreCase.TryGetValue(@class, out var cls) || !cls.IsStored)
+        {
+            throw new XenApiException("EVENT_SUBSCRIPTION_PARSE_FAILURE", @class);
+        }
+        var generation = database.Write(tx =>
+        {
+            tx.Touch(cls, @ref);
+            return tx.Generation;
+        });
+        return ValueTask.FromResult<object?>(Token(generation));
+    }
+
+    public ValueTask<object?> GetCurrentId(CallContext callContext) =>
+        ValueTask.FromResult<object?>(database.Snapshot.Generation);
+
+    private static List<Subscription> ParseSubscriptions(IReadOnlyList<object?> classes)
+    {
+        var result = new List<Subscription>();
+        foreach (var item in classes)
+        {
+            var text = item as string ?? "";
+            if (text == "*")
+            {
+                result.AddRange(ApiSchema.Classes.Where(c => c.IsStored && !Unwatched.Contains(c.Name)).Select(c => new Subscription(c, null)));
+                continue;
+            }
+            var slash = text.IndexOf('/');
+            var name = slash < 0 ? text : text[..slash];
+            if (!ApiSchema.ClassesByNameIgnoreCase.TryGetValue(name, out var cls) || !cls.IsStored)
+            {
+                throw new XenApiException("EVENT_SUBSCRIPTION_PARSE_FAILURE", text);
+            }
+            result.Add(new Subscription(cls, slash < 0 ? null : text[(slash + 1)..]));
+        }
+        return result;
+    }
+
+    // Returns -1 for the empty token (send everything as "add").
+    private static long ParseToken(string token)
+    {
+        if (token.Length == 0)
+        {
+            return -1;
+        }
+        var comma = token.IndexOf(',');
+        var first = comma < 0 ? token : token[..comma];
+        if (long.TryParse(first, NumberStyles.None, CultureInfo.InvariantCulture, out var generation))
+        {
+            return generation;
+        }
+        throw new XenApiException("EVENT_FROM_TOKEN_PARSE_FAILURE", token);
+    }
+
+    public static string Token(long generation) =>
+        string.Create(CultureInfo.InvariantCulture, $"{generation:D20},{0:D20}");
+
+    private static List<object?> Collect(DbSnapshot snapshot, List<Subscription> subscriptions, long since)
+    {
+        var events = new List<(long Generation, object? Event)>();
+        var byClass = subscriptions.GroupBy(s => s.Class);
+        foreach (var group in byClass)
+        {
+            var cls = group.Key;
+            var all = group.Any(s => s.Ref is null);
+            var refs = group.Where(s => s.Ref is not null).Select(s => s.Ref!).ToHashSet(StringComparer.Ordinal);
+            foreach (var row in snapshot.All(cls))
+            {
+                if (row.Modified > since && (all || refs.Contains(row.Ref)))
+                {
+                    var operation = since < 0 || row.Created > since ? "add" : "mod";
+                    events.Add((row.Modified, Event(row.Modified, cls, operation, row.Ref, row.Uuid, snapshot.ToRecord(row))));
+                }
+            }
+            if (since < 0)
+            {
+                continue;
+            }
+            foreach (var tombstone in snapshot.Tombstones)
+            {
+                if (tombstone.Class == cls && tombstone.Deleted > since && tombstone.Created <= since && (all || refs.Contains(tombstone.Ref)))
+                {
+                    events.Add((tombstone.Deleted, Event(tombstone.Deleted, cls, "del", tombstone.Ref, tombstone.Uuid, null)));
+                }
+            }
+        }
+        return events.OrderBy(e => e.Generation).Select(e => e.Event).ToList();
+    }
+
+    private static ValueMap Event(long generation, ClassMeta cls, string operation, string reference, string uuid, ValueMap? snapshot)
+    {
+        var items = new Dictionary<object, object?>
+        {
+            ["id"] = generation.ToString(CultureInfo.InvariantCulture),
+            ["timestamp"] = DateTimeOffset.UtcNow.ToUnixTimeMilliseconds() / 1000.0 is var seconds ? seconds.ToString("F6", CultureInfo.InvariantCulture) : "",
+            ["class"] = cls.EventName,
+            ["operation"] = operation,
+            ["ref"] = reference,
+            ["obj_uuid"] = uuid,
+        };
+        if (snapshot is not null)
+        {
+            items["snapshot"] = snapshot;
+        }
+        return new ValueMap(items);
+    }
+
+    private static ValueMap Batch(DbSnapshot snapshot, List<Subscription> subscriptions, List<object?> events)
+    {
+        var counts = new Dictionary<object, object?>();
+        foreach (var cls in subscriptions.Select(s => s.Class).Distinct())
+        {
+            // valid_ref_counts are <i4> on the wire, hence int rather than long.
+            counts[cls.EventName] = snapshot.Count(cls);
+        }
+        return new ValueMap(new Dictionary<object, object?>
+        {
+            ["events"] = events,
+            ["valid_ref_counts"] = new ValueMap(counts),
+            ["token"] = Token(snapshot.Generation),
+        });
+    }
+}
