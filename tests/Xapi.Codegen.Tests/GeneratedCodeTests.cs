@@ -1,0 +1,87 @@
+using Xapi.Codegen;
+using Xapi.Model;
+using Xapi.Tests;
+
+namespace Xapi.Codegen.Tests;
+
+public class GeneratedCodeTests
+{
+    [Test]
+    public void Checked_in_generated_code_matches_the_schema()
+    {
+        var schema = SchemaReader.Read(Path.Combine(RepositoryRoot.Path, "schema"));
+        var stale = new List<string>();
+        foreach (var (file, expected) in Generator.Generate(schema))
+        {
+            var path = Path.Combine(RepositoryRoot.Path, "src", "Xapi.Model", file);
+            if (!File.Exists(path) || File.ReadAllText(path) != expected)
+            {
+                stale.Add(file);
+            }
+        }
+        Assert.That(stale, Is.Empty, "regenerate with: dotnet run --project tools/Xapi.Codegen -- generate");
+    }
+
+    [Test]
+    public void Schema_holds_the_whole_datamodel()
+    {
+        var schema = SchemaReader.Read(Path.Combine(RepositoryRoot.Path, "schema"));
+        Assert.Multiple(() =>
+        {
+            Assert.That(schema.Classes, Has.Count.EqualTo(72));
+            Assert.That(schema.Classes.Sum(c => c.Fields.Count), Is.EqualTo(922));
+            Assert.That(schema.Enums, Has.Count.GreaterThanOrEqualTo(70));
+            Assert.That(schema.Errors.Select(e => e.Code), Does.Contain("HANDLE_INVALID").And.Contain("SESSION_INVALID"));
+            Assert.That(ApiSchema.Classes, Has.Length.EqualTo(72));
+        });
+    }
+
+    [Test]
+    public void Every_class_with_records_can_be_queried_with_where_expressions()
+    {
+        foreach (var cls in ApiSchema.Classes.Where(c => c.MessagesByName.ContainsKey("get_all_records")))
+        {
+            Assert.That(cls.MessagesByName["get_all_records_where"].Implicit, Is.EqualTo(ImplicitKind.GetAllRecordsWhere), cls.Name);
+            Assert.That(cls.MessagesByName["get_all_where"].Implicit, Is.EqualTo(ImplicitKind.GetAllWhere), cls.Name);
+        }
+    }
+
+    [Test]
+    public void Async_flags_and_error_parameters_come_through()
+    {
+        Assert.Multiple(() =>
+        {
+            Assert.That(ApiSchema.MessagesByWireName["VM.start"].IsAsync, Is.True);
+            Assert.That(ApiSchema.MessagesByWireName["VM.get_record"].IsAsync, Is.False);
+            Assert.That(ApiSchema.MessagesByWireName["VM.create"].IsAsync, Is.True, "implicit create is async-capable");
+            Assert.That(ApiSchema.ErrorsByCode["VM_BAD_POWER_STATE"].Params, Is.EqualTo(new[] { "vm", "expected", "actual" }));
+            Assert.That(ApiSchema.MessagesByWireName["session.login_with_password"].MinimumArity, Is.EqualTo(2));
+            Assert.That(ApiSchema.MessagesByWireName["session.login_with_password"].TakesSession, Is.False);
+        });
+    }
+
+    [Test]
+    public void Relations_compute_the_many_side_from_the_pointer()
+    {
+        var vm = ApiSchema.Class("VM");
+        Assert.Multiple(() =>
+        {
+            Assert.That(vm.FieldsByName["VBDs"].ManyOf, Is.EqualTo("VBD.VM"));
+            Assert.That(vm.FieldsByName["snapshots"].ManyOf, Is.EqualTo("VM.snapshot_of"));
+            Assert.That(ApiSchema.Class("host").FieldsByName["resident_VMs"].ManyOf, Is.EqualTo("VM.resident_on"));
+            Assert.That(ApiSchema.Class("SR").FieldsByName["VDIs"].ManyOf, Is.EqualTo("VDI.SR"));
+        });
+    }
+
+    [TestCase("{}", "(string -> string) map", "{}")]
+    [TestCase("{\"address\" -> \"localhost\", \"port\" -> \"27000\"}", "(string -> string) map", "{\"address\":\"localhost\",\"port\":\"27000\"}")]
+    [TestCase("{0}", "int set", "[0]")]
+    [TestCase("1.", "float", "1")]
+    [TestCase("\"()\"", "string", "\"()\"")]
+    [TestCase("Null", "task ref", "\"OpaqueRef:NULL\"")]
+    public void Datamodel_default_literals_convert_to_typed_values(string literal, string type, string expectedJson)
+    {
+        var converted = SchemaImporter.ConvertDefault(literal, type);
+        Assert.That(converted?.ToJsonString() ?? "null", Is.EqualTo(expectedJson));
+    }
+}
