@@ -208,7 +208,11 @@ public sealed class MessageMeta
 
     public Lifecycle Lifecycle { get; }
 
-    /// <summary>Calls the hand-written implementation of a custom message; null for implicit ones.</summary>
+    /// <summary>
+    /// Calls the hand-written implementation of a custom message; null for implicit ones.
+    /// A message with both this and an <see cref="Implicit"/> kind is a custom accessor that
+    /// falls back to the generic behaviour until it is implemented.
+    /// </summary>
     public CustomInvoker? Invoke { get; }
 }
 

@@ -88,7 +88,12 @@ public static class JsonRpc
             case JsonTokenType.String:
                 return reader.GetString();
             case JsonTokenType.Number:
-                return reader.TryGetInt64(out var l) ? l : reader.GetDouble();
+                // Boxed separately: "cond ? long : double" would turn every integer into a double.
+                if (reader.TryGetInt64(out var l))
+                {
+                    return l;
+                }
+                return reader.GetDouble();
             case JsonTokenType.True:
                 return true;
             case JsonTokenType.False:

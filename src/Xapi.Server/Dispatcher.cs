@@ -19,6 +19,7 @@ public sealed class Dispatcher
     private readonly CustomHandlers _handlers;
     private readonly ILogger _logger;
     private readonly FrozenDictionary<string, MessageMeta> _byUnderscoreName;
+    private readonly FrozenSet<MessageMeta> _implemented;
 
     public Dispatcher(XapiDatabase database, SessionManager sessions, CustomHandlers handlers, ILogger<Dispatcher> logger)
     {
@@ -28,6 +29,7 @@ public sealed class Dispatcher
         _logger = logger;
         _byUnderscoreName = ApiSchema.MessagesByWireName.Values
             .ToFrozenDictionary(m => $"{m.Owner.Name}_{m.Name}", StringComparer.Ordinal);
+        _implemented = CustomImplementations.Find(handlers);
         ListMethods = ApiSchema.MessagesByWireName.Keys.Order(StringComparer.Ordinal)
             .Concat(["system.listMethods", "system.isAlive"]).Select(n => (object?)n).ToArray();
     }
@@ -36,6 +38,10 @@ public sealed class Dispatcher
     public IReadOnlyList<object?> ListMethods { get; }
 
     public CustomHandlers Handlers => _handlers;
+
+    /// <summary>Whether a call to this message gets an answer other than NOT_IMPLEMENTED.</summary>
+    public bool Answers(MessageMeta message) =>
+        message.Invoke is null || message.Implicit != ImplicitKind.None || _implemented.Contains(message);
 
     public static MessageMeta? Resolve(string method, IReadOnlyDictionary<string, MessageMeta> byUnderscore)
     {
@@ -95,7 +101,7 @@ public sealed class Dispatcher
             var param = message.Params[i];
             args[i] = i < received ? param.Type.Coerce(parameters[i + offset], param.Name) : DefaultFor(message, param);
         }
-        if (message.Implicit != ImplicitKind.None)
+        if (message.Implicit != ImplicitKind.None && (message.Invoke is null || !_implemented.Contains(message)))
         {
             return GenericMessages.Invoke(message, args, _database);
         }

@@ -45,7 +45,7 @@ public sealed class XapiHost : IAsyncDisposable
     /// <summary>The root password generated on first boot, when none was configured.</summary>
     public string? GeneratedRootPassword { get; private set; }
 
-    public static XapiHost Create(ServerOptions options)
+    public static XapiHost Create(ServerOptions options, TimeProvider? time = null)
     {
         Directory.CreateDirectory(options.DataDir);
         var serilogConfig = new LoggerConfiguration()
@@ -86,7 +86,7 @@ public sealed class XapiHost : IAsyncDisposable
         builder.Services.AddSingleton(options);
         builder.Services.AddSingleton(database);
         builder.Services.AddSingleton(passwords);
-        builder.Services.AddSingleton(TimeProvider.System);
+        builder.Services.AddSingleton(time ?? TimeProvider.System);
         builder.Services.AddSingleton(new RpcLimits(options.MaxBodyBytes, options.MaxNestingDepth));
         builder.Services.AddSingleton<SessionManager>();
         builder.Services.AddSingleton<EventHub>();

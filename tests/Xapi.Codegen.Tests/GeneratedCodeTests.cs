@@ -73,6 +73,13 @@ public class GeneratedCodeTests
         });
     }
 
+    [Test]
+    public void Runtime_naming_agrees_with_the_generator()
+    {
+        var names = ApiSchema.Classes.SelectMany(c => c.Messages.Select(m => m.Name).Append(c.Name));
+        Assert.That(names.Where(n => Naming.Pascal(n) != Generator.Pascal(n)), Is.Empty);
+    }
+
     [TestCase("{}", "(string -> string) map", "{}")]
     [TestCase("{\"address\" -> \"localhost\", \"port\" -> \"27000\"}", "(string -> string) map", "{\"address\":\"localhost\",\"port\":\"27000\"}")]
     [TestCase("{0}", "int set", "[0]")]

@@ -122,8 +122,8 @@ public static class Generator
                     ? "RoleSet.None"
                     : string.Join(" | ", m.Roles.Select(r => "RoleSet." + Pascal(r)));
                 var errors = string.Join(", ", m.Errors.Select(Literal));
-                var (kind, field) = ImplicitParts(m.Implicit);
-                var invoke = kind == "None" ? InvokerLambda(cls, m) : "null";
+                var (kind, field) = ImplicitParts(m.Implicit.Length > 0 ? m.Implicit : m.Generic);
+                var invoke = m.Implicit.Length == 0 ? InvokerLambda(cls, m) : "null";
                 sb.Append(CultureInfo.InvariantCulture,
                     $"            new({Literal(m.Name)}, {(m.TakesSession ? "true" : "false")}, [{ps}], {Literal(m.Result)}, {roles}, [{errors}], ImplicitKind.{kind}, {(field is null ? "null" : Literal(field))}, {(m.Async ? "true" : "false")}, {(m.Internal ? "true" : "false")}, Lifecycle.{Pascal(m.Lifecycle)},\n                {invoke}),\n");
             }

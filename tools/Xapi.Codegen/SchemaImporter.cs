@@ -129,6 +129,12 @@ public static class SchemaImporter
                 {
                     message["implicit"] = ImplicitKind(msgName, fieldNames);
                 }
+                else if (GenericShape(msgName, allParams.Count - (takesSession ? 1 : 0), cls["fields"]!.AsArray()) is { } generic)
+                {
+                    // A custom message shaped like a field accessor (VM.set_VCPUs_max): it behaves
+                    // like the generic one until the class implements its extra checks.
+                    message["generic"] = generic;
+                }
                 if (asyncRef.Contains($"{name}.{msgName}") || (isImplicit && msgName is "create" or "destroy"))
                 {
                     message["async"] = true;
@@ -229,6 +235,27 @@ public static class SchemaImporter
             }
         }
         throw new InvalidOperationException($"Cannot classify implicit message {message}");
+    }
+
+    private static string? GenericShape(string message, int arity, JsonArray fields)
+    {
+        foreach (var (prefix, expectedArity, typeSuffix) in new[]
+                 {
+                     ("add_to_", 3, " map"), ("remove_from_", 2, " map"), ("set_", 2, ""), ("add_", 2, " set"), ("remove_", 2, " set"),
+                 })
+        {
+            if (!message.StartsWith(prefix, StringComparison.Ordinal) || arity != expectedArity)
+            {
+                continue;
+            }
+            var fieldName = message[prefix.Length..];
+            var field = fields.FirstOrDefault(f => f!["name"]!.GetValue<string>() == fieldName);
+            if (field is not null && field["type"]!.GetValue<string>().EndsWith(typeSuffix, StringComparison.Ordinal))
+            {
+                return prefix.TrimEnd('_') + ":" + fieldName;
+            }
+        }
+        return null;
     }
 
     private static JsonObject WhereMessage(string name, string result, string kind) => new()

@@ -1,0 +1,96 @@
+using Microsoft.Extensions.DependencyInjection;
+using Xapi.Database;
+using Xapi.Model;
+using Xapi.Protocol;
+
+namespace Xapi.Server.Tests;
+
+/// <summary>A real daemon on a loopback port with a throwaway data dir.</summary>
+public sealed class TestDaemon : IAsyncDisposable
+{
+    public const string Password = "test-password";
+
+    private readonly string _dataDir;
+
+    private TestDaemon(XapiHost host, string dataDir)
+    {
+        Host = host;
+        _dataDir = dataDir;
+    }
+
+    public XapiHost Host { get; }
+
+    public Uri Uri => Host.HttpUri;
+
+    public XapiDatabase Database => Host.Database;
+
+    public T Service<T>() where T : notnull => Host.Services.GetRequiredService<T>();
+
+    public static async Task<TestDaemon> StartAsync(Action<ServerOptions>? configure = null, TimeProvider? time = null)
+    {
+        var dataDir = Directory.CreateTempSubdirectory("xapi-test-").FullName;
+        var options = new ServerOptions
+        {
+            HttpPort = 0,
+            ListenAddress = "127.0.0.1",
+            DataDir = dataDir,
+            RootPassword = Password,
+            PasswordHashIterations = 1_000,
+            FailedLoginDelay = TimeSpan.FromMilliseconds(500),
+            LogFile = "",
+            LogLevel = "Warning",
+        };
+        configure?.Invoke(options);
+        var host = XapiHost.Create(options, time);
+        await host.StartAsync();
+        return new TestDaemon(host, dataDir);
+    }
+
+    public XenApiClient Client(RpcDialect dialect = RpcDialect.XmlRpc) => new(Uri, dialect);
+
+    public async Task<XenApiClient> LoginAsync(RpcDialect dialect = RpcDialect.XmlRpc)
+    {
+        var client = Client(dialect);
+        await client.LoginAsync("root", Password);
+        return client;
+    }
+
+    public async ValueTask DisposeAsync()
+    {
+        await Host.DisposeAsync();
+        try
+        {
+            Directory.Delete(_dataDir, recursive: true);
+        }
+        catch (IOException)
+        {
+        }
+    }
+}
+
+public static class Dialects
+{
+    public static readonly RpcDialect[] All = [RpcDialect.XmlRpc, RpcDialect.JsonRpcV1, RpcDialect.JsonRpcV2];
+}
+
+public static class XenApiAssert
+{
+    public static async Task<XenApiException> FailsAsync(Func<Task> call, string code, params string[] parameters)
+    {
+        try
+        {
+            await call();
+        }
+        catch (XenApiException e)
+        {
+            Assert.That(e.Code, Is.EqualTo(code), e.Message);
+            if (parameters.Length > 0)
+            {
+                Assert.That(e.Parameters, Is.EqualTo(parameters));
+            }
+            return e;
+        }
+        Assert.Fail($"expected {code}, but the call succeeded");
+        throw new InvalidOperationException();
+    }
+}
