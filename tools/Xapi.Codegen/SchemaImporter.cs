@@ -129,7 +129,8 @@ public static class SchemaImporter
                 {
                     message["implicit"] = ImplicitKind(msgName, fieldNames);
                 }
-                else if (GenericShape(msgName, allParams.Count - (takesSession ? 1 : 0), cls["fields"]!.AsArray()) is { } generic)
+                else if (GenericShape(msgName, allParams.Skip(takesSession ? 1 : 0).Select(p => p!["type"]!.GetValue<string>()).ToList(),
+                             cls["fields"]!.AsArray()) is { } generic)
                 {
                     // A custom message shaped like a field accessor (VM.set_VCPUs_max): it behaves
                     // like the generic one until the class implements its extra checks.
@@ -237,25 +238,42 @@ public static class SchemaImporter
         throw new InvalidOperationException($"Cannot classify implicit message {message}");
     }
 
-    private static string? GenericShape(string message, int arity, JsonArray fields)
+    private static string? GenericShape(string message, List<string> paramTypes, JsonArray fields)
     {
-        foreach (var (prefix, expectedArity, typeSuffix) in new[]
-                 {
-                     ("add_to_", 3, " map"), ("remove_from_", 2, " map"), ("set_", 2, ""), ("add_", 2, " set"), ("remove_", 2, " set"),
-                 })
+        foreach (var prefix in new[] { "add_to_", "remove_from_", "set_", "add_", "remove_" })
         {
-            if (!message.StartsWith(prefix, StringComparison.Ordinal) || arity != expectedArity)
+            if (!message.StartsWith(prefix, StringComparison.Ordinal))
             {
                 continue;
             }
             var fieldName = message[prefix.Length..];
-            var field = fields.FirstOrDefault(f => f!["name"]!.GetValue<string>() == fieldName);
-            if (field is not null && field["type"]!.GetValue<string>().EndsWith(typeSuffix, StringComparison.Ordinal))
+            var type = fields.FirstOrDefault(f => f!["name"]!.GetValue<string>() == fieldName)?["type"]?.GetValue<string>();
+            if (type is null)
+            {
+                continue;
+            }
+            // The parameters after "self" must be exactly what the generic accessor takes.
+            var expected = prefix switch
+            {
+                "set_" => [type],
+                "add_" or "remove_" when type.EndsWith(" set", StringComparison.Ordinal) => [type[..^4]],
+                "add_to_" when type.StartsWith('(') && type.EndsWith(" map", StringComparison.Ordinal) => MapParts(type),
+                "remove_from_" when type.StartsWith('(') && type.EndsWith(" map", StringComparison.Ordinal) => [MapParts(type)[0]],
+                _ => null,
+            };
+            if (expected is not null && paramTypes.Count == expected.Count + 1 && paramTypes.Skip(1).SequenceEqual(expected))
             {
                 return prefix.TrimEnd('_') + ":" + fieldName;
             }
         }
         return null;
+    }
+
+    private static List<string> MapParts(string type)
+    {
+        var inner = type[1..type.LastIndexOf(')')];
+        var arrow = inner.IndexOf(" -> ", StringComparison.Ordinal);
+        return [inner[..arrow], inner[(arrow + 4)..]];
     }
 
     private static JsonObject WhereMessage(string name, string result, string kind) => new()
