@@ -1,0 +1,48 @@
+#!/usr/bin/env bash
+# The test command: installs what the tests need on a fresh Debian machine, builds, runs every
+# test project, and ends with one line "tests: N passed, N failed, N skipped".
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+as_root() { if [ "$(id -u)" -eq 0 ]; then "$@"; else sudo "$@"; fi; }
+
+# Real clients: XenAPI.py from Debian (for Debian's own python3) and the npm xen-api connector.
+missing=()
+[ -f /usr/lib/python3/dist-packages/os_xenapi/client/XenAPI.py ] || missing+=(python3-os-xenapi)
+command -v node >/dev/null 2>&1 || missing+=(nodejs npm)
+if [ ${#missing[@]} -gt 0 ]; then
+  echo "installing: ${missing[*]}"
+  as_root apt-get update -qq
+  as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >/dev/null
+fi
+(cd tests/clients && npm ci --no-audit --no-fund --loglevel=error)
+
+dotnet build Xapi.sln -c Release -nologo -v quiet
+
+results=$(mktemp -d)
+trap 'rm -rf "$results"' EXIT
+export XAPI_CLIENT_TESTS=required
+set +e
+dotnet test Xapi.sln -c Release --no-build -nologo --logger trx --results-directory "$results"
+status=$?
+set -e
+
+# Sum the TRX counters of every test project into the closing line CI reads.
+summary=$(python3 - "$results" <<'PY'
+import glob, sys, xml.etree.ElementTree as ET
+ns = {"t": "http://microsoft.com/schemas/VisualStudio/TeamTest/2010"}
+passed = failed = skipped = 0
+for path in glob.glob(sys.argv[1] + "/**/*.trx", recursive=True):
+    counters = ET.parse(path).getroot().find("t:ResultSummary/t:Counters", ns)
+    passed += int(counters.get("passed", 0))
+    failed += int(counters.get("failed", 0)) + int(counters.get("error", 0)) + int(counters.get("timeout", 0)) + int(counters.get("aborted", 0))
+    skipped += int(counters.get("notExecuted", 0)) + int(counters.get("inconclusive", 0))
+print(f"{passed} {failed} {skipped}")
+PY
+)
+read -r passed failed skipped <<<"$summary"
+if [ "$status" -ne 0 ] && [ "$failed" -eq 0 ]; then
+  failed=1  # the run itself failed (a crash or a build error) without a failing test to show for it
+fi
+echo "tests: ${passed} passed, ${failed} failed, ${skipped} skipped"
+[ "$failed" -eq 0 ]

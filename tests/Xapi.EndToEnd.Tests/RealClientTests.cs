@@ -1,0 +1,88 @@
+using System.Diagnostics;
+using Xapi.Server.Tests;
+using Xapi.Tests;
+
+namespace Xapi.EndToEnd.Tests;
+
+/// <summary>
+/// The clients people actually use, over real sockets: the npm xen-api connector (Xen
+/// Orchestra) and XenAPI.py from Debian's python3-os-xenapi (OpenStack). The test command
+/// installs both and sets XAPI_CLIENT_TESTS=required, so a missing client fails there.
+/// </summary>
+public class RealClientTests
+{
+    private static readonly string ClientsDir = Path.Combine(RepositoryRoot.Path, "tests", "clients");
+
+    private static void RequireOrIgnore(bool present, string what)
+    {
+        if (present)
+        {
+            return;
+        }
+        if (Environment.GetEnvironmentVariable("XAPI_CLIENT_TESTS") == "required")
+        {
+            Assert.Fail($"{what} is not installed; the test command should have installed it");
+        }
+        Assert.Ignore($"{what} is not installed (run the README's test command)");
+    }
+
+    private static async Task<(int ExitCode, string Output)> RunAsync(string program, params string[] args)
+    {
+        var start = new ProcessStartInfo(program)
+        {
+            WorkingDirectory = ClientsDir,
+            RedirectStandardOutput = true,
+            RedirectStandardError = true,
+        };
+        foreach (var arg in args)
+        {
+            start.ArgumentList.Add(arg);
+        }
+        using var process = Process.Start(start)!;
+        var stdout = process.StandardOutput.ReadToEndAsync();
+        var stderr = process.StandardError.ReadToEndAsync();
+        using var timeout = new CancellationTokenSource(TimeSpan.FromSeconds(60));
+        try
+        {
+            await process.WaitForExitAsync(timeout.Token);
+        }
+        catch (OperationCanceledException)
+        {
+            process.Kill(entireProcessTree: true);
+            throw;
+        }
+        var output = await stdout + await stderr;
+        TestContext.Out.WriteLine(output);
+        return (process.ExitCode, output);
+    }
+
+    [Test]
+    public async Task Npm_xen_api_connects_caches_objects_and_renames_a_vm()
+    {
+        RequireOrIgnore(Directory.Exists(Path.Combine(ClientsDir, "node_modules", "xen-api")), "npm xen-api");
+        await using var daemon = await TestDaemon.StartAsync();
+        var (exitCode, output) = await RunAsync("node", "smoke.mjs", daemon.Uri.ToString().TrimEnd('/'), TestDaemon.Password);
+        Assert.Multiple(() =>
+        {
+            Assert.That(exitCode, Is.Zero, output);
+            Assert.That(output, Does.Contain("pools=1 hosts=1").And.Contain("OK"));
+        });
+        var renamed = daemon.Database.Snapshot.All(Xapi.Model.ApiSchema.Class("VM"))
+            .Select(r => (string)r[Xapi.Model.ApiSchema.Class("VM").FieldsByName["name_label"]]!);
+        Assert.That(renamed, Has.Some.StartsWith("renamed by xen-api"), "the rename reached the database");
+    }
+
+    [Test]
+    public async Task Xenapi_py_logs_in_with_four_parameters_and_reads_the_pool()
+    {
+        const string python = "/usr/bin/python3";
+        RequireOrIgnore(File.Exists("/usr/lib/python3/dist-packages/os_xenapi/client/XenAPI.py") && File.Exists(python), "python3-os-xenapi");
+        await using var daemon = await TestDaemon.StartAsync();
+        var (exitCode, output) = await RunAsync(python, "xenapi_py_smoke.py", daemon.Uri.ToString().TrimEnd('/'), TestDaemon.Password);
+        Assert.Multiple(() =>
+        {
+            Assert.That(exitCode, Is.Zero, output);
+            Assert.That(output, Does.Contain("api=2.21").And.Contain("OK"));
+        });
+    }
+}
