@@ -105,23 +105,27 @@ public sealed class XapiHost : IAsyncDisposable
 
         var app = builder.Build();
         var rpc = app.Services.GetRequiredService<RpcEndpoint>();
-        app.Use(async (context, next) =>
+        // One terminal handler and no endpoint routing: routing a POST on "/" past a GET route
+        // cost more than the whole XenAPI call.
+        app.Run(context =>
         {
             var method = context.Request.Method;
             if (HttpMethods.IsPost(method))
             {
-                await rpc.HandleAsync(context);
+                return rpc.HandleAsync(context);
             }
-            else if (HttpMethods.IsOptions(method))
+            if (HttpMethods.IsOptions(method))
             {
-                await RpcEndpoint.PreflightAsync(context);
+                return RpcEndpoint.PreflightAsync(context);
             }
-            else
+            if (HttpMethods.IsGet(method) && context.Request.Path == "/")
             {
-                await next(context);
+                context.Response.ContentType = "text/plain";
+                return context.Response.WriteAsync("xapi-dotnet: XenAPI on XML-RPC (POST /) and JSON-RPC (POST /jsonrpc)\n");
             }
+            context.Response.StatusCode = StatusCodes.Status404NotFound;
+            return Task.CompletedTask;
         });
-        app.MapGet("/", () => Results.Text("xapi-dotnet: XenAPI on XML-RPC (POST /) and JSON-RPC (POST /jsonrpc)\n"));
 
         firstBoot.Populate(database, facts);
         app.Services.GetRequiredService<SessionManager>().HostRef = firstBoot.HostRef;
