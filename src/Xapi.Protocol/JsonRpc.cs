@@ -1,5 +1,4 @@
 using System.Buffers;
-using System.Text;
 using System.Text.Json;
 using Xapi.Model;
 
@@ -292,5 +291,5 @@ public static class JsonRpc
         return value.GetValueOrDefault("result");
     }
 
-    internal static string Utf8(ReadOnlySpan<byte> bytes) => Encoding.UTF8.GetString(bytes);
+
 }

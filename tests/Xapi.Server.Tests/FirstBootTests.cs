@@ -3,30 +3,13 @@ using Xapi.Protocol;
 
 namespace Xapi.Server.Tests;
 
-public class FirstBootTests
+public class FirstBootTests() : LoggedInFixture(RpcDialect.JsonRpcV2)
 {
-    private TestDaemon _daemon = null!;
-    private XenApiClient _client = null!;
-
-    [OneTimeSetUp]
-    public async Task StartAsync()
-    {
-        _daemon = await TestDaemon.StartAsync();
-        _client = await _daemon.LoginAsync(RpcDialect.JsonRpcV2);
-    }
-
-    [OneTimeTearDown]
-    public async Task StopAsync()
-    {
-        _client.Dispose();
-        await _daemon.DisposeAsync();
-    }
-
     private async Task<IReadOnlyDictionary<string, object?>> RecordAsync(string cls, string reference) =>
-        (IReadOnlyDictionary<string, object?>)(await _client.InvokeAsync($"{cls}.get_record", reference))!;
+        (IReadOnlyDictionary<string, object?>)(await Client.InvokeAsync($"{cls}.get_record", reference))!;
 
     private async Task<IReadOnlyDictionary<string, object?>> AllRecordsAsync(string cls) =>
-        (IReadOnlyDictionary<string, object?>)(await _client.InvokeAsync($"{cls}.get_all_records"))!;
+        (IReadOnlyDictionary<string, object?>)(await Client.InvokeAsync($"{cls}.get_all_records"))!;
 
     [Test]
     public async Task A_fresh_host_is_the_master_of_its_pool()
@@ -44,13 +27,13 @@ public class FirstBootTests
     [Test]
     public async Task The_host_reports_api_and_software_versions_clients_check()
     {
-        var host = (string)((IReadOnlyList<object?>)(await _client.InvokeAsync("host.get_all"))!)[0]!;
+        var host = (string)((IReadOnlyList<object?>)(await Client.InvokeAsync("host.get_all"))!)[0]!;
         var record = await RecordAsync("host", host);
         var software = (IReadOnlyDictionary<string, object?>)record["software_version"]!;
         Assert.Multiple(async () =>
         {
-            Assert.That(await _client.InvokeAsync("host.get_API_version_major", host), Is.EqualTo(2L));
-            Assert.That(await _client.InvokeAsync("host.get_API_version_minor", host), Is.EqualTo(21L));
+            Assert.That(await Client.InvokeAsync("host.get_API_version_major", host), Is.EqualTo(2L));
+            Assert.That(await Client.InvokeAsync("host.get_API_version_minor", host), Is.EqualTo(21L));
             Assert.That((string)software["product_version"]!, Does.Match(@"^\d+(\.\d+)+$"));
             Assert.That((string)software["platform_version"]!, Does.Match(@"^\d+(\.\d+)+$"));
             Assert.That(software.Keys, Is.SupersetOf(new[] { "product_brand", "platform_name", "xapi", "build_number" }));
@@ -65,10 +48,10 @@ public class FirstBootTests
     [Test]
     public async Task The_control_domain_runs_on_the_host()
     {
-        var host = (string)((IReadOnlyList<object?>)(await _client.InvokeAsync("host.get_all"))!)[0]!;
-        var dom0 = (string)(await _client.InvokeAsync("host.get_control_domain", host))!;
+        var host = (string)((IReadOnlyList<object?>)(await Client.InvokeAsync("host.get_all"))!)[0]!;
+        var dom0 = (string)(await Client.InvokeAsync("host.get_control_domain", host))!;
         var record = await RecordAsync("VM", dom0);
-        var resident = (IReadOnlyList<object?>)(await _client.InvokeAsync("host.get_resident_VMs", host))!;
+        var resident = (IReadOnlyList<object?>)(await Client.InvokeAsync("host.get_resident_VMs", host))!;
         Assert.Multiple(() =>
         {
             Assert.That(record["is_control_domain"], Is.EqualTo(true));
@@ -100,8 +83,8 @@ public class FirstBootTests
     [Test]
     public async Task Server_time_is_now_in_utc()
     {
-        var host = (string)((IReadOnlyList<object?>)(await _client.InvokeAsync("host.get_all"))!)[0]!;
-        var time = (DateTime)XType.Parse("datetime").Coerce(await _client.InvokeAsync("host.get_servertime", host), "t")!;
+        var host = (string)((IReadOnlyList<object?>)(await Client.InvokeAsync("host.get_all"))!)[0]!;
+        var time = (DateTime)XType.Parse("datetime").Coerce(await Client.InvokeAsync("host.get_servertime", host), "t")!;
         Assert.That(time, Is.EqualTo(DateTime.UtcNow).Within(TimeSpan.FromSeconds(5)));
     }
 

@@ -8,28 +8,11 @@ namespace Xapi.Server.Tests;
 /// get_record against defaults and types, every setter, map and set edits, lookups, destroy.
 /// </summary>
 [TestFixtureSource(nameof(Protocols))]
-public class RoundTripTests(RpcDialect dialect)
+public class RoundTripTests(RpcDialect dialect) : LoggedInFixture(dialect)
 {
     public static readonly RpcDialect[] Protocols = [RpcDialect.XmlRpc, RpcDialect.JsonRpcV2];
 
     public static IEnumerable<string> ClassNames => ApiSchema.Classes.Select(c => c.Name);
-
-    private TestDaemon _daemon = null!;
-    private XenApiClient _client = null!;
-
-    [OneTimeSetUp]
-    public async Task StartAsync()
-    {
-        _daemon = await TestDaemon.StartAsync();
-        _client = await _daemon.LoginAsync(dialect);
-    }
-
-    [OneTimeTearDown]
-    public async Task StopAsync()
-    {
-        _client.Dispose();
-        await _daemon.DisposeAsync();
-    }
 
     [TestCaseSource(nameof(ClassNames))]
     public async Task Every_generic_message_round_trips(string className)
@@ -44,11 +27,11 @@ public class RoundTripTests(RpcDialect dialect)
         if (cls.MessagesByName.TryGetValue("get_record", out var getRecord) && getRecord.Lifecycle == Lifecycle.Removed)
         {
             // The class is gone from the API: its row may exist but every removed message says so.
-            var row = _daemon.Database.Write(tx => tx.Create(cls, new Dictionary<string, object?>()));
+            var row = Daemon.Database.Write(tx => tx.Create(cls, new Dictionary<string, object?>()));
             foreach (var message in cls.Messages.Where(m => m.Lifecycle == Lifecycle.Removed))
             {
                 var args = Enumerable.Repeat<object?>(row.Ref, message.MinimumArity).ToArray();
-                await XenApiAssert.FailsAsync(() => _client.InvokeAsync(message.WireName, args), "MESSAGE_REMOVED");
+                await XenApiAssert.FailsAsync(() => Client.InvokeAsync(message.WireName, args), "MESSAGE_REMOVED");
             }
             return;
         }
@@ -61,7 +44,7 @@ public class RoundTripTests(RpcDialect dialect)
             if (message.Lifecycle == Lifecycle.Removed)
             {
                 var args = Enumerable.Repeat<object?>(reference, message.MinimumArity).ToArray();
-                await XenApiAssert.FailsAsync(() => _client.InvokeAsync(message.WireName, args), "MESSAGE_REMOVED");
+                await XenApiAssert.FailsAsync(() => Client.InvokeAsync(message.WireName, args), "MESSAGE_REMOVED");
                 continue;
             }
             switch (message.Implicit)
@@ -82,8 +65,8 @@ public class RoundTripTests(RpcDialect dialect)
 
         if (cls.MessagesByName.TryGetValue("destroy", out var destroy) && destroy.Implicit == ImplicitKind.Destroy)
         {
-            await _client.InvokeAsync($"{cls.Name}.destroy", reference);
-            await XenApiAssert.FailsAsync(() => _client.InvokeAsync($"{cls.Name}.get_record", reference), "HANDLE_INVALID", cls.Name, reference);
+            await Client.InvokeAsync($"{cls.Name}.destroy", reference);
+            await XenApiAssert.FailsAsync(() => Client.InvokeAsync($"{cls.Name}.get_record", reference), "HANDLE_INVALID", cls.Name, reference);
         }
     }
 
@@ -97,16 +80,16 @@ public class RoundTripTests(RpcDialect dialect)
             {
                 record[field.Name] = expected[field.Name] = Sample(field.Type, 1);
             }
-            var created = (string)(await _client.InvokeAsync($"{cls.Name}.create", record))!;
+            var created = (string)(await Client.InvokeAsync($"{cls.Name}.create", record))!;
             Assert.That(created, Does.StartWith("OpaqueRef:"));
             return (created, expected);
         }
-        var row = _daemon.Database.Write(tx => tx.Create(cls, new Dictionary<string, object?>()));
+        var row = Daemon.Database.Write(tx => tx.Create(cls, new Dictionary<string, object?>()));
         return (row.Ref, expected);
     }
 
     private async Task<IReadOnlyDictionary<string, object?>> RecordAsync(ClassMeta cls, string reference) =>
-        (IReadOnlyDictionary<string, object?>)(await _client.InvokeAsync($"{cls.Name}.get_record", reference))!;
+        (IReadOnlyDictionary<string, object?>)(await Client.InvokeAsync($"{cls.Name}.get_record", reference))!;
 
     private async Task AssertRecordAsync(ClassMeta cls, string reference, Dictionary<string, object?> expected)
     {
@@ -134,10 +117,10 @@ public class RoundTripTests(RpcDialect dialect)
         {
             value = Sample(field.Type, 3);
         }
-        await _client.InvokeAsync(message.WireName, reference, value);
+        await Client.InvokeAsync(message.WireName, reference, value);
         expected[field.Name] = value;
         var read = cls.MessagesByName.TryGetValue("get_" + field.Name, out var getter) && getter.Implicit == ImplicitKind.Get
-            ? await _client.InvokeAsync(getter.WireName, reference)
+            ? await Client.InvokeAsync(getter.WireName, reference)
             : (await RecordAsync(cls, reference))[field.Name];
         Assert.That(ValueEquality.DeepEquals(field.Type.Coerce(read, field.Name), value), Is.True, $"{message.WireName} then read back");
     }
@@ -147,12 +130,12 @@ public class RoundTripTests(RpcDialect dialect)
         var field = addTo.ImplicitField!;
         var key = Sample(field.Type.Key!, 7)!;
         var value = Sample(field.Type.Element!, 7);
-        await _client.InvokeAsync(addTo.WireName, reference, key, value);
+        await Client.InvokeAsync(addTo.WireName, reference, key, value);
         var map = (ValueMap)field.Type.Coerce((await RecordAsync(cls, reference))[field.Name], field.Name)!;
         Assert.That(map.TryGetValue(key, out var stored) && ValueEquality.DeepEquals(stored, value), Is.True, $"{addTo.WireName} adds the pair");
-        var e = await XenApiAssert.FailsAsync(() => _client.InvokeAsync(addTo.WireName, reference, key, value), "MAP_DUPLICATE_KEY");
+        var e = await XenApiAssert.FailsAsync(() => Client.InvokeAsync(addTo.WireName, reference, key, value), "MAP_DUPLICATE_KEY");
         Assert.That(e.Parameters.Take(2), Is.EqualTo(new[] { cls.Name, field.Name }));
-        await _client.InvokeAsync($"{cls.Name}.remove_from_{field.Name}", reference, key);
+        await Client.InvokeAsync($"{cls.Name}.remove_from_{field.Name}", reference, key);
         map = (ValueMap)field.Type.Coerce((await RecordAsync(cls, reference))[field.Name], field.Name)!;
         Assert.That(map.ContainsKey(key), Is.False, $"remove_from_{field.Name} removes the key");
     }
@@ -161,10 +144,10 @@ public class RoundTripTests(RpcDialect dialect)
     {
         var field = add.ImplicitField!;
         var item = Sample(field.Type.Element!, 7);
-        await _client.InvokeAsync(add.WireName, reference, item);
+        await Client.InvokeAsync(add.WireName, reference, item);
         var set = (IReadOnlyList<object?>)field.Type.Coerce((await RecordAsync(cls, reference))[field.Name], field.Name)!;
         Assert.That(set.Any(v => ValueEquality.DeepEquals(v, item)), Is.True, $"{add.WireName} adds the item");
-        await _client.InvokeAsync($"{cls.Name}.remove_{field.Name}", reference, item);
+        await Client.InvokeAsync($"{cls.Name}.remove_{field.Name}", reference, item);
         set = (IReadOnlyList<object?>)field.Type.Coerce((await RecordAsync(cls, reference))[field.Name], field.Name)!;
         Assert.That(set.Any(v => ValueEquality.DeepEquals(v, item)), Is.False, $"remove_{field.Name} removes the item");
     }
@@ -173,20 +156,20 @@ public class RoundTripTests(RpcDialect dialect)
     {
         if (cls.MessagesByName.ContainsKey("get_by_uuid"))
         {
-            Assert.That(await _client.InvokeAsync($"{cls.Name}.get_by_uuid", expected["uuid"]), Is.EqualTo(reference));
+            Assert.That(await Client.InvokeAsync($"{cls.Name}.get_by_uuid", expected["uuid"]), Is.EqualTo(reference));
         }
         if (cls.MessagesByName.ContainsKey("get_by_name_label"))
         {
-            var found = (IReadOnlyList<object?>)(await _client.InvokeAsync($"{cls.Name}.get_by_name_label", expected["name_label"]))!;
+            var found = (IReadOnlyList<object?>)(await Client.InvokeAsync($"{cls.Name}.get_by_name_label", expected["name_label"]))!;
             Assert.That(found, Does.Contain(reference));
         }
         if (cls.MessagesByName.ContainsKey("get_all"))
         {
-            Assert.That((IReadOnlyList<object?>)(await _client.InvokeAsync($"{cls.Name}.get_all"))!, Does.Contain(reference));
+            Assert.That((IReadOnlyList<object?>)(await Client.InvokeAsync($"{cls.Name}.get_all"))!, Does.Contain(reference));
         }
         if (cls.MessagesByName.ContainsKey("get_all_records"))
         {
-            var all = (IReadOnlyDictionary<string, object?>)(await _client.InvokeAsync($"{cls.Name}.get_all_records"))!;
+            var all = (IReadOnlyDictionary<string, object?>)(await Client.InvokeAsync($"{cls.Name}.get_all_records"))!;
             Assert.That(all.Keys, Does.Contain(reference));
         }
     }
@@ -194,12 +177,12 @@ public class RoundTripTests(RpcDialect dialect)
     private async Task AssertKnownWithoutRecordsAsync(ClassMeta cls)
     {
         Assert.That(cls.Messages.Where(m => m.Implicit is ImplicitKind.GetRecord or ImplicitKind.GetAllRecords), Is.Empty);
-        var methods = (IReadOnlyList<object?>)(await _client.CallAsync("system.listMethods", []))!;
+        var methods = (IReadOnlyList<object?>)(await Client.CallAsync("system.listMethods", []))!;
         foreach (var message in cls.Messages)
         {
             Assert.That(methods, Does.Contain(message.WireName));
             var tooMany = Enumerable.Repeat<object?>("x", message.Params.Count + (message.TakesSession ? 2 : 1)).ToArray();
-            await XenApiAssert.FailsAsync(() => _client.CallAsync(message.WireName, tooMany), "MESSAGE_PARAMETER_COUNT_MISMATCH");
+            await XenApiAssert.FailsAsync(() => Client.CallAsync(message.WireName, tooMany), "MESSAGE_PARAMETER_COUNT_MISMATCH");
         }
     }
 

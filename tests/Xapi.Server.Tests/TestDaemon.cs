@@ -94,3 +94,27 @@ public static class XenApiAssert
         throw new InvalidOperationException();
     }
 }
+
+/// <summary>A fixture with one daemon and one logged-in client for all its tests.</summary>
+public abstract class LoggedInFixture(RpcDialect dialect)
+{
+    protected TestDaemon Daemon { get; private set; } = null!;
+
+    protected XenApiClient Client { get; private set; } = null!;
+
+    protected RpcDialect Dialect => dialect;
+
+    [OneTimeSetUp]
+    public async Task StartDaemonAsync()
+    {
+        Daemon = await TestDaemon.StartAsync();
+        Client = await Daemon.LoginAsync(dialect);
+    }
+
+    [OneTimeTearDown]
+    public async Task StopDaemonAsync()
+    {
+        Client.Dispose();
+        await Daemon.DisposeAsync();
+    }
+}
