@@ -7,8 +7,10 @@ namespace Xapi.Database;
 public sealed class DbSnapshot
 {
     internal DbSnapshot(long generation, ImmutableDictionary<string, Row>[] tables, ImmutableDictionary<string, string>[] uuids,
-        ImmutableDictionary<string, ImmutableList<string>>[] relations, ImmutableQueue<Tombstone> tombstones, int tombstoneCount)
+        ImmutableDictionary<string, ImmutableList<string>>[] relations, ImmutableQueue<Tombstone> tombstones, int tombstoneCount,
+        long[] tableGenerations)
     {
+        TableGenerations = tableGenerations;
         Generation = generation;
         Tables = tables;
         Uuids = uuids;
@@ -18,6 +20,12 @@ public sealed class DbSnapshot
     }
 
     public long Generation { get; }
+
+    // Per class: the last generation that created, modified or deleted one of its rows.
+    internal long[] TableGenerations { get; }
+
+    /// <summary>Whether anything in <paramref name="cls"/> changed after <paramref name="generation"/>.</summary>
+    public bool ChangedSince(ClassMeta cls, long generation) => TableGenerations[cls.Ordinal] > generation;
 
     internal ImmutableDictionary<string, Row>[] Tables { get; }
 

@@ -229,6 +229,14 @@ public sealed class Transaction
         {
             relations[i] = _relations[i]?.ToImmutable() ?? _base.Relations[i];
         }
-        return new DbSnapshot(Generation, tables, uuids, relations, _tombstones, _tombstoneCount);
+        var tableGenerations = (long[])_base.TableGenerations.Clone();
+        for (var i = 0; i < tables.Length; i++)
+        {
+            if (_tables[i] is not null)
+            {
+                tableGenerations[i] = Generation;
+            }
+        }
+        return new DbSnapshot(Generation, tables, uuids, relations, _tombstones, _tombstoneCount, tableGenerations);
     }
 }

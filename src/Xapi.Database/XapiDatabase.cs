@@ -24,7 +24,8 @@ public sealed class XapiDatabase
             classes.Select(_ => ImmutableDictionary.Create<string, string>(StringComparer.Ordinal)).ToArray(),
             RelationIndex.All.Select(_ => ImmutableDictionary.Create<string, ImmutableList<string>>(StringComparer.Ordinal)).ToArray(),
             ImmutableQueue<Tombstone>.Empty,
-            0);
+            0,
+            new long[classes.Length]);
     }
 
     public int TombstoneLimit { get; }

@@ -17,12 +17,16 @@ public sealed class Dispatcher
     private readonly XapiDatabase _database;
     private readonly SessionManager _sessions;
     private readonly CustomHandlers _handlers;
+    private readonly TaskManager _tasks;
+    private readonly OperationGuard _operations;
     private readonly ILogger _logger;
     private readonly FrozenDictionary<string, MessageMeta> _byUnderscoreName;
     private readonly FrozenSet<MessageMeta> _implemented;
 
-    public Dispatcher(XapiDatabase database, SessionManager sessions, CustomHandlers handlers, ILogger<Dispatcher> logger)
+    public Dispatcher(XapiDatabase database, SessionManager sessions, CustomHandlers handlers, TaskManager tasks, OperationGuard operations, ILogger<Dispatcher> logger)
     {
+        _tasks = tasks;
+        _operations = operations;
         _database = database;
         _sessions = sessions;
         _handlers = handlers;
@@ -69,10 +73,21 @@ public sealed class Dispatcher
             {
                 throw new XenApiException(ErrorCodes.MessageMethodUnknown, method);
             }
-            throw XenApiException.NotImplemented(method);
+            var call = Prepare(target, request.Params);
+            // The task outlives the HTTP request, so it gets its own cancellation, driven by task.cancel.
+            return _tasks.Start(AsyncPrefix + target.WireName, (taskRef, taskCancellation) =>
+                ExecuteAsync(call, new ServerCallContext(_database, call.SessionRef, taskRef, taskCancellation, _tasks)));
         }
         var message = Resolve(method, _byUnderscoreName) ?? throw new XenApiException(ErrorCodes.MessageMethodUnknown, method);
-        var parameters = request.Params;
+        var prepared = Prepare(message, request.Params);
+        return await ExecuteAsync(prepared, new ServerCallContext(_database, prepared.SessionRef, null, cancellationToken, _tasks)).ConfigureAwait(false);
+    }
+
+    private sealed record PreparedCall(MessageMeta Message, object?[] Args, string? SessionRef);
+
+    /// <summary>Checks arity, session, role and lifecycle, and coerces parameters to their types.</summary>
+    private PreparedCall Prepare(MessageMeta message, IReadOnlyList<object?> parameters)
+    {
         var offset = message.TakesSession ? 1 : 0;
         var received = parameters.Count - offset;
         if (received < message.MinimumArity || received > message.Params.Count)
@@ -101,12 +116,17 @@ public sealed class Dispatcher
             var param = message.Params[i];
             args[i] = i < received ? param.Type.Coerce(parameters[i + offset], param.Name) : DefaultFor(message, param);
         }
+        return new PreparedCall(message, args, sessionRef);
+    }
+
+    private async ValueTask<object?> ExecuteAsync(PreparedCall call, ServerCallContext context)
+    {
+        var message = call.Message;
         if (message.Implicit != ImplicitKind.None && (message.Invoke is null || !_implemented.Contains(message)))
         {
-            return GenericMessages.Invoke(message, args, _database);
+            return GenericMessages.Invoke(message, call.Args, _database, _operations, context);
         }
-        var context = new ServerCallContext(_database, sessionRef, null, cancellationToken);
-        return await message.Invoke!(_handlers, context, args).ConfigureAwait(false);
+        return await message.Invoke!(_handlers, context, call.Args).ConfigureAwait(false);
     }
 
     private static object? DefaultFor(MessageMeta message, ParamMeta param) => (message.WireName, param.Name) switch

@@ -9,7 +9,7 @@ namespace Xapi.Server;
 /// </summary>
 public static class GenericMessages
 {
-    public static object? Invoke(MessageMeta message, object?[] args, XapiDatabase database)
+    public static object? Invoke(MessageMeta message, object?[] args, XapiDatabase database, OperationGuard operations, ServerCallContext context)
     {
         var cls = message.Owner;
         switch (message.Implicit)
@@ -86,8 +86,19 @@ public static class GenericMessages
             case ImplicitKind.Create:
                 return Create(database, cls, (ValueMap)args[0]!);
             case ImplicitKind.Destroy:
-                database.Write(tx => tx.Delete(cls, (string)args[0]!));
+            {
+                var reference = (string)args[0]!;
+                if (OperationGuard.Tracks(cls, "destroy"))
+                {
+                    using var operation = operations.Begin(cls, reference, "destroy", context.OperationRef);
+                    database.Write(tx => tx.Delete(cls, reference));
+                }
+                else
+                {
+                    database.Write(tx => tx.Delete(cls, reference));
+                }
                 return null;
+            }
             default:
                 throw new InvalidOperationException($"{message.WireName} is not an implicit message");
         }

@@ -33,6 +33,15 @@ public sealed class ServerOptions
     /// <summary>PBKDF2 iterations for the root password hash.</summary>
     public int PasswordHashIterations { get; set; } = 210_000;
 
+    /// <summary>Async calls beyond this many pending tasks answer TOO_MANY_PENDING_TASKS.</summary>
+    public int MaxPendingTasks { get; set; } = 1000;
+
+    /// <summary>How long finished tasks stay for clients to read before they are destroyed.</summary>
+    public TimeSpan FinishedTaskRetention { get; set; } = TimeSpan.FromHours(1);
+
+    /// <summary>How many events an <c>event.register</c> client may fall behind before EVENTS_LOST.</summary>
+    public int EventQueueLimit { get; set; } = 10_000;
+
     public string? LogFile { get; set; }
 
     public string LogLevel { get; set; } = "Information";

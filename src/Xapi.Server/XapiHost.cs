@@ -90,6 +90,8 @@ public sealed class XapiHost : IAsyncDisposable
         builder.Services.AddSingleton(new RpcLimits(options.MaxBodyBytes, options.MaxNestingDepth));
         builder.Services.AddSingleton<SessionManager>();
         builder.Services.AddSingleton<EventHub>();
+        builder.Services.AddSingleton<TaskManager>();
+        builder.Services.AddSingleton<OperationGuard>();
         builder.Services.AddSingleton(services => new CustomHandlers
         {
             Session = new SessionMessages(services.GetRequiredService<SessionManager>()),
@@ -98,7 +100,10 @@ public sealed class XapiHost : IAsyncDisposable
                 services.GetRequiredService<XapiDatabase>(),
                 services.GetRequiredService<EventHub>(),
                 services.GetRequiredService<SessionManager>(),
-                services.GetRequiredService<TimeProvider>()),
+                services.GetRequiredService<TimeProvider>(),
+                options),
+            Task = new TaskMessages(services.GetRequiredService<TaskManager>()),
+            Message = new MessageMessages(services.GetRequiredService<XapiDatabase>(), services.GetRequiredService<TimeProvider>()),
         });
         builder.Services.AddSingleton<Dispatcher>();
         builder.Services.AddSingleton<RpcEndpoint>();
@@ -129,6 +134,7 @@ public sealed class XapiHost : IAsyncDisposable
 
         firstBoot.Populate(database, facts);
         app.Services.GetRequiredService<SessionManager>().HostRef = firstBoot.HostRef;
+        app.Services.GetRequiredService<TaskManager>().HostRef = firstBoot.HostRef;
 
         var host = new XapiHost(app, serilog, database, options) { GeneratedRootPassword = generated };
         return host;
@@ -148,7 +154,12 @@ public sealed class XapiHost : IAsyncDisposable
             Console.WriteLine($"Generated root password (shown once): {GeneratedRootPassword}");
         }
         var sessions = _app.Services.GetRequiredService<SessionManager>();
-        _sessionReaper = new Timer(_ => sessions.ExpireIdle(), null, TimeSpan.FromMinutes(1), TimeSpan.FromMinutes(1));
+        var tasks = _app.Services.GetRequiredService<TaskManager>();
+        _sessionReaper = new Timer(_ =>
+        {
+            sessions.ExpireIdle();
+            tasks.CollectFinished();
+        }, null, TimeSpan.FromMinutes(1), TimeSpan.FromMinutes(1));
         logger.LogInformation("XenAPI {Major}.{Minor} listening on {Addresses} with data in {DataDir}",
             ApiSchema.ApiVersionMajor, ApiSchema.ApiVersionMinor, addresses, Path.GetFullPath(Options.DataDir));
     }

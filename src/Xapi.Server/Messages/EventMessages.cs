@@ -9,8 +9,19 @@ namespace Xapi.Server.Messages;
 /// token, otherwise <c>add</c>/<c>mod</c>/<c>del</c> since the token, waiting for a commit when
 /// there is nothing yet.
 /// </summary>
-public sealed class EventMessages(XapiDatabase database, EventHub hub, SessionManager sessions, TimeProvider time) : IEventMessages
+public sealed class EventMessages(XapiDatabase database, EventHub hub, SessionManager sessions, TimeProvider time, ServerOptions options)
+    : IEventMessages
 {
+    // event.register state per session: what it watches and how far it has read.
+    private sealed class Registration
+    {
+        public HashSet<Subscription> Subscriptions { get; } = [];
+
+        public long Position { get; set; }
+    }
+
+    private readonly System.Collections.Concurrent.ConcurrentDictionary<string, Registration> _registrations = new(StringComparer.Ordinal);
+
     // Sessions change on every login; real servers do not report them as events either.
     private static readonly HashSet<string> Unwatched = ["session"];
 
@@ -51,6 +62,75 @@ public sealed class EventMessages(XapiDatabase database, EventHub hub, SessionMa
             return tx.Generation;
         });
         return ValueTask.FromResult<object?>(Token(generation));
+    }
+
+    public ValueTask<object?> Register(CallContext callContext, IReadOnlyList<object?> classes)
+    {
+        var subscriptions = ParseSubscriptions(classes);
+        var registration = _registrations.GetOrAdd(callContext.SessionRef!, _ => new Registration { Position = database.Snapshot.Generation });
+        lock (registration)
+        {
+            registration.Subscriptions.UnionWith(subscriptions);
+        }
+        return ValueTask.FromResult<object?>(null);
+    }
+
+    public ValueTask<object?> Unregister(CallContext callContext, IReadOnlyList<object?> classes)
+    {
+        var subscriptions = ParseSubscriptions(classes);
+        if (_registrations.TryGetValue(callContext.SessionRef!, out var registration))
+        {
+            lock (registration)
+            {
+                registration.Subscriptions.ExceptWith(subscriptions);
+            }
+        }
+        return ValueTask.FromResult<object?>(null);
+    }
+
+    /// <summary>
+    /// The legacy interface: blocks until something registered for changes, then returns those
+    /// events. A client that falls further behind than the queue limit gets EVENTS_LOST and
+    /// starts again from now.
+    /// </summary>
+    public async ValueTask<object?> Next(CallContext callContext)
+    {
+        if (!_registrations.TryGetValue(callContext.SessionRef!, out var registration))
+        {
+            throw new XenApiException("SESSION_NOT_REGISTERED", callContext.SessionRef!);
+        }
+        var cancellation = ((ServerCallContext)callContext).CancellationToken;
+        while (true)
+        {
+            var nextCommit = hub.NextCommit;
+            var snapshot = database.Snapshot;
+            List<Subscription> subscriptions;
+            long position;
+            lock (registration)
+            {
+                subscriptions = [.. registration.Subscriptions];
+                position = registration.Position;
+            }
+            var events = Collect(snapshot, subscriptions, position, idAsString: false);
+            if (events.Count > options.EventQueueLimit)
+            {
+                lock (registration)
+                {
+                    registration.Position = snapshot.Generation;
+                }
+                throw new XenApiException("EVENTS_LOST");
+            }
+            if (events.Count > 0)
+            {
+                lock (registration)
+                {
+                    registration.Position = Math.Max(registration.Position, snapshot.Generation);
+                }
+                return events;
+            }
+            await nextCommit.WaitAsync(cancellation).ConfigureAwait(false);
+            sessions.Validate(callContext.SessionRef);
+        }
     }
 
     public ValueTask<object?> GetCurrentId(CallContext callContext) =>
@@ -97,13 +177,17 @@ public sealed class EventMessages(XapiDatabase database, EventHub hub, SessionMa
     public static string Token(long generation) =>
         string.Create(CultureInfo.InvariantCulture, $"{generation:D20},{0:D20}");
 
-    private static List<object?> Collect(DbSnapshot snapshot, List<Subscription> subscriptions, long since)
+    private static List<object?> Collect(DbSnapshot snapshot, IEnumerable<Subscription> subscriptions, long since, bool idAsString = true)
     {
         var events = new List<(long Generation, object? Event)>();
         var byClass = subscriptions.GroupBy(s => s.Class);
         foreach (var group in byClass)
         {
             var cls = group.Key;
+            if (since >= 0 && !snapshot.ChangedSince(cls, since))
+            {
+                continue;
+            }
             var all = group.Any(s => s.Ref is null);
             var refs = group.Where(s => s.Ref is not null).Select(s => s.Ref!).ToHashSet(StringComparer.Ordinal);
             foreach (var row in snapshot.All(cls))
@@ -111,7 +195,7 @@ public sealed class EventMessages(XapiDatabase database, EventHub hub, SessionMa
                 if (row.Modified > since && (all || refs.Contains(row.Ref)))
                 {
                     var operation = since < 0 || row.Created > since ? "add" : "mod";
-                    events.Add((row.Modified, Event(row.Modified, cls, operation, row.Ref, row.Uuid, snapshot.ToRecord(row))));
+                    events.Add((row.Modified, Event(row.Modified, cls, operation, row.Ref, row.Uuid, snapshot.ToRecord(row), idAsString)));
                 }
             }
             if (since < 0)
@@ -122,18 +206,19 @@ public sealed class EventMessages(XapiDatabase database, EventHub hub, SessionMa
             {
                 if (tombstone.Class == cls && tombstone.Deleted > since && tombstone.Created <= since && (all || refs.Contains(tombstone.Ref)))
                 {
-                    events.Add((tombstone.Deleted, Event(tombstone.Deleted, cls, "del", tombstone.Ref, tombstone.Uuid, null)));
+                    events.Add((tombstone.Deleted, Event(tombstone.Deleted, cls, "del", tombstone.Ref, tombstone.Uuid, null, idAsString)));
                 }
             }
         }
         return events.OrderBy(e => e.Generation).Select(e => e.Event).ToList();
     }
 
-    private static ValueMap Event(long generation, ClassMeta cls, string operation, string reference, string uuid, ValueMap? snapshot)
+    // event.from's records carry the id as a string, event.next's as an int, as real servers do.
+    private static ValueMap Event(long generation, ClassMeta cls, string operation, string reference, string uuid, ValueMap? snapshot, bool idAsString)
     {
         var items = new Dictionary<object, object?>
         {
-            ["id"] = generation.ToString(CultureInfo.InvariantCulture),
+            ["id"] = idAsString ? generation.ToString(CultureInfo.InvariantCulture) : generation,
             ["timestamp"] = DateTimeOffset.UtcNow.ToUnixTimeMilliseconds() / 1000.0 is var seconds ? seconds.ToString("F6", CultureInfo.InvariantCulture) : "",
             ["class"] = cls.EventName,
             ["operation"] = operation,
