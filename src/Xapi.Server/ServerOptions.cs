@@ -42,6 +42,9 @@ public sealed class ServerOptions
     /// <summary>How many events an <c>event.register</c> client may fall behind before EVENTS_LOST.</summary>
     public int EventQueueLimit { get; set; } = 10_000;
 
+    /// <summary>How many deletes the database remembers for event readers.</summary>
+    public int TombstoneLimit { get; set; } = Xapi.Database.XapiDatabase.DefaultTombstoneLimit;
+
     public string? LogFile { get; set; }
 
     public string LogLevel { get; set; } = "Information";

@@ -45,7 +45,8 @@ public sealed class XapiHost : IAsyncDisposable
     /// <summary>The root password generated on first boot, when none was configured.</summary>
     public string? GeneratedRootPassword { get; private set; }
 
-    public static XapiHost Create(ServerOptions options, TimeProvider? time = null)
+    /// <param name="customize">Adjusts the custom message handlers before dispatch starts (tests use it).</param>
+    public static XapiHost Create(ServerOptions options, TimeProvider? time = null, Action<CustomHandlers, IServiceProvider>? customize = null)
     {
         Directory.CreateDirectory(options.DataDir);
         var serilogConfig = new LoggerConfiguration()
@@ -66,7 +67,7 @@ public sealed class XapiHost : IAsyncDisposable
         builder.Logging.SetMinimumLevel(Microsoft.Extensions.Logging.LogLevel.Trace);
 
         var passwords = PasswordStore.Open(options.DataDir, options.RootPassword, options.PasswordHashIterations, out var generated);
-        var database = new XapiDatabase();
+        var database = new XapiDatabase(options.TombstoneLimit);
         var firstBoot = new FirstBoot(options.DataDir);
         var facts = HostFacts.Read();
 
@@ -92,7 +93,7 @@ public sealed class XapiHost : IAsyncDisposable
         builder.Services.AddSingleton<EventHub>();
         builder.Services.AddSingleton<TaskManager>();
         builder.Services.AddSingleton<OperationGuard>();
-        builder.Services.AddSingleton(services => new CustomHandlers
+        builder.Services.AddSingleton(services => Customized(services, new CustomHandlers
         {
             Session = new SessionMessages(services.GetRequiredService<SessionManager>()),
             Host = new HostMessages(services.GetRequiredService<TimeProvider>()),
@@ -104,7 +105,12 @@ public sealed class XapiHost : IAsyncDisposable
                 options),
             Task = new TaskMessages(services.GetRequiredService<TaskManager>()),
             Message = new MessageMessages(services.GetRequiredService<XapiDatabase>(), services.GetRequiredService<TimeProvider>()),
-        });
+        }));
+        CustomHandlers Customized(IServiceProvider services, CustomHandlers handlers)
+        {
+            customize?.Invoke(handlers, services);
+            return handlers;
+        }
         builder.Services.AddSingleton<Dispatcher>();
         builder.Services.AddSingleton<RpcEndpoint>();
 

@@ -73,6 +73,20 @@ public class RealClientTests
     }
 
     [Test]
+    public async Task Npm_xen_api_cache_follows_another_client_and_async_calls_settle_through_tasks()
+    {
+        RequireOrIgnore(Directory.Exists(Path.Combine(ClientsDir, "node_modules", "xen-api")), "npm xen-api");
+        await using var daemon = await TestDaemon.StartAsync();
+        var (exitCode, output) = await RunAsync("node", "events.mjs", daemon.Uri.ToString().TrimEnd('/'), TestDaemon.Password);
+        Assert.Multiple(() =>
+        {
+            Assert.That(exitCode, Is.Zero, output);
+            Assert.That(output, Does.Contain("add seen").And.Contain("mod seen").And.Contain("del seen"));
+            Assert.That(output, Does.Contain("failing callAsync rejected with HANDLE_INVALID").And.Contain("OK"));
+        });
+    }
+
+    [Test]
     public async Task Xenapi_py_logs_in_with_four_parameters_and_reads_the_pool()
     {
         const string python = "/usr/bin/python3";

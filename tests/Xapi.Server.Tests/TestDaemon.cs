@@ -26,7 +26,8 @@ public sealed class TestDaemon : IAsyncDisposable
 
     public T Service<T>() where T : notnull => Host.Services.GetRequiredService<T>();
 
-    public static async Task<TestDaemon> StartAsync(Action<ServerOptions>? configure = null, TimeProvider? time = null)
+    public static async Task<TestDaemon> StartAsync(Action<ServerOptions>? configure = null, TimeProvider? time = null,
+        Action<CustomHandlers, IServiceProvider>? customize = null)
     {
         var dataDir = Directory.CreateTempSubdirectory("xapi-test-").FullName;
         var options = new ServerOptions
@@ -41,7 +42,7 @@ public sealed class TestDaemon : IAsyncDisposable
             LogLevel = "Warning",
         };
         configure?.Invoke(options);
-        var host = XapiHost.Create(options, time);
+        var host = XapiHost.Create(options, time, customize);
         await host.StartAsync();
         return new TestDaemon(host, dataDir);
     }
