@@ -5,15 +5,6 @@ namespace Xapi.Server.Tests;
 
 public class SessionPolicyTests
 {
-    private sealed class ManualTime : TimeProvider
-    {
-        private DateTimeOffset _now = DateTimeOffset.UtcNow;
-
-        public override DateTimeOffset GetUtcNow() => _now;
-
-        public void Advance(TimeSpan by) => _now += by;
-    }
-
     [Test]
     public async Task Idle_sessions_expire_and_active_ones_stay()
     {

@@ -1,0 +1,52 @@
+using Xapi.Model;
+
+namespace Xapi.Server.Tests;
+
+public class OperationTests
+{
+    private static readonly ClassMeta Vm = ApiSchema.Class("VM");
+
+    [Test]
+    public async Task Blocked_operations_answer_operation_blocked()
+    {
+        await using var daemon = await TestDaemon.StartAsync();
+        using var client = await daemon.LoginAsync();
+        var vm = await client.CreateVmAsync("protected");
+        await client.InvokeAsync("VM.add_to_blocked_operations", vm, "destroy", "keep me");
+        await XenApiAssert.FailsAsync(() => client.InvokeAsync("VM.destroy", vm), "OPERATION_BLOCKED", vm, "keep me");
+        await client.InvokeAsync("VM.remove_from_blocked_operations", vm, "destroy");
+        await client.InvokeAsync("VM.destroy", vm);
+    }
+
+    [Test]
+    public async Task An_operation_in_progress_shows_in_current_operations_and_excludes_others()
+    {
+        await using var daemon = await TestDaemon.StartAsync();
+        using var client = await daemon.LoginAsync();
+        var vm = await client.CreateVmAsync("busy");
+        var token = (await client.FromAsync([$"VM/{vm}"], "", 0)).Token;
+        const string task = "OpaqueRef:11111111-2222-3333-4444-555555555555";
+
+        using (daemon.Service<OperationGuard>().Begin(Vm, vm, "clean_shutdown", task))
+        {
+            var busy = await client.FromAsync([$"VM/{vm}"], token, 5);
+            var snapshot = (IReadOnlyDictionary<string, object?>)busy.Events.Single()["snapshot"]!;
+            token = busy.Token;
+            Assert.Multiple(async () =>
+            {
+                Assert.That((IReadOnlyDictionary<string, object?>)snapshot["current_operations"]!, Is.EquivalentTo(new Dictionary<string, object?> { [task] = "clean_shutdown" }));
+                Assert.That((IEnumerable<object?>)snapshot["allowed_operations"]!, Is.Empty);
+                await XenApiAssert.FailsAsync(() => client.InvokeAsync("VM.destroy", vm), "OTHER_OPERATION_IN_PROGRESS", "VM", vm, "clean_shutdown", task);
+            });
+        }
+
+        var idle = await client.FromAsync([$"VM/{vm}"], token, 5);
+        var after = (IReadOnlyDictionary<string, object?>)idle.Events.Single()["snapshot"]!;
+        Assert.Multiple(() =>
+        {
+            Assert.That((IReadOnlyDictionary<string, object?>)after["current_operations"]!, Is.Empty);
+            Assert.That((IEnumerable<object?>)after["allowed_operations"]!, Does.Contain("destroy"));
+        });
+        await client.InvokeAsync("VM.destroy", vm);
+    }
+}
