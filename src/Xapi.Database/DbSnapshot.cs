@@ -4,13 +4,24 @@ using Xapi.Model;
 namespace Xapi.Database;
 
 /// <summary>An immutable view of the whole database at one generation.</summary>
+/// <summary>A row's last modification, ordered by generation then ref.</summary>
+internal readonly record struct Change(long Generation, string Ref) : IComparable<Change>
+{
+    public int CompareTo(Change other)
+    {
+        var byGeneration = Generation.CompareTo(other.Generation);
+        return byGeneration != 0 ? byGeneration : string.CompareOrdinal(Ref, other.Ref);
+    }
+}
+
 public sealed class DbSnapshot
 {
     internal DbSnapshot(long generation, ImmutableDictionary<string, Row>[] tables, ImmutableDictionary<string, string>[] uuids,
         ImmutableDictionary<string, ImmutableList<string>>[] relations, ImmutableQueue<Tombstone> tombstones, int tombstoneCount,
-        long[] tableGenerations)
+        long[] tableGenerations, ImmutableSortedSet<Change>[] changes)
     {
         TableGenerations = tableGenerations;
+        Changes = changes;
         Generation = generation;
         Tables = tables;
         Uuids = uuids;
@@ -23,6 +34,28 @@ public sealed class DbSnapshot
 
     // Per class: the last generation that created, modified or deleted one of its rows.
     internal long[] TableGenerations { get; }
+
+    // Per class: every row keyed by its last modification, so "what changed since G" costs
+    // O(changes) rather than a scan of the table.
+    internal ImmutableSortedSet<Change>[] Changes { get; }
+
+    /// <summary>Rows of <paramref name="cls"/> created or modified after <paramref name="generation"/>, newest first.</summary>
+    public IEnumerable<Row> ModifiedSince(ClassMeta cls, long generation)
+    {
+        if (!ChangedSince(cls, generation))
+        {
+            yield break;
+        }
+        var table = Tables[cls.Ordinal];
+        foreach (var change in Changes[cls.Ordinal].Reverse())
+        {
+            if (change.Generation <= generation)
+            {
+                yield break;
+            }
+            yield return table[change.Ref];
+        }
+    }
 
     /// <summary>Whether anything in <paramref name="cls"/> changed after <paramref name="generation"/>.</summary>
     public bool ChangedSince(ClassMeta cls, long generation) => TableGenerations[cls.Ordinal] > generation;

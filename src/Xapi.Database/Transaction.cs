@@ -14,6 +14,7 @@ public sealed class Transaction
     private readonly ImmutableDictionary<string, Row>.Builder?[] _tables;
     private readonly ImmutableDictionary<string, string>.Builder?[] _uuids;
     private readonly ImmutableDictionary<string, ImmutableList<string>>.Builder?[] _relations;
+    private readonly ImmutableSortedSet<Change>.Builder?[] _changes;
     private ImmutableQueue<Tombstone> _tombstones;
     private int _tombstoneCount;
 
@@ -25,6 +26,7 @@ public sealed class Transaction
         _tables = new ImmutableDictionary<string, Row>.Builder?[snapshot.Tables.Length];
         _uuids = new ImmutableDictionary<string, string>.Builder?[snapshot.Uuids.Length];
         _relations = new ImmutableDictionary<string, ImmutableList<string>>.Builder?[snapshot.Relations.Length];
+        _changes = new ImmutableSortedSet<Change>.Builder?[snapshot.Changes.Length];
         _tombstones = snapshot.Tombstones;
         _tombstoneCount = snapshot.TombstoneCount;
     }
@@ -45,6 +47,21 @@ public sealed class Transaction
 
     private ImmutableDictionary<string, ImmutableList<string>>.Builder Relation(RelationIndex relation) =>
         _relations[relation.Ordinal] ??= _base.Relations[relation.Ordinal].ToBuilder();
+
+    private ImmutableSortedSet<Change>.Builder Changes(ClassMeta cls) =>
+        _changes[cls.Ordinal] ??= _base.Changes[cls.Ordinal].ToBuilder();
+
+    // Every row store goes through here, so the change index always matches the table.
+    private void Store(ClassMeta cls, Row? before, Row after)
+    {
+        var changes = Changes(cls);
+        if (before is not null)
+        {
+            changes.Remove(new Change(before.Modified, before.Ref));
+        }
+        changes.Add(new Change(after.Modified, after.Ref));
+        Table(cls)[after.Ref] = after;
+    }
 
     public bool TryGet(ClassMeta cls, string reference, out Row row) => ReadTable(cls).TryGetValue(reference, out row!);
 
@@ -96,7 +113,7 @@ public sealed class Transaction
             uuids[uuid] = reference;
         }
         var created = new Row(cls, reference, row, Generation, Generation);
-        Table(cls)[reference] = created;
+        Store(cls, null, created);
         foreach (var relation in RelationIndex.ForChildClass(cls))
         {
             Link(relation, row[relation.PointerField.Ordinal] as string, reference);
@@ -136,7 +153,7 @@ public sealed class Transaction
             }
         }
         var updated = old.With(values, Generation);
-        Table(cls)[reference] = updated;
+        Store(cls, Get(cls, reference), updated);
         HasChanges = true;
         return updated;
     }
@@ -144,7 +161,8 @@ public sealed class Transaction
     /// <summary>Marks a row modified at this generation without changing it (<c>event.inject</c>).</summary>
     public void Touch(ClassMeta cls, string reference)
     {
-        Table(cls)[reference] = Get(cls, reference).Touch(Generation);
+        var old = Get(cls, reference);
+        Store(cls, old, old.Touch(Generation));
         HasChanges = true;
     }
 
@@ -152,6 +170,7 @@ public sealed class Transaction
     {
         var old = Get(cls, reference);
         Table(cls).Remove(reference);
+        Changes(cls).Remove(new Change(old.Modified, old.Ref));
         if (cls.UuidField is { } uuidField)
         {
             UuidIndex(cls).Remove((string)old.Values[uuidField.Ordinal]!);
@@ -208,7 +227,7 @@ public sealed class Transaction
         var parentClass = relation.ManyField.Owner;
         if (ReadTable(parentClass).TryGetValue(parent, out var row) && row.Modified != Generation)
         {
-            Table(parentClass)[parent] = row.Touch(Generation);
+            Store(parentClass, row, row.Touch(Generation));
         }
     }
 
@@ -237,6 +256,11 @@ public sealed class Transaction
                 tableGenerations[i] = Generation;
             }
         }
-        return new DbSnapshot(Generation, tables, uuids, relations, _tombstones, _tombstoneCount, tableGenerations);
+        var changes = new ImmutableSortedSet<Change>[_changes.Length];
+        for (var i = 0; i < changes.Length; i++)
+        {
+            changes[i] = _changes[i]?.ToImmutable() ?? _base.Changes[i];
+        }
+        return new DbSnapshot(Generation, tables, uuids, relations, _tombstones, _tombstoneCount, tableGenerations, changes);
     }
 }

@@ -25,7 +25,8 @@ public sealed class XapiDatabase
             RelationIndex.All.Select(_ => ImmutableDictionary.Create<string, ImmutableList<string>>(StringComparer.Ordinal)).ToArray(),
             ImmutableQueue<Tombstone>.Empty,
             0,
-            new long[classes.Length]);
+            new long[classes.Length],
+            classes.Select(_ => ImmutableSortedSet<Change>.Empty).ToArray());
     }
 
     public int TombstoneLimit { get; }

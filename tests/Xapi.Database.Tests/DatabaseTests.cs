@@ -172,6 +172,40 @@ public class DatabaseTests
     }
 
     [Test]
+    public void Rows_modified_since_a_generation_match_a_full_scan()
+    {
+        var db = new XapiDatabase();
+        var random = new Random(7);
+        var vms = new List<string>();
+        var name = Vm.FieldsByName["name_label"];
+        for (var i = 0; i < 300; i++)
+        {
+            switch (random.Next(4))
+            {
+                case 0 or 1 when vms.Count > 0:
+                    var target = vms[random.Next(vms.Count)];
+                    db.Write(tx => tx.Set(Vm, target, name, $"n{i}"));
+                    break;
+                case 2 when vms.Count > 0:
+                    var doomed = vms[random.Next(vms.Count)];
+                    vms.Remove(doomed);
+                    db.Write(tx => tx.Delete(Vm, doomed));
+                    break;
+                default:
+                    vms.Add(CreateVm(db, $"vm{i}").Ref);
+                    break;
+            }
+        }
+        var snapshot = db.Snapshot;
+        for (long since = 0; since <= snapshot.Generation; since += 17)
+        {
+            var indexed = snapshot.ModifiedSince(Vm, since).Select(r => r.Ref).Order().ToList();
+            var scanned = snapshot.All(Vm).Where(r => r.Modified > since).Select(r => r.Ref).Order().ToList();
+            Assert.That(indexed, Is.EqualTo(scanned), $"since {since}");
+        }
+    }
+
+    [Test]
     public void Concurrent_writers_each_get_their_own_generation()
     {
         var db = new XapiDatabase();

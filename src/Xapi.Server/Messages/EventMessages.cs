@@ -190,9 +190,10 @@ public sealed class EventMessages(XapiDatabase database, EventHub hub, SessionMa
             }
             var all = group.Any(s => s.Ref is null);
             var refs = group.Where(s => s.Ref is not null).Select(s => s.Ref!).ToHashSet(StringComparer.Ordinal);
-            foreach (var row in snapshot.All(cls))
+            var rows = since < 0 ? snapshot.All(cls) : snapshot.ModifiedSince(cls, since);
+            foreach (var row in rows)
             {
-                if (row.Modified > since && (all || refs.Contains(row.Ref)))
+                if (all || refs.Contains(row.Ref))
                 {
                     var operation = since < 0 || row.Created > since ? "add" : "mod";
                     events.Add((row.Modified, Event(row.Modified, cls, operation, row.Ref, row.Uuid, snapshot.ToRecord(row), idAsString)));
