@@ -13,9 +13,21 @@ using Xapi.Model;
 using Xapi.Protocol;
 using Xapi.Server;
 
+// Usage:
+//   dotnet run -c Release --project bench/Xapi.Bench -- rpc [seconds-per-case] [concurrency]
+//   dotnet run -c Release --project bench/Xapi.Bench -- events [writes]
+if (args.Length > 0 && args[0] == "events")
+{
+    await EventLatency.RunAsync(args.Length > 1 ? int.Parse(args[1], CultureInfo.InvariantCulture) : 10_000);
+    return;
+}
+if (args.Length > 0 && args[0] == "rpc")
+{
+    args = args[1..];
+}
+
 // Calls per second of real XenAPI calls against a bare Kestrel endpoint that returns a canned
 // reply of the same size, both on loopback in this process, so the ratio cancels the machine.
-// Usage: dotnet run -c Release --project bench/Xapi.Bench -- [seconds-per-case] [concurrency]
 var seconds = args.Length > 0 ? double.Parse(args[0], CultureInfo.InvariantCulture) : 5;
 var concurrency = args.Length > 1 ? int.Parse(args[1], CultureInfo.InvariantCulture) : 16;
 const int VmCount = 1000;

@@ -151,6 +151,20 @@ public class EventTests(RpcDialect dialect) : LoggedInFixture(dialect)
     }
 
     [Test]
+    public async Task The_current_id_advances_with_every_write()
+    {
+        var before = (long)XType.Parse("int").Coerce(await Client.InvokeAsync("event.get_current_id"), "id")!;
+        await Client.CreateVmAsync("counted");
+        var after = (long)XType.Parse("int").Coerce(await Client.InvokeAsync("event.get_current_id"), "id")!;
+        var token = (await Client.FromAsync(["VM"], "", 0)).Token;
+        Assert.Multiple(() =>
+        {
+            Assert.That(after, Is.GreaterThan(before));
+            Assert.That(long.Parse(token.Split(',')[0]), Is.GreaterThanOrEqualTo(after), "tokens count the same generations");
+        });
+    }
+
+    [Test]
     public async Task Bad_tokens_and_subscriptions_are_parse_failures()
     {
         await XenApiAssert.FailsAsync(() => Client.InvokeAsync("event.from", new[] { "VM" }, "not-a-token", 0.0), "EVENT_FROM_TOKEN_PARSE_FAILURE", "not-a-token");
