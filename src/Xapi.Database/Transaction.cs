@@ -15,6 +15,7 @@ public sealed class Transaction
     private readonly ImmutableDictionary<string, string>.Builder?[] _uuids;
     private readonly ImmutableDictionary<string, ImmutableList<string>>.Builder?[] _relations;
     private readonly ImmutableSortedSet<Change>.Builder?[] _changes;
+    private readonly List<Operation> _operations = [];
     private ImmutableQueue<Tombstone> _tombstones;
     private int _tombstoneCount;
 
@@ -30,6 +31,9 @@ public sealed class Transaction
         _tombstones = snapshot.Tombstones;
         _tombstoneCount = snapshot.TombstoneCount;
     }
+
+    /// <summary>What the transaction did, in order, for the journal.</summary>
+    public IReadOnlyList<Operation> Operations => _operations;
 
     /// <summary>The generation this transaction will commit as.</summary>
     public long Generation { get; }
@@ -114,6 +118,7 @@ public sealed class Transaction
         }
         var created = new Row(cls, reference, row, Generation, Generation);
         Store(cls, null, created);
+        _operations.Add(new Operation(OperationKind.Create, cls, reference, null));
         foreach (var relation in RelationIndex.ForChildClass(cls))
         {
             Link(relation, row[relation.PointerField.Ordinal] as string, reference);
@@ -154,6 +159,15 @@ public sealed class Transaction
         }
         var updated = old.With(values, Generation);
         Store(cls, Get(cls, reference), updated);
+        List<int>? changed = null;
+        for (var i = 0; i < values.Length; i++)
+        {
+            if (!ReferenceEquals(values[i], old.Values[i]) && !Equals(values[i], old.Values[i]))
+            {
+                (changed ??= []).Add(i);
+            }
+        }
+        _operations.Add(new Operation(OperationKind.Update, cls, reference, changed ?? []));
         HasChanges = true;
         return updated;
     }
@@ -163,6 +177,7 @@ public sealed class Transaction
     {
         var old = Get(cls, reference);
         Store(cls, old, old.Touch(Generation));
+        _operations.Add(new Operation(OperationKind.Touch, cls, reference, null));
         HasChanges = true;
     }
 
@@ -179,7 +194,43 @@ public sealed class Transaction
         {
             Unlink(relation, old.Values[relation.PointerField.Ordinal] as string, reference);
         }
+        _operations.Add(new Operation(OperationKind.Delete, cls, reference, null));
         _tombstones = _tombstones.Enqueue(new Tombstone(cls, reference, old.Created, Generation, old.Uuid));
+        if (++_tombstoneCount > _tombstoneLimit)
+        {
+            _tombstones = _tombstones.Dequeue();
+            _tombstoneCount--;
+        }
+        HasChanges = true;
+    }
+
+    /// <summary>
+    /// Puts back a row exactly as it was saved (generations included), without counting as a
+    /// change: used when loading a snapshot.
+    /// </summary>
+    public void Restore(ClassMeta cls, string reference, object?[] values, long created, long modified)
+    {
+        var row = new Row(cls, reference, values, created, modified);
+        Changes(cls).Add(new Change(modified, reference));
+        Table(cls)[reference] = row;
+        if (cls.UuidField is { } uuidField && values[uuidField.Ordinal] is string uuid)
+        {
+            UuidIndex(cls)[uuid] = reference;
+        }
+        foreach (var relation in RelationIndex.ForChildClass(cls))
+        {
+            if (values[relation.PointerField.Ordinal] is string parent && parent != XType.NullRef)
+            {
+                var index = Relation(relation);
+                index[parent] = index.TryGetValue(parent, out var children) ? children.Add(reference) : [reference];
+            }
+        }
+        HasChanges = true;
+    }
+
+    public void RestoreTombstone(Tombstone tombstone)
+    {
+        _tombstones = _tombstones.Enqueue(tombstone);
         if (++_tombstoneCount > _tombstoneLimit)
         {
             _tombstones = _tombstones.Dequeue();

@@ -56,7 +56,16 @@ public sealed class Dispatcher
         return byUnderscore.TryGetValue(method, out message) ? message : null;
     }
 
+    /// <summary>Runs a call; a call that wrote answers only once its writes are durable.</summary>
     public async ValueTask<object?> DispatchAsync(RpcRequest request, CancellationToken cancellationToken)
+    {
+        using var writes = WriteTracking.Begin();
+        var result = await DispatchCoreAsync(request, cancellationToken).ConfigureAwait(false);
+        await _database.WhenVisibleAsync(writes.Generation, cancellationToken).ConfigureAwait(false);
+        return result;
+    }
+
+    private async ValueTask<object?> DispatchCoreAsync(RpcRequest request, CancellationToken cancellationToken)
     {
         var method = request.MethodName;
         switch (method)

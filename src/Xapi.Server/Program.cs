@@ -11,7 +11,17 @@ catch (Exception e) when (e is FileNotFoundException or FormatException or Inval
     return 2;
 }
 
-await using var host = XapiHost.Create(options);
+XapiHost host;
+try
+{
+    host = XapiHost.Create(options);
+}
+catch (Xapi.Database.Persistence.DatabaseFormatException e)
+{
+    Console.Error.WriteLine($"xapi-dotnet: {e.Message}");
+    return 1;
+}
+await using var running = host;
 await host.StartAsync();
 await host.WaitForShutdownAsync();
 return 0;

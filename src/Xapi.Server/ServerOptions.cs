@@ -18,6 +18,15 @@ public sealed class ServerOptions
 
     public string DataDir { get; set; } = "data";
 
+    /// <summary>
+    /// <c>journal</c> (default): durable in the data dir, every write fsynced before its reply;
+    /// <c>memory</c>: nothing kept across restarts (tests, benchmarks' baseline).
+    /// </summary>
+    public string Database { get; set; } = "journal";
+
+    /// <summary>The journal is compacted into a snapshot once it grows past this many bytes.</summary>
+    public long JournalCompactBytes { get; set; } = 64L << 20;
+
     /// <summary>The root password to set on first boot; generated and printed once when absent.</summary>
     public string? RootPassword { get; set; }
 
@@ -55,6 +64,7 @@ public sealed class ServerOptions
         ["--https-port"] = nameof(HttpsPort),
         ["--listen"] = nameof(ListenAddress),
         ["--data-dir"] = nameof(DataDir),
+        ["--database"] = nameof(Database),
         ["--root-password"] = nameof(RootPassword),
         ["--max-body-bytes"] = nameof(MaxBodyBytes),
         ["--session-idle-timeout"] = nameof(SessionIdleTimeout),

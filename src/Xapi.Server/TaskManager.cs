@@ -70,6 +70,9 @@ public sealed class TaskManager
         var cancellation = new CancellationTokenSource();
         var reference = Create(label, "", cancellable: true);
         _pending[reference] = cancellation;
+        // The work must not inherit the request's context (its write tracking among it): it
+        // outlives the request, which answers with the task at once.
+        using var suppressed = ExecutionContext.SuppressFlow();
         _ = Task.Run(async () =>
         {
             try

@@ -10,6 +10,7 @@ using Microsoft.Extensions.Logging;
 using Serilog;
 using Serilog.Events;
 using Xapi.Database;
+using Xapi.Database.Persistence;
 using Xapi.Model;
 using Xapi.Protocol;
 using Xapi.Server.Messages;
@@ -32,6 +33,9 @@ public sealed class XapiHost : IAsyncDisposable
     }
 
     public XapiDatabase Database { get; }
+
+    /// <summary>The durable store, when the database is the journal.</summary>
+    public JournalStore? Journal { get; private init; }
 
     public ServerOptions Options { get; }
 
@@ -68,6 +72,19 @@ public sealed class XapiHost : IAsyncDisposable
 
         var passwords = PasswordStore.Open(options.DataDir, options.RootPassword, options.PasswordHashIterations, out var generated);
         var database = new XapiDatabase(options.TombstoneLimit);
+        JournalStore? journal = null;
+        var loggerFactory = new Serilog.Extensions.Logging.SerilogLoggerFactory(serilog);
+        switch (options.Database.ToLowerInvariant())
+        {
+            case "journal":
+                journal = JournalStore.Open(database, Path.Combine(options.DataDir, "db"),
+                    loggerFactory.CreateLogger<JournalStore>(), options.JournalCompactBytes);
+                break;
+            case "memory":
+                break;
+            default:
+                throw new InvalidOperationException($"unknown database backend '{options.Database}': use journal or memory");
+        }
         var firstBoot = new FirstBoot(options.DataDir);
         var facts = HostFacts.Read();
 
@@ -138,11 +155,14 @@ public sealed class XapiHost : IAsyncDisposable
             return Task.CompletedTask;
         });
 
-        firstBoot.Populate(database, facts);
+        if (!database.Snapshot.All(ApiSchema.Class("pool")).Any())
+        {
+            firstBoot.Populate(database, facts);
+        }
         app.Services.GetRequiredService<SessionManager>().HostRef = firstBoot.HostRef;
         app.Services.GetRequiredService<TaskManager>().HostRef = firstBoot.HostRef;
 
-        var host = new XapiHost(app, serilog, database, options) { GeneratedRootPassword = generated };
+        var host = new XapiHost(app, serilog, database, options) { GeneratedRootPassword = generated, Journal = journal };
         return host;
     }
 
@@ -186,6 +206,7 @@ public sealed class XapiHost : IAsyncDisposable
         }
         await _app.StopAsync();
         await _app.DisposeAsync();
+        Journal?.Dispose();
         await _serilog.DisposeAsync();
     }
 }

@@ -27,7 +27,7 @@ public class RoundTripTests(RpcDialect dialect) : LoggedInFixture(dialect)
         if (cls.MessagesByName.TryGetValue("get_record", out var getRecord) && getRecord.Lifecycle == Lifecycle.Removed)
         {
             // The class is gone from the API: its row may exist but every removed message says so.
-            var row = Daemon.Database.Write(tx => tx.Create(cls, new Dictionary<string, object?>()));
+            var row = await Daemon.InsertAsync(cls);
             foreach (var message in cls.Messages.Where(m => m.Lifecycle == Lifecycle.Removed))
             {
                 var args = Enumerable.Repeat<object?>(row.Ref, message.MinimumArity).ToArray();
@@ -84,7 +84,7 @@ public class RoundTripTests(RpcDialect dialect) : LoggedInFixture(dialect)
             Assert.That(created, Does.StartWith("OpaqueRef:"));
             return (created, expected);
         }
-        var row = Daemon.Database.Write(tx => tx.Create(cls, new Dictionary<string, object?>()));
+        var row = await Daemon.InsertAsync(cls);
         return (row.Ref, expected);
     }
 

@@ -161,6 +161,7 @@ public class TaskTests(RpcDialect dialect)
         Assert.That(tasks.CollectFinished(), Is.Zero, "a fresh task stays");
         time.Advance(TimeSpan.FromMinutes(31));
         Assert.That(tasks.CollectFinished(), Is.EqualTo(1));
+        await daemon.SettledAsync();
         await XenApiAssert.FailsAsync(() => client.InvokeAsync("task.get_record", task), "HANDLE_INVALID");
     }
 }

@@ -49,6 +49,17 @@ public sealed class TestDaemon : IAsyncDisposable
 
     public XenApiClient Client(RpcDialect dialect = RpcDialect.XmlRpc) => new(Uri, dialect);
 
+    /// <summary>Waits until clients can see everything committed so far (writes made behind the API's back).</summary>
+    public ValueTask SettledAsync() => Database.WhenVisibleAsync(Database.CommittedGeneration);
+
+    /// <summary>Inserts a row behind the API's back and waits until clients can see it.</summary>
+    public async Task<Row> InsertAsync(ClassMeta cls, Dictionary<string, object?>? values = null)
+    {
+        var row = Database.Write(tx => tx.Create(cls, values ?? []));
+        await Database.WhenVisibleAsync(row.Created);
+        return row;
+    }
+
     public async Task<XenApiClient> LoginAsync(RpcDialect dialect = RpcDialect.XmlRpc)
     {
         var client = Client(dialect);

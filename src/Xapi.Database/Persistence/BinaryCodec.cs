@@ -1,0 +1,229 @@
+using System.Buffers;
+using System.Buffers.Binary;
+using System.Text;
+using Xapi.Model;
+
+namespace Xapi.Database.Persistence;
+
+/// <summary>
+/// The on-disk encoding of runtime values: self-describing tags, varint lengths, UTF-8 strings.
+/// Compact and fast enough that loading a large pool is bounded by memory, not parsing.
+/// </summary>
+public static class BinaryCodec
+{
+    private enum Tag : byte
+    {
+        Null = 0,
+        String = 1,
+        Long = 2,
+        Double = 3,
+        True = 4,
+        False = 5,
+        DateTime = 6,
+        Set = 7,
+        Map = 8,
+        Int = 9,
+    }
+
+    public static void WriteVarint(IBufferWriter<byte> output, ulong value)
+    {
+        var span = output.GetSpan(10);
+        var i = 0;
+        while (value >= 0x80)
+        {
+            span[i++] = (byte)(value | 0x80);
+            value >>= 7;
+        }
+        span[i++] = (byte)value;
+        output.Advance(i);
+    }
+
+    public static void WriteSigned(IBufferWriter<byte> output, long value) => WriteVarint(output, (ulong)((value << 1) ^ (value >> 63)));
+
+    public static void WriteString(IBufferWriter<byte> output, string value)
+    {
+        var length = Encoding.UTF8.GetByteCount(value);
+        WriteVarint(output, (ulong)length);
+        var span = output.GetSpan(length);
+        Encoding.UTF8.GetBytes(value, span);
+        output.Advance(length);
+    }
+
+    public static void WriteValue(IBufferWriter<byte> output, object? value)
+    {
+        switch (value)
+        {
+            case null:
+                WriteTag(output, Tag.Null);
+                break;
+            case string s:
+                WriteTag(output, Tag.String);
+                WriteString(output, s);
+                break;
+            case long l:
+                WriteTag(output, Tag.Long);
+                WriteSigned(output, l);
+                break;
+            case int i:
+                WriteTag(output, Tag.Int);
+                WriteSigned(output, i);
+                break;
+            case double d:
+                WriteTag(output, Tag.Double);
+                BinaryPrimitives.WriteDoubleLittleEndian(output.GetSpan(8), d);
+                output.Advance(8);
+                break;
+            case bool b:
+                WriteTag(output, b ? Tag.True : Tag.False);
+                break;
+            case DateTime dt:
+                WriteTag(output, Tag.DateTime);
+                WriteSigned(output, dt.ToUniversalTime().Ticks);
+                break;
+            case ValueMap map:
+                WriteTag(output, Tag.Map);
+                WriteVarint(output, (ulong)map.Count);
+                foreach (var (k, v) in map)
+                {
+                    WriteValue(output, k);
+                    WriteValue(output, v);
+                }
+                break;
+            case IReadOnlyList<object?> list:
+                WriteTag(output, Tag.Set);
+                WriteVarint(output, (ulong)list.Count);
+                for (var i = 0; i < list.Count; i++)
+                {
+                    WriteValue(output, list[i]);
+                }
+                break;
+            default:
+                throw new InvalidOperationException($"cannot store a {value.GetType().Name}");
+        }
+    }
+
+    private static void WriteTag(IBufferWriter<byte> output, Tag tag)
+    {
+        output.GetSpan(1)[0] = (byte)tag;
+        output.Advance(1);
+    }
+}
+
+/// <summary>Reads what <see cref="BinaryCodec"/> wrote; throws <see cref="FormatException"/> on anything else.</summary>
+public ref struct BinaryReader(ReadOnlySpan<byte> data)
+{
+    private readonly ReadOnlySpan<byte> _data = data;
+    private int _position;
+
+    public readonly int Position => _position;
+
+    public readonly bool AtEnd => _position >= _data.Length;
+
+    public byte ReadByte() => _position < _data.Length ? _data[_position++] : throw new FormatException("unexpected end of data");
+
+    public ulong ReadVarint()
+    {
+        ulong value = 0;
+        for (var shift = 0; shift < 64; shift += 7)
+        {
+            var b = ReadByte();
+            value |= (ulong)(b & 0x7F) << shift;
+            if (b < 0x80)
+            {
+                return value;
+            }
+        }
+        throw new FormatException("varint too long");
+    }
+
+    public int ReadCount()
+    {
+        var count = ReadVarint();
+        return count <= (ulong)(_data.Length - _position) ? (int)count : throw new FormatException("count larger than the data");
+    }
+
+    public long ReadSigned()
+    {
+        var raw = ReadVarint();
+        return (long)(raw >> 1) ^ -(long)(raw & 1);
+    }
+
+    public string ReadString()
+    {
+        var length = ReadCount();
+        var text = Encoding.UTF8.GetString(_data.Slice(_position, length));
+        _position += length;
+        return text;
+    }
+
+    public ReadOnlySpan<byte> ReadBytes(int length)
+    {
+        if (length > _data.Length - _position)
+        {
+            throw new FormatException("unexpected end of data");
+        }
+        var bytes = _data.Slice(_position, length);
+        _position += length;
+        return bytes;
+    }
+
+    public object? ReadValue()
+    {
+        switch (ReadByte())
+        {
+            case 0:
+                return null;
+            case 1:
+                return ReadString();
+            case 2:
+                return ReadSigned();
+            case 3:
+                return BinaryPrimitives.ReadDoubleLittleEndian(ReadBytes(8));
+            case 4:
+                return true;
+            case 5:
+                return false;
+            case 6:
+                return new DateTime(ReadSigned(), DateTimeKind.Utc);
+            case 7:
+                var items = new object?[ReadCount()];
+                for (var i = 0; i < items.Length; i++)
+                {
+                    items[i] = ReadValue();
+                }
+                return items;
+            case 8:
+                var count = ReadCount();
+                var map = new Dictionary<object, object?>(count);
+                for (var i = 0; i < count; i++)
+                {
+                    var key = ReadValue() ?? throw new FormatException("null map key");
+                    map[key] = ReadValue();
+                }
+                return count == 0 ? ValueMap.Empty : new ValueMap(map);
+            case 9:
+                return (int)ReadSigned();
+            case var tag:
+                throw new FormatException($"unknown value tag {tag}");
+        }
+    }
+}
+
+/// <summary>CRC-32C (Castagnoli), hardware-accelerated where the CPU has it.</summary>
+public static class Crc32C
+{
+    public static uint Compute(ReadOnlySpan<byte> data)
+    {
+        var crc = 0xFFFFFFFFu;
+        while (data.Length >= 8)
+        {
+            crc = System.Numerics.BitOperations.Crc32C(crc, BinaryPrimitives.ReadUInt64LittleEndian(data));
+            data = data[8..];
+        }
+        foreach (var b in data)
+        {
+            crc = System.Numerics.BitOperations.Crc32C(crc, b);
+        }
+        return ~crc;
+    }
+}

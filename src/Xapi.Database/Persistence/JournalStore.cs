@@ -1,0 +1,528 @@
+using System.Buffers;
+using System.Buffers.Binary;
+using System.Diagnostics;
+using System.Text;
+using Microsoft.Extensions.Logging;
+using Xapi.Model;
+
+namespace Xapi.Database.Persistence;
+
+/// <summary>
+/// The embedded durable store: a write-ahead journal of committed transactions, made durable
+/// by group commit (one fsync for every transaction waiting), and a snapshot that compaction
+/// writes so the journal can start again. Start-up loads the snapshot, then replays the journal,
+/// dropping a torn last record.
+/// </summary>
+public sealed class JournalStore : IDurableLog, IDisposable
+{
+    public const string SnapshotFile = "db.snapshot";
+    public const string JournalFile = "db.journal";
+    private static readonly byte[] SnapshotMagic = "XAPISNAP"u8.ToArray();
+    private static readonly byte[] JournalMagic = "XAPIJRNL"u8.ToArray();
+
+    private readonly string _directory;
+    private readonly ILogger _logger;
+    private readonly long _compactBytes;
+    private readonly XapiDatabase _database;
+    private readonly object _queueLock = new();
+    private readonly Thread _flusher;
+    private List<(byte[] Record, int Length, DbSnapshot Snapshot)> _queue = [];
+    private FileStream _journal = null!;
+    private bool _stopping;
+
+    private JournalStore(XapiDatabase database, string directory, long compactBytes, ILogger logger)
+    {
+        _database = database;
+        _directory = directory;
+        _compactBytes = compactBytes;
+        _logger = logger;
+        _flusher = new Thread(FlushLoop) { IsBackground = true, Name = "journal flusher" };
+    }
+
+    public JournalLoadReport LoadReport { get; private set; } = null!;
+
+    /// <summary>Loads the database from <paramref name="directory"/> and journals every later commit.</summary>
+    public static JournalStore Open(XapiDatabase database, string directory, ILogger logger, long compactBytes = 64L << 20)
+    {
+        Directory.CreateDirectory(directory);
+        var store = new JournalStore(database, directory, compactBytes, logger);
+        store.LoadReport = store.Load();
+        database.AttachLog(store);
+        store._flusher.Start();
+        return store;
+    }
+
+    public long JournalBytes => _journal.Length;
+
+    // ---- loading ----
+
+    private JournalLoadReport Load()
+    {
+        var watch = Stopwatch.StartNew();
+        var snapshotPath = Path.Combine(_directory, SnapshotFile);
+        long snapshotGeneration = 0;
+        var rows = 0;
+        if (File.Exists(snapshotPath))
+        {
+            (snapshotGeneration, rows) = LoadSnapshot(snapshotPath);
+        }
+        var journalPath = Path.Combine(_directory, JournalFile);
+        var (records, discarded) = File.Exists(journalPath) ? ReplayJournal(journalPath, snapshotGeneration) : (0, 0L);
+        if (discarded > 0)
+        {
+            _logger.LogWarning("Journal {Journal} had a torn or corrupt tail: recovered {Records} whole records and discarded {Bytes} bytes after them",
+                journalPath, records, discarded);
+        }
+        OpenJournalForAppend(journalPath);
+        var report = new JournalLoadReport(snapshotGeneration, rows, records, discarded, _database.Snapshot.Generation, watch.Elapsed);
+        _logger.LogInformation("Loaded database: snapshot at generation {SnapshotGeneration} ({Rows} rows), {Records} journal records, now at generation {Generation}, in {Elapsed} ms",
+            report.SnapshotGeneration, report.SnapshotRows, report.JournalRecords, report.Generation, (long)report.Elapsed.TotalMilliseconds);
+        return report;
+    }
+
+    private (long Generation, int Rows) LoadSnapshot(string path)
+    {
+        var data = File.ReadAllBytes(path);
+        if (data.Length < SnapshotMagic.Length + 16 || !data.AsSpan(0, SnapshotMagic.Length).SequenceEqual(SnapshotMagic))
+        {
+            throw new DatabaseFormatException($"{path} is not a database snapshot; refusing to start rather than lose the pool database. Move it aside to start empty.");
+        }
+        var body = data.AsSpan(0, data.Length - 4);
+        if (Crc32C.Compute(body) != BinaryPrimitives.ReadUInt32LittleEndian(data.AsSpan(data.Length - 4)))
+        {
+            throw new DatabaseFormatException($"{path} is corrupt (checksum mismatch); refusing to start rather than lose the pool database. Restore it from a backup or a database dump.");
+        }
+        try
+        {
+            var reader = new BinaryReader(body[SnapshotMagic.Length..]);
+            var version = (int)reader.ReadVarint();
+            var generation = reader.ReadSigned();
+            var layout = StoredLayout.Read(ref reader, version, path);
+            var tombstoneCount = reader.ReadCount();
+            var tombstones = new List<Tombstone>(tombstoneCount);
+            for (var i = 0; i < tombstoneCount; i++)
+            {
+                var cls = layout.Classes[reader.ReadCount()];
+                var reference = reader.ReadString();
+                var created = reader.ReadSigned();
+                var deleted = reader.ReadSigned();
+                var uuid = reader.ReadString();
+                if (cls is not null)
+                {
+                    tombstones.Add(new Tombstone(cls, reference, created, deleted, uuid));
+                }
+            }
+            var rows = 0;
+            var loaded = new List<(ClassMeta Class, string Ref, object?[] Values, long Created, long Modified)>();
+            for (var c = 0; c < layout.Classes.Length; c++)
+            {
+                var count = reader.ReadCount();
+                var fields = layout.Fields[c];
+                var cls = layout.Classes[c];
+                for (var r = 0; r < count; r++)
+                {
+                    var reference = reader.ReadString();
+                    var created = reader.ReadSigned();
+                    var modified = reader.ReadSigned();
+                    var values = cls is null ? null : DefaultRow(cls);
+                    for (var f = 0; f < fields.Length; f++)
+                    {
+                        var value = reader.ReadValue();
+                        if (values is not null && fields[f] is { } field)
+                        {
+                            values[field.Ordinal] = value;
+                        }
+                    }
+                    if (cls is not null && values is not null)
+                    {
+                        loaded.Add((cls, reference, values, created, modified));
+                        rows++;
+                    }
+                }
+            }
+            if (generation > 0)
+            {
+                _database.Load(generation, tx =>
+                {
+                    foreach (var (cls, reference, values, created, modified) in loaded)
+                    {
+                        tx.Restore(cls, reference, values, created, modified);
+                    }
+                    foreach (var tombstone in tombstones)
+                    {
+                        tx.RestoreTombstone(tombstone);
+                    }
+                });
+            }
+            return (generation, rows);
+        }
+        catch (FormatException e)
+        {
+            throw new DatabaseFormatException($"{path} is corrupt ({e.Message}); refusing to start rather than lose the pool database.", e);
+        }
+    }
+
+    private static object?[] DefaultRow(ClassMeta cls)
+    {
+        var values = new object?[cls.Fields.Count];
+        for (var i = 0; i < values.Length; i++)
+        {
+            values[i] = cls.Fields[i].DefaultValue;
+        }
+        return values;
+    }
+
+    private (int Records, long Discarded) ReplayJournal(string path, long snapshotGeneration)
+    {
+        var data = File.ReadAllBytes(path);
+        if (data.Length < JournalMagic.Length || !data.AsSpan(0, JournalMagic.Length).SequenceEqual(JournalMagic))
+        {
+            if (data.Length == 0)
+            {
+                return (0, 0);
+            }
+            throw new DatabaseFormatException($"{path} is not a database journal; refusing to start. Move it aside to start from the snapshot alone.");
+        }
+        var position = JournalMagic.Length;
+        var header = ReadFrame(data, ref position) ?? throw new DatabaseFormatException($"{path} has a corrupt header; refusing to start.");
+        var headerReader = new BinaryReader(header.Span);
+        var version = (int)headerReader.ReadVarint();
+        var layout = StoredLayout.Read(ref headerReader, version, path);
+
+        var records = 0;
+        var goodEnd = position;
+        while (position < data.Length)
+        {
+            var frame = ReadFrame(data, ref position);
+            if (frame is null)
+            {
+                break;
+            }
+            try
+            {
+                Apply(frame.Value, layout, snapshotGeneration);
+            }
+            catch (FormatException)
+            {
+                break;
+            }
+            records++;
+            goodEnd = position;
+        }
+        var discarded = data.Length - goodEnd;
+        if (discarded > 0)
+        {
+            using var truncate = new FileStream(path, FileMode.Open, FileAccess.Write);
+            truncate.SetLength(goodEnd);
+            truncate.Flush(flushToDisk: true);
+        }
+        return (records, discarded);
+    }
+
+    // A frame is [u32 length][u32 crc32c][payload]; null when torn or corrupt.
+    private static ReadOnlyMemory<byte>? ReadFrame(byte[] data, ref int position)
+    {
+        if (data.Length - position < 8)
+        {
+            return null;
+        }
+        var length = BinaryPrimitives.ReadUInt32LittleEndian(data.AsSpan(position));
+        var crc = BinaryPrimitives.ReadUInt32LittleEndian(data.AsSpan(position + 4));
+        if (length > data.Length - position - 8)
+        {
+            return null;
+        }
+        var payload = data.AsMemory(position + 8, (int)length);
+        if (Crc32C.Compute(payload.Span) != crc)
+        {
+            return null;
+        }
+        position += 8 + (int)length;
+        return payload;
+    }
+
+    private void Apply(ReadOnlyMemory<byte> payload, StoredLayout layout, long snapshotGeneration)
+    {
+        var reader = new BinaryReader(payload.Span);
+        var generation = reader.ReadSigned();
+        if (generation <= snapshotGeneration || generation <= _database.Snapshot.Generation)
+        {
+            return;
+        }
+        var operations = new List<(OperationKind Kind, ClassMeta? Class, string Ref, List<(FieldMeta Field, object? Value)>? Values)>();
+        var count = reader.ReadCount();
+        for (var i = 0; i < count; i++)
+        {
+            var kind = (OperationKind)reader.ReadByte();
+            var classOrdinal = reader.ReadCount();
+            if (classOrdinal >= layout.Classes.Length)
+            {
+                throw new FormatException("class out of range");
+            }
+            var cls = layout.Classes[classOrdinal];
+            var reference = reader.ReadString();
+            List<(FieldMeta, object?)>? values = null;
+            if (kind is OperationKind.Create or OperationKind.Update)
+            {
+                values = [];
+                var fieldCount = reader.ReadCount();
+                for (var f = 0; f < fieldCount; f++)
+                {
+                    var fieldOrdinal = reader.ReadCount();
+                    var value = reader.ReadValue();
+                    if (fieldOrdinal < layout.Fields[classOrdinal].Length && layout.Fields[classOrdinal][fieldOrdinal] is { } field)
+                    {
+                        values.Add((field, value));
+                    }
+                }
+            }
+            operations.Add((kind, cls, reference, values));
+        }
+        _database.Load(generation, tx =>
+        {
+            foreach (var (kind, cls, reference, values) in operations)
+            {
+                if (cls is null || XapiDatabase.IsTransient(cls))
+                {
+                    continue;
+                }
+                switch (kind)
+                {
+                    case OperationKind.Create:
+                        tx.Create(cls, values!.ToDictionary(v => v.Field.Name, v => v.Value), reference);
+                        break;
+                    case OperationKind.Update:
+                        tx.Update(cls, reference, row =>
+                        {
+                            foreach (var (field, value) in values!)
+                            {
+                                row[field.Ordinal] = value;
+                            }
+                        });
+                        break;
+                    case OperationKind.Touch:
+                        tx.Touch(cls, reference);
+                        break;
+                    case OperationKind.Delete:
+                        tx.Delete(cls, reference);
+                        break;
+                }
+            }
+        });
+    }
+
+    // ---- appending ----
+
+    private void OpenJournalForAppend(string path)
+    {
+        _journal = new FileStream(path, FileMode.OpenOrCreate, FileAccess.ReadWrite, FileShare.Read, 1, FileOptions.None);
+        if (_journal.Length == 0)
+        {
+            WriteJournalHeader();
+        }
+        _journal.Seek(0, SeekOrigin.End);
+    }
+
+    private void WriteJournalHeader()
+    {
+        var header = new ArrayBufferWriter<byte>();
+        header.Write(JournalMagic);
+        var layout = new ArrayBufferWriter<byte>();
+        BinaryCodec.WriteVarint(layout, StoredLayout.CurrentVersion);
+        StoredLayout.WriteCurrent(layout);
+        WriteFrame(header, layout.WrittenSpan);
+        _journal.SetLength(0);
+        _journal.Write(header.WrittenSpan);
+        _journal.Flush(flushToDisk: true);
+    }
+
+    private static void WriteFrame(IBufferWriter<byte> output, ReadOnlySpan<byte> payload)
+    {
+        var span = output.GetSpan(8);
+        BinaryPrimitives.WriteUInt32LittleEndian(span, (uint)payload.Length);
+        BinaryPrimitives.WriteUInt32LittleEndian(span[4..], Crc32C.Compute(payload));
+        output.Advance(8);
+        output.Write(payload);
+    }
+
+    /// <summary>Encodes the transaction (under the database's write lock) and queues it for the flusher.</summary>
+    public void Append(DbSnapshot committed, IReadOnlyList<Operation> operations)
+    {
+        var payload = new ArrayBufferWriter<byte>(256);
+        BinaryCodec.WriteSigned(payload, committed.Generation);
+        var persistent = operations.Where(o => !XapiDatabase.IsTransient(o.Class)).ToList();
+        BinaryCodec.WriteVarint(payload, (ulong)persistent.Count);
+        foreach (var operation in persistent)
+        {
+            payload.GetSpan(1)[0] = (byte)operation.Kind;
+            payload.Advance(1);
+            BinaryCodec.WriteVarint(payload, (ulong)operation.Class.Ordinal);
+            BinaryCodec.WriteString(payload, operation.Ref);
+            if (operation.Kind is OperationKind.Create or OperationKind.Update)
+            {
+                // Values as committed: a later operation of the same transaction may have changed them again.
+                var row = committed.TryGet(operation.Class, operation.Ref, out var r) ? r : null;
+                var ordinals = operation.Kind == OperationKind.Create
+                    ? Enumerable.Range(0, operation.Class.Fields.Count).ToList()
+                    : operation.ChangedFields!.ToList();
+                BinaryCodec.WriteVarint(payload, (ulong)(row is null ? 0 : ordinals.Count));
+                if (row is not null)
+                {
+                    foreach (var ordinal in ordinals)
+                    {
+                        BinaryCodec.WriteVarint(payload, (ulong)ordinal);
+                        BinaryCodec.WriteValue(payload, row.Values[ordinal]);
+                    }
+                }
+            }
+        }
+        var frame = new ArrayBufferWriter<byte>(payload.WrittenCount + 8);
+        WriteFrame(frame, payload.WrittenSpan);
+        lock (_queueLock)
+        {
+            _queue.Add((frame.WrittenSpan.ToArray(), frame.WrittenCount, committed));
+            Monitor.Pulse(_queueLock);
+        }
+    }
+
+    private void FlushLoop()
+    {
+        while (true)
+        {
+            List<(byte[] Record, int Length, DbSnapshot Snapshot)> batch;
+            lock (_queueLock)
+            {
+                while (_queue.Count == 0 && !_stopping)
+                {
+                    Monitor.Wait(_queueLock);
+                }
+                if (_queue.Count == 0 && _stopping)
+                {
+                    return;
+                }
+                batch = _queue;
+                _queue = [];
+            }
+            try
+            {
+                foreach (var (record, length, _) in batch)
+                {
+                    _journal.Write(record, 0, length);
+                }
+                // One fsync makes every transaction of the batch durable: group commit.
+                _journal.Flush(flushToDisk: true);
+                _database.MarkDurable(batch[^1].Snapshot);
+                if (_journal.Length > _compactBytes)
+                {
+                    Compact(batch[^1].Snapshot);
+                }
+            }
+            catch (Exception e)
+            {
+                // Nothing after this can be made durable; replies already waiting would hang, so stop loudly.
+                _logger.LogCritical(e, "The database journal could not be written; stopping");
+                Environment.FailFast("xapi-dotnet: the database journal could not be written: " + e.Message, e);
+            }
+        }
+    }
+
+    /// <summary>Writes a snapshot of <paramref name="durable"/> and starts the journal again after it.</summary>
+    private void Compact(DbSnapshot durable)
+    {
+        var watch = Stopwatch.StartNew();
+        WriteSnapshot(durable, Path.Combine(_directory, SnapshotFile));
+        WriteJournalHeader();
+        _logger.LogInformation("Compacted the database at generation {Generation} in {Elapsed} ms", durable.Generation, watch.ElapsedMilliseconds);
+    }
+
+    public static void WriteSnapshot(DbSnapshot snapshot, string path)
+    {
+        var output = new ArrayBufferWriter<byte>(1 << 20);
+        output.Write(SnapshotMagic);
+        BinaryCodec.WriteVarint(output, StoredLayout.CurrentVersion);
+        BinaryCodec.WriteSigned(output, snapshot.Generation);
+        StoredLayout.WriteCurrent(output);
+        var tombstones = snapshot.Tombstones.Where(t => !XapiDatabase.IsTransient(t.Class)).ToList();
+        BinaryCodec.WriteVarint(output, (ulong)tombstones.Count);
+        foreach (var tombstone in tombstones)
+        {
+            BinaryCodec.WriteVarint(output, (ulong)tombstone.Class.Ordinal);
+            BinaryCodec.WriteString(output, tombstone.Ref);
+            BinaryCodec.WriteSigned(output, tombstone.Created);
+            BinaryCodec.WriteSigned(output, tombstone.Deleted);
+            BinaryCodec.WriteString(output, tombstone.Uuid);
+        }
+        foreach (var cls in ApiSchema.Classes)
+        {
+            var rows = XapiDatabase.IsTransient(cls) ? [] : snapshot.All(cls).ToList();
+            BinaryCodec.WriteVarint(output, (ulong)rows.Count);
+            foreach (var row in rows)
+            {
+                BinaryCodec.WriteString(output, row.Ref);
+                BinaryCodec.WriteSigned(output, row.Created);
+                BinaryCodec.WriteSigned(output, row.Modified);
+                foreach (var value in row.Values)
+                {
+                    BinaryCodec.WriteValue(output, value);
+                }
+            }
+        }
+        var crc = output.GetSpan(4);
+        BinaryPrimitives.WriteUInt32LittleEndian(crc, Crc32C.Compute(output.WrittenSpan));
+        output.Advance(4);
+
+        var temp = path + ".tmp";
+        using (var file = new FileStream(temp, FileMode.Create, FileAccess.Write, FileShare.None, 1 << 16))
+        {
+            file.Write(output.WrittenSpan);
+            file.Flush(flushToDisk: true);
+        }
+        File.Move(temp, path, overwrite: true);
+        FlushDirectory(Path.GetDirectoryName(Path.GetFullPath(path))!);
+    }
+
+    // The rename is durable only once the directory entry is; .NET will not open a directory,
+    // so this goes to libc.
+    private static void FlushDirectory(string directory)
+    {
+        if (!OperatingSystem.IsLinux())
+        {
+            return;
+        }
+        var fd = NativeMethods.Open(directory, 0);
+        if (fd >= 0)
+        {
+            NativeMethods.Fsync(fd);
+            NativeMethods.Close(fd);
+        }
+    }
+
+    private static class NativeMethods
+    {
+        [System.Runtime.InteropServices.DllImport("libc", EntryPoint = "open", SetLastError = true)]
+        public static extern int Open([System.Runtime.InteropServices.MarshalAs(System.Runtime.InteropServices.UnmanagedType.LPUTF8Str)] string path, int flags);
+
+        [System.Runtime.InteropServices.DllImport("libc", EntryPoint = "fsync", SetLastError = true)]
+        public static extern int Fsync(int fd);
+
+        [System.Runtime.InteropServices.DllImport("libc", EntryPoint = "close", SetLastError = true)]
+        public static extern int Close(int fd);
+    }
+
+    /// <summary>Writes everything queued, compacts, and closes the files.</summary>
+    public void Dispose()
+    {
+        lock (_queueLock)
+        {
+            _stopping = true;
+            Monitor.Pulse(_queueLock);
+        }
+        _flusher.Join();
+        Compact(_database.Snapshot);
+        _journal.Dispose();
+    }
+
+    internal static string Describe(byte[] magic) => Encoding.ASCII.GetString(magic);
+}
+
+public sealed record JournalLoadReport(long SnapshotGeneration, int SnapshotRows, int JournalRecords, long DiscardedBytes, long Generation, TimeSpan Elapsed);
