@@ -142,6 +142,13 @@ public ref struct BinaryReader(ReadOnlySpan<byte> data)
         return count <= (ulong)(_data.Length - _position) ? (int)count : throw new FormatException("count larger than the data");
     }
 
+    /// <summary>An index into a table (class or field ordinal): bounded by the table, not by the data.</summary>
+    public int ReadOrdinal()
+    {
+        var value = ReadVarint();
+        return value <= int.MaxValue ? (int)value : throw new FormatException("ordinal out of range");
+    }
+
     public long ReadSigned()
     {
         var raw = ReadVarint();

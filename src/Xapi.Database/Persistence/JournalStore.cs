@@ -28,6 +28,7 @@ public sealed class JournalStore : IDurableLog, IDisposable
     private readonly Thread _flusher;
     private List<(byte[] Record, int Length, DbSnapshot Snapshot)> _queue = [];
     private FileStream _journal = null!;
+    private long _headerBytes;
     private bool _stopping;
 
     private JournalStore(XapiDatabase database, string directory, long compactBytes, ILogger logger)
@@ -52,7 +53,8 @@ public sealed class JournalStore : IDurableLog, IDisposable
         return store;
     }
 
-    public long JournalBytes => _journal.Length;
+    /// <summary>Bytes of records in the journal since its header (what compaction looks at).</summary>
+    public long JournalBytes => _journal.Length - _headerBytes;
 
     // ---- loading ----
 
@@ -102,7 +104,8 @@ public sealed class JournalStore : IDurableLog, IDisposable
             var tombstones = new List<Tombstone>(tombstoneCount);
             for (var i = 0; i < tombstoneCount; i++)
             {
-                var cls = layout.Classes[reader.ReadCount()];
+                var classOrdinal = reader.ReadOrdinal();
+                var cls = classOrdinal < layout.Classes.Length ? layout.Classes[classOrdinal] : throw new FormatException("class out of range");
                 var reference = reader.ReadString();
                 var created = reader.ReadSigned();
                 var deleted = reader.ReadSigned();
@@ -254,7 +257,7 @@ public sealed class JournalStore : IDurableLog, IDisposable
         for (var i = 0; i < count; i++)
         {
             var kind = (OperationKind)reader.ReadByte();
-            var classOrdinal = reader.ReadCount();
+            var classOrdinal = reader.ReadOrdinal();
             if (classOrdinal >= layout.Classes.Length)
             {
                 throw new FormatException("class out of range");
@@ -268,7 +271,7 @@ public sealed class JournalStore : IDurableLog, IDisposable
                 var fieldCount = reader.ReadCount();
                 for (var f = 0; f < fieldCount; f++)
                 {
-                    var fieldOrdinal = reader.ReadCount();
+                    var fieldOrdinal = reader.ReadOrdinal();
                     var value = reader.ReadValue();
                     if (fieldOrdinal < layout.Fields[classOrdinal].Length && layout.Fields[classOrdinal][fieldOrdinal] is { } field)
                     {
@@ -320,6 +323,10 @@ public sealed class JournalStore : IDurableLog, IDisposable
         {
             WriteJournalHeader();
         }
+        else
+        {
+            _headerBytes = JournalHeaderLength();
+        }
         _journal.Seek(0, SeekOrigin.End);
     }
 
@@ -334,6 +341,15 @@ public sealed class JournalStore : IDurableLog, IDisposable
         _journal.SetLength(0);
         _journal.Write(header.WrittenSpan);
         _journal.Flush(flushToDisk: true);
+        _headerBytes = header.WrittenCount;
+    }
+
+    private long JournalHeaderLength()
+    {
+        Span<byte> prefix = stackalloc byte[12];
+        _journal.Seek(0, SeekOrigin.Begin);
+        _journal.ReadExactly(prefix);
+        return JournalMagic.Length + 8 + BinaryPrimitives.ReadUInt32LittleEndian(prefix[JournalMagic.Length..]);
     }
 
     private static void WriteFrame(IBufferWriter<byte> output, ReadOnlySpan<byte> payload)
@@ -412,7 +428,7 @@ public sealed class JournalStore : IDurableLog, IDisposable
                 // One fsync makes every transaction of the batch durable: group commit.
                 _journal.Flush(flushToDisk: true);
                 _database.MarkDurable(batch[^1].Snapshot);
-                if (_journal.Length > _compactBytes)
+                if (JournalBytes > _compactBytes)
                 {
                     Compact(batch[^1].Snapshot);
                 }
