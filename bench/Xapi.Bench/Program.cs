@@ -16,9 +16,15 @@ using Xapi.Server;
 // Usage:
 //   dotnet run -c Release --project bench/Xapi.Bench -- rpc [seconds-per-case] [concurrency]
 //   dotnet run -c Release --project bench/Xapi.Bench -- events [writes]
+//   dotnet run -c Release --project bench/Xapi.Bench -- durability [seconds-per-case]
 if (args.Length > 0 && args[0] == "events")
 {
     await EventLatency.RunAsync(args.Length > 1 ? int.Parse(args[1], CultureInfo.InvariantCulture) : 10_000);
+    return;
+}
+if (args.Length > 0 && args[0] == "durability")
+{
+    await Durability.RunAsync(args.Length > 1 ? double.Parse(args[1], CultureInfo.InvariantCulture) : 5);
     return;
 }
 if (args.Length > 0 && args[0] == "rpc")
