@@ -112,6 +112,12 @@ public static class BinaryCodec
 /// <summary>Reads what <see cref="BinaryCodec"/> wrote; throws <see cref="FormatException"/> on anything else.</summary>
 public ref struct BinaryReader(ReadOnlySpan<byte> data)
 {
+    // Loading a large pool decodes millions of values; most are booleans, small numbers and
+    // empty sets, which can share one immutable box each.
+    private static readonly object True = true;
+    private static readonly object False = false;
+    private static readonly object[] SmallLongs = Enumerable.Range(-1, 258).Select(i => (object)(long)i).ToArray();
+
     private readonly ReadOnlySpan<byte> _data = data;
     private int _position;
 
@@ -183,17 +189,23 @@ public ref struct BinaryReader(ReadOnlySpan<byte> data)
             case 1:
                 return ReadString();
             case 2:
-                return ReadSigned();
+                var number = ReadSigned();
+                return number is >= -1 and <= 256 ? SmallLongs[number + 1] : number;
             case 3:
                 return BinaryPrimitives.ReadDoubleLittleEndian(ReadBytes(8));
             case 4:
-                return true;
+                return True;
             case 5:
-                return false;
+                return False;
             case 6:
                 return new DateTime(ReadSigned(), DateTimeKind.Utc);
             case 7:
-                var items = new object?[ReadCount()];
+                var itemCount = ReadCount();
+                if (itemCount == 0)
+                {
+                    return ValueSet.Empty;
+                }
+                var items = new object?[itemCount];
                 for (var i = 0; i < items.Length; i++)
                 {
                     items[i] = ReadValue();
