@@ -127,6 +127,10 @@ public sealed class Transaction
         return created;
     }
 
+    /// <summary>Inserts a row with all its values given (a restore).</summary>
+    public Row Create(ClassMeta cls, string reference, object?[] values) =>
+        Create(cls, cls.Fields.ToDictionary(f => f.Name, f => values[f.Ordinal]), reference);
+
     public void Set(ClassMeta cls, string reference, FieldMeta field, object? value) =>
         Update(cls, reference, values => values[field.Ordinal] = value);
 

@@ -122,6 +122,7 @@ public sealed class XapiHost : IAsyncDisposable
                 options),
             Task = new TaskMessages(services.GetRequiredService<TaskManager>()),
             Message = new MessageMessages(services.GetRequiredService<XapiDatabase>(), services.GetRequiredService<TimeProvider>()),
+            Pool = new PoolMessages(journal),
         }));
         CustomHandlers Customized(IServiceProvider services, CustomHandlers handlers)
         {
@@ -130,14 +131,20 @@ public sealed class XapiHost : IAsyncDisposable
         }
         builder.Services.AddSingleton<Dispatcher>();
         builder.Services.AddSingleton<RpcEndpoint>();
+        builder.Services.AddSingleton<DatabaseDumpEndpoint>();
 
         var app = builder.Build();
         var rpc = app.Services.GetRequiredService<RpcEndpoint>();
+        var dump = app.Services.GetRequiredService<DatabaseDumpEndpoint>();
         // One terminal handler and no endpoint routing: routing a POST on "/" past a GET route
         // cost more than the whole XenAPI call.
         app.Run(context =>
         {
             var method = context.Request.Method;
+            if (context.Request.Path == DatabaseDumpEndpoint.Path && (HttpMethods.IsGet(method) || HttpMethods.IsPut(method)))
+            {
+                return dump.HandleAsync(context);
+            }
             if (HttpMethods.IsPost(method))
             {
                 return rpc.HandleAsync(context);

@@ -30,6 +30,7 @@ public sealed class JournalStore : IDurableLog, IDisposable
     private FileStream _journal = null!;
     private long _headerBytes;
     private bool _stopping;
+    private TaskCompletionSource? _syncRequested;
 
     private JournalStore(XapiDatabase database, string directory, long compactBytes, ILogger logger)
     {
@@ -84,7 +85,30 @@ public sealed class JournalStore : IDurableLog, IDisposable
 
     private (long Generation, int Rows) LoadSnapshot(string path)
     {
-        var data = File.ReadAllBytes(path);
+        var dump = ReadSnapshot(File.ReadAllBytes(path), path);
+        if (dump.Generation > 0)
+        {
+            _database.Load(dump.Generation, tx =>
+            {
+                foreach (var row in dump.Rows)
+                {
+                    tx.Restore(row.Class, row.Ref, row.Values, row.Created, row.Modified);
+                }
+                foreach (var tombstone in dump.Tombstones)
+                {
+                    tx.RestoreTombstone(tombstone);
+                }
+            });
+        }
+        return (dump.Generation, dump.Rows.Count);
+    }
+
+    /// <summary>
+    /// Parses a snapshot (also the database dump format) without loading it. Rows are mapped
+    /// onto the current schema; a damaged or foreign file is refused.
+    /// </summary>
+    public static DatabaseDump ReadSnapshot(byte[] data, string path)
+    {
         if (data.Length < SnapshotMagic.Length + 16 || !data.AsSpan(0, SnapshotMagic.Length).SequenceEqual(SnapshotMagic))
         {
             throw new DatabaseFormatException($"{path} is not a database snapshot; refusing to start rather than lose the pool database. Move it aside to start empty.");
@@ -98,10 +122,9 @@ public sealed class JournalStore : IDurableLog, IDisposable
         {
             var reader = new BinaryReader(body[SnapshotMagic.Length..]);
             var version = (int)reader.ReadVarint();
-            var generation = reader.ReadSigned();
+            var dump = new DatabaseDump { Generation = reader.ReadSigned() };
             var layout = StoredLayout.Read(ref reader, version, path);
             var tombstoneCount = reader.ReadCount();
-            var tombstones = new List<Tombstone>(tombstoneCount);
             for (var i = 0; i < tombstoneCount; i++)
             {
                 var classOrdinal = reader.ReadOrdinal();
@@ -112,11 +135,9 @@ public sealed class JournalStore : IDurableLog, IDisposable
                 var uuid = reader.ReadString();
                 if (cls is not null)
                 {
-                    tombstones.Add(new Tombstone(cls, reference, created, deleted, uuid));
+                    dump.Tombstones.Add(new Tombstone(cls, reference, created, deleted, uuid));
                 }
             }
-            var rows = 0;
-            var loaded = new List<(ClassMeta Class, string Ref, object?[] Values, long Created, long Modified)>();
             for (var c = 0; c < layout.Classes.Length; c++)
             {
                 var count = reader.ReadCount();
@@ -138,26 +159,11 @@ public sealed class JournalStore : IDurableLog, IDisposable
                     }
                     if (cls is not null && values is not null)
                     {
-                        loaded.Add((cls, reference, values, created, modified));
-                        rows++;
+                        dump.Rows.Add(new DatabaseDump.DumpRow(cls, reference, values, created, modified));
                     }
                 }
             }
-            if (generation > 0)
-            {
-                _database.Load(generation, tx =>
-                {
-                    foreach (var (cls, reference, values, created, modified) in loaded)
-                    {
-                        tx.Restore(cls, reference, values, created, modified);
-                    }
-                    foreach (var tombstone in tombstones)
-                    {
-                        tx.RestoreTombstone(tombstone);
-                    }
-                });
-            }
-            return (generation, rows);
+            return dump;
         }
         catch (FormatException e)
         {
@@ -408,7 +414,7 @@ public sealed class JournalStore : IDurableLog, IDisposable
             List<(byte[] Record, int Length, DbSnapshot Snapshot)> batch;
             lock (_queueLock)
             {
-                while (_queue.Count == 0 && !_stopping)
+                while (_queue.Count == 0 && !_stopping && _syncRequested is null)
                 {
                     Monitor.Wait(_queueLock);
                 }
@@ -418,6 +424,11 @@ public sealed class JournalStore : IDurableLog, IDisposable
                 }
                 batch = _queue;
                 _queue = [];
+            }
+            if (batch.Count == 0)
+            {
+                ServeSyncRequest();
+                continue;
             }
             try
             {
@@ -432,6 +443,7 @@ public sealed class JournalStore : IDurableLog, IDisposable
                 {
                     Compact(batch[^1].Snapshot);
                 }
+                ServeSyncRequest();
             }
             catch (Exception e)
             {
@@ -439,6 +451,41 @@ public sealed class JournalStore : IDurableLog, IDisposable
                 _logger.LogCritical(e, "The database journal could not be written; stopping");
                 Environment.FailFast("xapi-dotnet: the database journal could not be written: " + e.Message, e);
             }
+        }
+    }
+
+    /// <summary>Writes a snapshot of everything durable now (<c>pool.sync_database</c>).</summary>
+    public Task SyncAsync()
+    {
+        lock (_queueLock)
+        {
+            _syncRequested ??= new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously);
+            Monitor.Pulse(_queueLock);
+            return _syncRequested.Task;
+        }
+    }
+
+    // On the flusher thread, after the batch it just made durable, so nothing is in between.
+    private void ServeSyncRequest()
+    {
+        TaskCompletionSource? request;
+        lock (_queueLock)
+        {
+            request = _syncRequested;
+            _syncRequested = null;
+        }
+        if (request is null)
+        {
+            return;
+        }
+        try
+        {
+            Compact(_database.Snapshot);
+            request.SetResult();
+        }
+        catch (Exception e)
+        {
+            request.SetException(e);
         }
     }
 
@@ -452,6 +499,20 @@ public sealed class JournalStore : IDurableLog, IDisposable
     }
 
     public static void WriteSnapshot(DbSnapshot snapshot, string path)
+    {
+        var output = EncodeSnapshot(snapshot);
+        var temp = path + ".tmp";
+        using (var file = new FileStream(temp, FileMode.Create, FileAccess.Write, FileShare.None, 1 << 16))
+        {
+            file.Write(output.WrittenSpan);
+            file.Flush(flushToDisk: true);
+        }
+        File.Move(temp, path, overwrite: true);
+        FlushDirectory(Path.GetDirectoryName(Path.GetFullPath(path))!);
+    }
+
+    /// <summary>The snapshot format in memory: what compaction writes and a database dump sends.</summary>
+    public static ArrayBufferWriter<byte> EncodeSnapshot(DbSnapshot snapshot)
     {
         var output = new ArrayBufferWriter<byte>(1 << 20);
         output.Write(SnapshotMagic);
@@ -486,15 +547,7 @@ public sealed class JournalStore : IDurableLog, IDisposable
         var crc = output.GetSpan(4);
         BinaryPrimitives.WriteUInt32LittleEndian(crc, Crc32C.Compute(output.WrittenSpan));
         output.Advance(4);
-
-        var temp = path + ".tmp";
-        using (var file = new FileStream(temp, FileMode.Create, FileAccess.Write, FileShare.None, 1 << 16))
-        {
-            file.Write(output.WrittenSpan);
-            file.Flush(flushToDisk: true);
-        }
-        File.Move(temp, path, overwrite: true);
-        FlushDirectory(Path.GetDirectoryName(Path.GetFullPath(path))!);
+        return output;
     }
 
     // The rename is durable only once the directory entry is; .NET will not open a directory,
@@ -539,6 +592,18 @@ public sealed class JournalStore : IDurableLog, IDisposable
     }
 
     internal static string Describe(byte[] magic) => Encoding.ASCII.GetString(magic);
+}
+
+/// <summary>The rows of a database dump, ready to replace the pool's.</summary>
+public sealed class DatabaseDump
+{
+    public sealed record DumpRow(ClassMeta Class, string Ref, object?[] Values, long Created, long Modified);
+
+    public long Generation { get; init; }
+
+    public List<DumpRow> Rows { get; } = [];
+
+    public List<Tombstone> Tombstones { get; } = [];
 }
 
 public sealed record JournalLoadReport(long SnapshotGeneration, int SnapshotRows, int JournalRecords, long DiscardedBytes, long Generation, TimeSpan Elapsed);

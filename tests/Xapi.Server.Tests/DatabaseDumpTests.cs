@@ -1,0 +1,101 @@
+using System.Net;
+using System.Net.Http.Headers;
+using System.Text;
+using Xapi.Database.Persistence;
+
+namespace Xapi.Server.Tests;
+
+public class DatabaseDumpTests
+{
+    [Test]
+    public async Task A_dump_restores_the_pool_as_it_was()
+    {
+        await using var daemon = await TestDaemon.StartAsync();
+        using var client = await daemon.LoginAsync();
+        using var http = new HttpClient { BaseAddress = daemon.Uri };
+        var kept = await client.CreateVmAsync("kept");
+        var dump = await http.GetByteArrayAsync($"/pool/xmldbdump?session_id={client.Session}");
+
+        var added = await client.CreateVmAsync("added after the dump");
+        await client.InvokeAsync("VM.set_name_label", kept, "renamed after the dump");
+        var token = (await client.FromAsync(["VM"], "", 0)).Token;
+
+        using var upload = new ByteArrayContent(dump);
+        using var response = await http.PutAsync($"/pool/xmldbdump?session_id={client.Session}", upload);
+        Assert.That(response.StatusCode, Is.EqualTo(HttpStatusCode.OK), await response.Content.ReadAsStringAsync());
+
+        var events = await client.FromAsync(["VM"], token, 5);
+        Assert.Multiple(async () =>
+        {
+            Assert.That(await client.InvokeAsync("VM.get_name_label", kept), Is.EqualTo("kept"));
+            await XenApiAssert.FailsAsync(() => client.InvokeAsync("VM.get_record", added), "HANDLE_INVALID");
+            Assert.That(events.Events.Where(e => (string)e["ref"]! == added).Select(e => e["operation"]), Does.Contain("del"), "clients learn of the restore through events");
+            Assert.That(await client.InvokeAsync("pool.get_all"), Has.Count.EqualTo(1), "the session survives: sessions are not part of the dump");
+        });
+    }
+
+    [Test]
+    public async Task A_damaged_dump_is_refused_and_nothing_changes()
+    {
+        await using var daemon = await TestDaemon.StartAsync();
+        using var client = await daemon.LoginAsync();
+        using var http = new HttpClient { BaseAddress = daemon.Uri };
+        var dump = await http.GetByteArrayAsync($"/pool/xmldbdump?session_id={client.Session}");
+        dump[dump.Length / 2] ^= 0x20;
+        var vms = await client.InvokeAsync("VM.get_all");
+        using var upload = new ByteArrayContent(dump);
+        using var response = await http.PutAsync($"/pool/xmldbdump?session_id={client.Session}", upload);
+        using var garbage = await http.PutAsync($"/pool/xmldbdump?session_id={client.Session}", new StringContent("<database/>"));
+        Assert.Multiple(async () =>
+        {
+            Assert.That(response.StatusCode, Is.EqualTo(HttpStatusCode.BadRequest));
+            Assert.That(await response.Content.ReadAsStringAsync(), Does.Contain("corrupt").And.Contain("refusing to restore"));
+            Assert.That(garbage.StatusCode, Is.EqualTo(HttpStatusCode.BadRequest));
+            Assert.That(await client.InvokeAsync("VM.get_all"), Is.EquivalentTo((IEnumerable<object?>)vms!));
+        });
+    }
+
+    [Test]
+    public async Task Dumps_need_a_pool_admin_session_or_credentials()
+    {
+        await using var daemon = await TestDaemon.StartAsync();
+        using var http = new HttpClient { BaseAddress = daemon.Uri };
+        using var anonymous = await http.GetAsync("/pool/xmldbdump");
+        using var bogus = await http.GetAsync("/pool/xmldbdump?session_id=OpaqueRef:bogus");
+        using var basic = new HttpRequestMessage(HttpMethod.Get, "/pool/xmldbdump");
+        basic.Headers.Authorization = new AuthenticationHeaderValue("Basic", Convert.ToBase64String(Encoding.UTF8.GetBytes($"root:{TestDaemon.Password}")));
+        using var withCredentials = await http.SendAsync(basic);
+        Assert.Multiple(async () =>
+        {
+            Assert.That(anonymous.StatusCode, Is.EqualTo(HttpStatusCode.Unauthorized));
+            Assert.That(bogus.StatusCode, Is.EqualTo(HttpStatusCode.Unauthorized));
+            Assert.That(withCredentials.StatusCode, Is.EqualTo(HttpStatusCode.OK));
+            Assert.That(JournalStore.ReadSnapshot(await withCredentials.Content.ReadAsByteArrayAsync(), "dump").Rows, Is.Not.Empty);
+        });
+    }
+
+    [Test]
+    public async Task Sync_database_writes_a_snapshot_that_a_restart_loads()
+    {
+        var dataDir = Directory.CreateTempSubdirectory("xapi-sync-").FullName;
+        string vm;
+        await using (var daemon = await TestDaemon.StartAsync(o => o.DataDir = dataDir))
+        {
+            using var client = await daemon.LoginAsync();
+            vm = await client.CreateVmAsync("synced");
+            await client.InvokeAsync("pool.sync_database");
+            Assert.Multiple(() =>
+            {
+                Assert.That(File.Exists(Path.Combine(dataDir, "db", JournalStore.SnapshotFile)), Is.True);
+                Assert.That(daemon.Host.Journal!.JournalBytes, Is.Zero, "the journal starts again after the snapshot");
+            });
+        }
+        await using var restarted = await TestDaemon.StartAsync(o => o.DataDir = dataDir);
+        using var again = await restarted.LoginAsync();
+        Assert.Multiple(async () =>
+        {
+            Assert.That(await again.InvokeAsync("VM.get_name_label", vm), Is.EqualTo("synced"));
+            Assert.That(restarted.Host.Journal!.LoadReport.SnapshotRows, Is.GreaterThan(0));
+        });
+    }
+}
