@@ -7,9 +7,12 @@ cd "$(dirname "$0")/.."
 as_root() { if [ "$(id -u)" -eq 0 ]; then "$@"; else sudo "$@"; fi; }
 
 # Real clients: XenAPI.py from Debian (for Debian's own python3) and the npm xen-api connector.
+# The throwaway clusters run as the postgres user that Debian's package creates.
 missing=()
 [ -f /usr/lib/python3/dist-packages/os_xenapi/client/XenAPI.py ] || missing+=(python3-os-xenapi)
 command -v node >/dev/null 2>&1 || missing+=(nodejs npm)
+# A real PostgreSQL server for the PostgreSQL backend's tests (each starts a throwaway cluster).
+ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || missing+=(postgresql)
 if [ ${#missing[@]} -gt 0 ]; then
   echo "installing: ${missing[*]}"
   as_root apt-get update -qq
@@ -21,7 +24,7 @@ dotnet build Xapi.sln -c Release -nologo -v quiet
 
 results=$(mktemp -d)
 trap 'rm -rf "$results"' EXIT
-export XAPI_CLIENT_TESTS=required
+export XAPI_CLIENT_TESTS=required XAPI_POSTGRES_TESTS=required
 set +e
 dotnet test Xapi.sln -c Release --no-build -nologo --logger trx --results-directory "$results"
 status=$?

@@ -10,6 +10,9 @@ namespace Xapi.Database;
 public interface IDurableLog
 {
     void Append(DbSnapshot committed, IReadOnlyList<Operation> operations);
+
+    /// <summary>Why writes cannot be made durable right now; null when all is well.</summary>
+    string? Unavailable => null;
 }
 
 /// <summary>
@@ -66,6 +69,9 @@ public sealed class XapiDatabase
     public event Action<DbSnapshot>? Committed;
 
     public static bool IsTransient(ClassMeta cls) => TransientClasses.Contains(cls.Name);
+
+    /// <summary>Why writes are not becoming durable (the store is unreachable); null when they are.</summary>
+    public string? DurabilityProblem => _log?.Unavailable;
 
     /// <summary>From now on every commit goes to <paramref name="log"/> and is visible once durable.</summary>
     public void AttachLog(IDurableLog log)

@@ -23,8 +23,12 @@ public sealed class Dispatcher
     private readonly FrozenDictionary<string, MessageMeta> _byUnderscoreName;
     private readonly FrozenSet<MessageMeta> _implemented;
 
-    public Dispatcher(XapiDatabase database, SessionManager sessions, CustomHandlers handlers, TaskManager tasks, OperationGuard operations, ILogger<Dispatcher> logger)
+    private readonly ServerOptions _options;
+
+    public Dispatcher(XapiDatabase database, SessionManager sessions, CustomHandlers handlers, TaskManager tasks, OperationGuard operations,
+        ServerOptions options, ILogger<Dispatcher> logger)
     {
+        _options = options;
         _tasks = tasks;
         _operations = operations;
         _database = database;
@@ -61,8 +65,27 @@ public sealed class Dispatcher
     {
         using var writes = WriteTracking.Begin();
         var result = await DispatchCoreAsync(request, cancellationToken).ConfigureAwait(false);
-        await _database.WhenVisibleAsync(writes.Generation, cancellationToken).ConfigureAwait(false);
+        await WhenDurableAsync(writes.Generation, cancellationToken).ConfigureAwait(false);
         return result;
+    }
+
+    // A write is acknowledged only once durable; if the store stays away, the caller hears why.
+    private async ValueTask WhenDurableAsync(long generation, CancellationToken cancellationToken)
+    {
+        if (generation <= _database.Snapshot.Generation)
+        {
+            return;
+        }
+        try
+        {
+            await _database.WhenVisibleAsync(generation, cancellationToken).AsTask()
+                .WaitAsync(_options.DurabilityTimeout, cancellationToken).ConfigureAwait(false);
+        }
+        catch (TimeoutException)
+        {
+            throw XenApiException.Internal(
+                $"the pool database is unreachable ({_database.DurabilityProblem ?? "no answer"}); the change is kept and will be stored when it returns");
+        }
     }
 
     private async ValueTask<object?> DispatchCoreAsync(RpcRequest request, CancellationToken cancellationToken)

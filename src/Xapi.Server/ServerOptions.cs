@@ -24,6 +24,15 @@ public sealed class ServerOptions
     /// </summary>
     public string Database { get; set; } = "journal";
 
+    /// <summary>The Npgsql connection string of the pool database, with <c>--database postgres</c>.</summary>
+    public string? Postgres { get; set; }
+
+    /// <summary>
+    /// How long a write waits to become durable before its caller is told the database is
+    /// unreachable (the write itself is kept and stored when the database returns).
+    /// </summary>
+    public TimeSpan DurabilityTimeout { get; set; } = TimeSpan.FromSeconds(10);
+
     /// <summary>The journal is compacted into a snapshot once it grows past this many bytes.</summary>
     public long JournalCompactBytes { get; set; } = 64L << 20;
 
@@ -65,6 +74,7 @@ public sealed class ServerOptions
         ["--listen"] = nameof(ListenAddress),
         ["--data-dir"] = nameof(DataDir),
         ["--database"] = nameof(Database),
+        ["--postgres"] = nameof(Postgres),
         ["--root-password"] = nameof(RootPassword),
         ["--max-body-bytes"] = nameof(MaxBodyBytes),
         ["--session-idle-timeout"] = nameof(SessionIdleTimeout),

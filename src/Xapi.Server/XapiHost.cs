@@ -37,6 +37,9 @@ public sealed class XapiHost : IAsyncDisposable
     /// <summary>The durable store, when the database is the journal.</summary>
     public JournalStore? Journal { get; private init; }
 
+    /// <summary>The PostgreSQL store, when the database is PostgreSQL.</summary>
+    public Xapi.Database.Postgres.PostgresStore? Postgres { get; private init; }
+
     public ServerOptions Options { get; }
 
     public IServiceProvider Services => _app.Services;
@@ -73,6 +76,7 @@ public sealed class XapiHost : IAsyncDisposable
         var passwords = PasswordStore.Open(options.DataDir, options.RootPassword, options.PasswordHashIterations, out var generated);
         var database = new XapiDatabase(options.TombstoneLimit);
         JournalStore? journal = null;
+        Xapi.Database.Postgres.PostgresStore? postgres = null;
         var loggerFactory = new Serilog.Extensions.Logging.SerilogLoggerFactory(serilog);
         switch (options.Database.ToLowerInvariant())
         {
@@ -82,8 +86,13 @@ public sealed class XapiHost : IAsyncDisposable
                 break;
             case "memory":
                 break;
+            case "postgres":
+                postgres = Xapi.Database.Postgres.PostgresStore.OpenAsync(database,
+                    options.Postgres ?? throw new InvalidOperationException("--database postgres needs --postgres CONNECTION_STRING"),
+                    loggerFactory.CreateLogger<Xapi.Database.Postgres.PostgresStore>()).GetAwaiter().GetResult();
+                break;
             default:
-                throw new InvalidOperationException($"unknown database backend '{options.Database}': use journal or memory");
+                throw new InvalidOperationException($"unknown database backend '{options.Database}': use journal, memory or postgres");
         }
         var firstBoot = new FirstBoot(options.DataDir);
         var facts = HostFacts.Read();
@@ -169,7 +178,7 @@ public sealed class XapiHost : IAsyncDisposable
         app.Services.GetRequiredService<SessionManager>().HostRef = firstBoot.HostRef;
         app.Services.GetRequiredService<TaskManager>().HostRef = firstBoot.HostRef;
 
-        var host = new XapiHost(app, serilog, database, options) { GeneratedRootPassword = generated, Journal = journal };
+        var host = new XapiHost(app, serilog, database, options) { GeneratedRootPassword = generated, Journal = journal, Postgres = postgres };
         return host;
     }
 
@@ -214,6 +223,7 @@ public sealed class XapiHost : IAsyncDisposable
         await _app.StopAsync();
         await _app.DisposeAsync();
         Journal?.Dispose();
+        Postgres?.Dispose();
         await _serilog.DisposeAsync();
     }
 }

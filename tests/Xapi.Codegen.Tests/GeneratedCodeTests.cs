@@ -13,7 +13,7 @@ public class GeneratedCodeTests
         var stale = new List<string>();
         foreach (var (file, expected) in Generator.Generate(schema))
         {
-            var path = Path.Combine(RepositoryRoot.Path, "src", "Xapi.Model", file);
+            var path = Path.Combine(RepositoryRoot.Path, file);
             if (!File.Exists(path) || File.ReadAllText(path) != expected)
             {
                 stale.Add(file);

@@ -2,7 +2,7 @@ using Xapi.Codegen;
 
 // Verbs:
 //   import [REFERENCE_DIR] [SCHEMA_DIR]   reference datamodel -> schema/ (the project's own format)
-//   generate [SCHEMA_DIR] [OUTPUT_DIR]    schema/ -> src/Xapi.Model/*.Generated.cs
+//   generate [SCHEMA_DIR] [REPO_ROOT]     schema/ -> src/Xapi.Model/*.Generated.cs, src/Xapi.Database/Postgres/Schema.Generated.sql
 var root = FindRepositoryRoot();
 var verb = args.Length > 0 ? args[0] : "generate";
 switch (verb)
@@ -15,9 +15,10 @@ switch (verb)
         return 0;
     case "generate":
         var schema = SchemaReader.Read(args.Length > 1 ? args[1] : Path.Combine(root, "schema"));
-        var output = args.Length > 2 ? args[2] : Path.Combine(root, "src", "Xapi.Model");
+        var output = args.Length > 2 ? args[2] : root;
         foreach (var (file, text) in Generator.Generate(schema))
         {
+            Directory.CreateDirectory(Path.GetDirectoryName(Path.Combine(output, file))!);
             File.WriteAllText(Path.Combine(output, file), text);
             Console.WriteLine($"wrote {file} ({text.Length:N0} chars)");
         }

@@ -1,0 +1,357 @@
+using System.Buffers;
+using Microsoft.Extensions.Logging;
+using Npgsql;
+using NpgsqlTypes;
+using Polly;
+using Polly.Retry;
+using Xapi.Database.Persistence;
+using Xapi.Model;
+
+namespace Xapi.Database.Postgres;
+
+/// <summary>
+/// The pool database in PostgreSQL: the in-memory tables stay the read path, and every
+/// committed transaction is written through (a batch of waiting transactions per database
+/// transaction) before readers see it. Transient failures are retried with jittered backoff;
+/// while the database stays away, writes wait and callers are told, and nothing acknowledged
+/// is ever dropped. One daemon at a time is master: it holds an advisory lock, and a second
+/// one waits for it and takes over when the first dies.
+/// </summary>
+public sealed class PostgresStore : IDurableLog, IDisposable
+{
+    private const long MasterLockKey = 0x58415049_4D535452; // "XAPIMSTR"
+
+    private readonly XapiDatabase _database;
+    private readonly NpgsqlDataSource _dataSource;
+    private readonly ILogger _logger;
+    private readonly ResiliencePipeline _retry;
+    private readonly object _queueLock = new();
+    private readonly Thread _writer;
+    private List<(DbSnapshot Snapshot, IReadOnlyList<Operation> Operations)> _queue = [];
+    private NpgsqlConnection? _lockConnection;
+    private bool _stopping;
+    private volatile string? _unavailable;
+
+    private PostgresStore(XapiDatabase database, NpgsqlDataSource dataSource, ILogger logger)
+    {
+        _database = database;
+        _dataSource = dataSource;
+        _logger = logger;
+        _retry = new ResiliencePipelineBuilder()
+            .AddRetry(new RetryStrategyOptions
+            {
+                ShouldHandle = new PredicateBuilder().Handle<NpgsqlException>(e => e.IsTransient).Handle<TimeoutException>(),
+                MaxRetryAttempts = 4,
+                BackoffType = DelayBackoffType.Exponential,
+                UseJitter = true,
+                Delay = TimeSpan.FromMilliseconds(100),
+                MaxDelay = TimeSpan.FromSeconds(2),
+            })
+            .Build();
+        _writer = new Thread(WriteLoop) { IsBackground = true, Name = "postgres writer" };
+    }
+
+    /// <summary>Why writes cannot be made durable right now; null while the database answers.</summary>
+    public string? Unavailable => _unavailable;
+
+    string? IDurableLog.Unavailable => _unavailable;
+
+    public long LoadedGeneration { get; private set; }
+
+    public int LoadedRows { get; private set; }
+
+    /// <summary>
+    /// Becomes master of the pool database at <paramref name="connectionString"/> (waiting while
+    /// another daemon is), creates or migrates its tables, loads it, and writes through from then on.
+    /// </summary>
+    public static async Task<PostgresStore> OpenAsync(XapiDatabase database, string connectionString, ILogger logger, CancellationToken cancellationToken = default)
+    {
+        var dataSource = NpgsqlDataSource.Create(connectionString);
+        var store = new PostgresStore(database, dataSource, logger);
+        await store.AcquireMasterLockAsync(cancellationToken).ConfigureAwait(false);
+        await store.MigrateAsync(cancellationToken).ConfigureAwait(false);
+        await store.LoadAsync(cancellationToken).ConfigureAwait(false);
+        database.AttachLog(store);
+        store._writer.Start();
+        return store;
+    }
+
+    private async Task AcquireMasterLockAsync(CancellationToken cancellationToken)
+    {
+        _lockConnection = await _dataSource.OpenConnectionAsync(cancellationToken).ConfigureAwait(false);
+        await using (var tryLock = new NpgsqlCommand("SELECT pg_try_advisory_lock(@key)", _lockConnection))
+        {
+            tryLock.Parameters.AddWithValue("key", MasterLockKey);
+            if ((bool)(await tryLock.ExecuteScalarAsync(cancellationToken).ConfigureAwait(false))!)
+            {
+                return;
+            }
+        }
+        _logger.LogWarning("Another daemon is master of this pool database; waiting to take over when it stops");
+        await using var waitLock = new NpgsqlCommand("SELECT pg_advisory_lock(@key)", _lockConnection) { CommandTimeout = 0 };
+        waitLock.Parameters.AddWithValue("key", MasterLockKey);
+        await waitLock.ExecuteNonQueryAsync(cancellationToken).ConfigureAwait(false);
+        _logger.LogWarning("Took over as master of the pool database");
+    }
+
+    private async Task MigrateAsync(CancellationToken cancellationToken)
+    {
+        using var stream = typeof(PostgresStore).Assembly.GetManifestResourceStream("Xapi.Database.Postgres.Schema.sql")!;
+        using var reader = new StreamReader(stream);
+        var ddl = await reader.ReadToEndAsync(cancellationToken).ConfigureAwait(false);
+        await using var connection = await _dataSource.OpenConnectionAsync(cancellationToken).ConfigureAwait(false);
+        await using var command = new NpgsqlCommand(ddl, connection);
+        await command.ExecuteNonQueryAsync(cancellationToken).ConfigureAwait(false);
+        await using var version = new NpgsqlCommand(
+            "INSERT INTO xapi_meta (key, value) VALUES ('format', @v) ON CONFLICT (key) DO NOTHING; SELECT value FROM xapi_meta WHERE key = 'format'", connection);
+        version.Parameters.AddWithValue("v", StoredLayout.CurrentVersion.ToString(System.Globalization.CultureInfo.InvariantCulture));
+        var stored = int.Parse((string)(await version.ExecuteScalarAsync(cancellationToken).ConfigureAwait(false))!, System.Globalization.CultureInfo.InvariantCulture);
+        if (stored > StoredLayout.CurrentVersion)
+        {
+            throw new DatabaseFormatException(
+                $"the PostgreSQL pool database is in format {stored}, newer than this daemon's format {StoredLayout.CurrentVersion}: upgrade xapi-dotnet to open it");
+        }
+    }
+
+    private static IEnumerable<ClassMeta> StoredClasses => ApiSchema.Classes.Where(c => c.IsStored && !XapiDatabase.IsTransient(c));
+
+    private async Task LoadAsync(CancellationToken cancellationToken)
+    {
+        await using var connection = await _dataSource.OpenConnectionAsync(cancellationToken).ConfigureAwait(false);
+        await using var generationCommand = new NpgsqlCommand("SELECT value FROM xapi_meta WHERE key = 'generation'", connection);
+        var generation = await generationCommand.ExecuteScalarAsync(cancellationToken).ConfigureAwait(false) is string text ? long.Parse(text, System.Globalization.CultureInfo.InvariantCulture) : 0;
+        var rows = new List<(ClassMeta Class, string Ref, object?[] Values, long Created, long Modified)>();
+        foreach (var cls in StoredClasses)
+        {
+            var columns = string.Join(", ", cls.Fields.Select(f => $"\"{f.Name}\""));
+            await using var select = new NpgsqlCommand($"SELECT _ref, _created, _modified, {columns} FROM \"{cls.Name}\"", connection);
+            await using var reader = await select.ExecuteReaderAsync(cancellationToken).ConfigureAwait(false);
+            while (await reader.ReadAsync(cancellationToken).ConfigureAwait(false))
+            {
+                var values = new object?[cls.Fields.Count];
+                for (var i = 0; i < values.Length; i++)
+                {
+                    values[i] = reader.IsDBNull(i + 3) ? cls.Fields[i].DefaultValue : FromColumn(cls.Fields[i], reader.GetValue(i + 3));
+                }
+                rows.Add((cls, reader.GetString(0), values, reader.GetInt64(1), reader.GetInt64(2)));
+            }
+        }
+        var tombstones = new List<Tombstone>();
+        await using (var select = new NpgsqlCommand("SELECT class, ref, created, deleted, uuid FROM xapi_tombstones ORDER BY deleted", connection))
+        await using (var reader = await select.ExecuteReaderAsync(cancellationToken).ConfigureAwait(false))
+        {
+            while (await reader.ReadAsync(cancellationToken).ConfigureAwait(false))
+            {
+                if (ApiSchema.ClassesByName.TryGetValue(reader.GetString(0), out var cls))
+                {
+                    tombstones.Add(new Tombstone(cls, reader.GetString(1), reader.GetInt64(2), reader.GetInt64(3), reader.GetString(4)));
+                }
+            }
+        }
+        if (generation > 0)
+        {
+            _database.Load(generation, tx =>
+            {
+                foreach (var (cls, reference, values, created, modified) in rows)
+                {
+                    tx.Restore(cls, reference, values, created, modified);
+                }
+                foreach (var tombstone in tombstones.TakeLast(_database.TombstoneLimit))
+                {
+                    tx.RestoreTombstone(tombstone);
+                }
+            });
+        }
+        LoadedGeneration = generation;
+        LoadedRows = rows.Count;
+        _logger.LogInformation("Loaded the pool database from PostgreSQL: {Rows} rows at generation {Generation}", rows.Count, generation);
+    }
+
+    private static object? FromColumn(FieldMeta field, object value) => field.Type.Kind switch
+    {
+        XTypeKind.DateTime => DateTime.SpecifyKind((DateTime)value, DateTimeKind.Utc),
+        XTypeKind.Set or XTypeKind.Map or XTypeKind.Record or XTypeKind.Option => new Persistence.BinaryReader((byte[])value).ReadValue(),
+        _ => value,
+    };
+
+    private static object ToColumn(FieldMeta field, object? value)
+    {
+        switch (field.Type.Kind)
+        {
+            case XTypeKind.Set or XTypeKind.Map or XTypeKind.Record or XTypeKind.Option:
+                var buffer = new ArrayBufferWriter<byte>();
+                BinaryCodec.WriteValue(buffer, value);
+                return buffer.WrittenSpan.ToArray();
+            default:
+                return value ?? DBNull.Value;
+        }
+    }
+
+    public void Append(DbSnapshot committed, IReadOnlyList<Operation> operations)
+    {
+        lock (_queueLock)
+        {
+            _queue.Add((committed, operations));
+            Monitor.Pulse(_queueLock);
+        }
+    }
+
+    private void WriteLoop()
+    {
+        var pending = new List<(DbSnapshot Snapshot, IReadOnlyList<Operation> Operations)>();
+        var backoff = TimeSpan.FromMilliseconds(250);
+        while (true)
+        {
+            lock (_queueLock)
+            {
+                while (_queue.Count == 0 && pending.Count == 0 && !_stopping)
+                {
+                    Monitor.Wait(_queueLock);
+                }
+                if (_queue.Count == 0 && pending.Count == 0 && _stopping)
+                {
+                    return;
+                }
+                pending.AddRange(_queue);
+                _queue = [];
+            }
+            try
+            {
+                _retry.Execute(() => WriteBatch(pending));
+                _database.MarkDurable(pending[^1].Snapshot);
+                pending.Clear();
+                if (_unavailable is not null)
+                {
+                    _logger.LogWarning("The pool database is reachable again; queued writes are stored");
+                }
+                _unavailable = null;
+                backoff = TimeSpan.FromMilliseconds(250);
+            }
+            catch (Exception e) when (e is NpgsqlException or TimeoutException or InvalidOperationException)
+            {
+                // Keep the batch and try again: nothing committed may be dropped. Callers waiting
+                // for it are told the database is unreachable.
+                if (_unavailable is null)
+                {
+                    _logger.LogError("The pool database is unreachable ({Reason}); holding {Count} writes until it returns", e.Message, pending.Count);
+                }
+                _unavailable = e.Message;
+                if (_stopping)
+                {
+                    return;
+                }
+                Thread.Sleep(backoff);
+                backoff = TimeSpan.FromTicks(Math.Min(backoff.Ticks * 2, TimeSpan.FromSeconds(2).Ticks));
+            }
+        }
+    }
+
+    private void WriteBatch(List<(DbSnapshot Snapshot, IReadOnlyList<Operation> Operations)> batch)
+    {
+        using var connection = _dataSource.OpenConnection();
+        using var transaction = connection.BeginTransaction();
+        using var npgsqlBatch = new NpgsqlBatch(connection, transaction);
+        foreach (var (snapshot, operations) in batch)
+        {
+            foreach (var operation in operations)
+            {
+                if (XapiDatabase.IsTransient(operation.Class))
+                {
+                    continue;
+                }
+                npgsqlBatch.BatchCommands.Add(Command(snapshot, operation));
+            }
+        }
+        var last = batch[^1].Snapshot.Generation;
+        var meta = new NpgsqlBatchCommand("INSERT INTO xapi_meta (key, value) VALUES ('generation', $1) ON CONFLICT (key) DO UPDATE SET value = EXCLUDED.value");
+        meta.Parameters.Add(new NpgsqlParameter { Value = last.ToString(System.Globalization.CultureInfo.InvariantCulture) });
+        npgsqlBatch.BatchCommands.Add(meta);
+        npgsqlBatch.ExecuteNonQuery();
+        transaction.Commit();
+    }
+
+    private static NpgsqlBatchCommand Command(DbSnapshot snapshot, Operation operation)
+    {
+        var cls = operation.Class;
+        switch (operation.Kind)
+        {
+            case OperationKind.Create:
+            {
+                var row = snapshot.TryGet(cls, operation.Ref, out var r) ? r : null;
+                if (row is null)
+                {
+                    // Created and deleted within one transaction: nothing to store.
+                    return new NpgsqlBatchCommand("SELECT 1");
+                }
+                var columns = string.Join(", ", cls.Fields.Select(f => $"\"{f.Name}\""));
+                var parameters = string.Join(", ", cls.Fields.Select((_, i) => $"${i + 4}"));
+                var command = new NpgsqlBatchCommand(
+                    $"INSERT INTO \"{cls.Name}\" (_ref, _created, _modified, {columns}) VALUES ($1, $2, $3, {parameters}) ON CONFLICT (_ref) DO NOTHING");
+                command.Parameters.Add(new NpgsqlParameter { Value = row.Ref });
+                command.Parameters.Add(new NpgsqlParameter { Value = row.Created });
+                command.Parameters.Add(new NpgsqlParameter { Value = row.Modified });
+                foreach (var field in cls.Fields)
+                {
+                    command.Parameters.Add(Parameter(field, row.Values[field.Ordinal]));
+                }
+                return command;
+            }
+            case OperationKind.Update or OperationKind.Touch:
+            {
+                if (!snapshot.TryGet(cls, operation.Ref, out var row))
+                {
+                    return new NpgsqlBatchCommand("SELECT 1");
+                }
+                var fields = operation.Kind == OperationKind.Update ? operation.ChangedFields!.Select(i => cls.Fields[i]).ToList() : [];
+                var sets = string.Concat(fields.Select((f, i) => $", \"{f.Name}\" = ${i + 3}"));
+                var command = new NpgsqlBatchCommand($"UPDATE \"{cls.Name}\" SET _modified = $2{sets} WHERE _ref = $1");
+                command.Parameters.Add(new NpgsqlParameter { Value = row.Ref });
+                command.Parameters.Add(new NpgsqlParameter { Value = row.Modified });
+                foreach (var field in fields)
+                {
+                    command.Parameters.Add(Parameter(field, row.Values[field.Ordinal]));
+                }
+                return command;
+            }
+            default:
+            {
+                // The delete and its tombstone (what event readers learn it from) go together.
+                var tombstone = snapshot.Tombstones.LastOrDefault(t => t.Ref == operation.Ref && t.Class == cls);
+                var command = new NpgsqlBatchCommand(
+                    $"WITH gone AS (DELETE FROM \"{cls.Name}\" WHERE _ref = $1) INSERT INTO xapi_tombstones (deleted, class, ref, created, uuid) VALUES ($2, $3, $1, $4, $5)");
+                command.Parameters.Add(new NpgsqlParameter { Value = operation.Ref });
+                command.Parameters.Add(new NpgsqlParameter { Value = tombstone?.Deleted ?? snapshot.Generation });
+                command.Parameters.Add(new NpgsqlParameter { Value = cls.Name });
+                command.Parameters.Add(new NpgsqlParameter { Value = tombstone?.Created ?? 0L });
+                command.Parameters.Add(new NpgsqlParameter { Value = tombstone?.Uuid ?? "" });
+                return command;
+            }
+        }
+    }
+
+    private static NpgsqlParameter Parameter(FieldMeta field, object? value) => new()
+    {
+        Value = ToColumn(field, value),
+        NpgsqlDbType = field.Type.Kind switch
+        {
+            XTypeKind.String or XTypeKind.Enum or XTypeKind.Ref => NpgsqlDbType.Text,
+            XTypeKind.Int => NpgsqlDbType.Bigint,
+            XTypeKind.Float => NpgsqlDbType.Double,
+            XTypeKind.Bool => NpgsqlDbType.Boolean,
+            XTypeKind.DateTime => NpgsqlDbType.TimestampTz,
+            _ => NpgsqlDbType.Bytea,
+        },
+    };
+
+    public void Dispose()
+    {
+        lock (_queueLock)
+        {
+            _stopping = true;
+            Monitor.Pulse(_queueLock);
+        }
+        _writer.Join();
+        _lockConnection?.Dispose();
+        _dataSource.Dispose();
+    }
+}
