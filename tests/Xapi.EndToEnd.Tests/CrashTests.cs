@@ -25,13 +25,20 @@ public class CrashTests
         public List<string>? InFlightDestroy;
     }
 
-    [TestCase(1)]
-    [TestCase(2)]
-    [TestCase(3)]
-    [TestCase(4)]
-    [TestCase(5)]
-    public async Task Acknowledged_writes_survive_sigkill(int seed)
+    [TestCase(1, "journal")]
+    [TestCase(2, "journal")]
+    [TestCase(3, "journal")]
+    [TestCase(4, "journal")]
+    [TestCase(5, "journal")]
+    [TestCase(6, "postgres")]
+    [TestCase(7, "postgres")]
+    [TestCase(8, "postgres")]
+    [TestCase(9, "postgres")]
+    [TestCase(10, "postgres")]
+    public async Task Acknowledged_writes_survive_sigkill(int seed, string backend)
     {
+        await using var cluster = backend == "postgres" ? await Xapi.Server.Tests.PostgresCluster.StartAsync() : null;
+        string[] backendArgs = cluster is null ? [] : ["--database", "postgres", "--postgres", await cluster.CreateDatabaseAsync()];
         var random = new Random(seed * 7919);
         var killAfter = TimeSpan.FromSeconds(1 + random.NextDouble() * 19);
         var dataDir = Directory.CreateTempSubdirectory("xapi-crash-").FullName;
@@ -39,7 +46,7 @@ public class CrashTests
         string preCrashToken;
         try
         {
-            using (var daemon = await DaemonProcess.StartAsync(dataDir, Password))
+            using (var daemon = await DaemonProcess.StartAsync(dataDir, Password, backendArgs))
             {
                 using var watcher = new XenApiClient(daemon.Uri, RpcDialect.JsonRpcV2);
                 await watcher.LoginAsync("root", Password);
@@ -53,11 +60,11 @@ public class CrashTests
                 await Task.WhenAll(writers);
             }
 
-            using var restarted = await DaemonProcess.StartAsync(dataDir, Password);
+            using var restarted = await DaemonProcess.StartAsync(dataDir, Password, backendArgs);
             using var client = new XenApiClient(restarted.Uri, RpcDialect.JsonRpcV2);
             await client.LoginAsync("root", Password);
             var acknowledged = logs.Sum(l => l.AcknowledgedSeq + 1);
-            TestContext.Out.WriteLine($"killed after {killAfter.TotalSeconds:0.0} s; {acknowledged} acknowledged renames, {logs.Sum(l => l.KeptMessages.Count)} kept and {logs.Sum(l => l.DestroyedMessages.Count)} destroyed alerts");
+            TestContext.Out.WriteLine($"{backend}: killed after {killAfter.TotalSeconds:0.0} s; {acknowledged} acknowledged renames, {logs.Sum(l => l.KeptMessages.Count)} kept and {logs.Sum(l => l.DestroyedMessages.Count)} destroyed alerts");
 
             var messages = (IReadOnlyDictionary<string, object?>)(await client.InvokeAsync("message.get_all_records"))!;
             foreach (var log in logs.Where(l => l.Vm.Length > 0))
