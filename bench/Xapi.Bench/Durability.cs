@@ -36,61 +36,41 @@ internal static class Durability
 
     private static async Task<double> WritesPerSecondAsync(string backend, int clients, double seconds, string? postgres = null)
     {
-        var dataDir = Directory.CreateTempSubdirectory("xapi-bench-durable-").FullName;
-        try
+        await using var bench = await BenchDaemon.StartAsync(backend, postgres);
+        var daemon = bench.Host;
+        using var http = new HttpClient(new SocketsHttpHandler { PooledConnectionLifetime = Timeout.InfiniteTimeSpan });
+        var vmClass = ApiSchema.Class("VM");
+        var sessions = new List<(XenApiClient Client, string Vm)>();
+        for (var i = 0; i < clients; i++)
         {
-            await using var daemon = XapiHost.Create(new ServerOptions
+            var client = new XenApiClient(daemon.HttpUri, RpcDialect.JsonRpcV2, http);
+            await client.LoginAsync("root", BenchDaemon.Password);
+            var record = vmClass.MinimalRecord();
+            record["name_label"] = $"writer-{i}";
+            sessions.Add((client, (string)(await client.InvokeAsync("VM.create", record))!));
+        }
+        async Task<long> RunAsync(TimeSpan duration)
+        {
+            long writes = 0;
+            var watch = Stopwatch.StartNew();
+            await Task.WhenAll(sessions.Select(async (s, i) =>
             {
-                HttpPort = 0,
-                ListenAddress = "127.0.0.1",
-                DataDir = dataDir,
-                Database = backend,
-                Postgres = postgres,
-                RootPassword = "bench",
-                PasswordHashIterations = 1_000,
-                LogFile = "",
-                LogLevel = "Warning",
-            });
-            await daemon.StartAsync();
-            using var http = new HttpClient(new SocketsHttpHandler { PooledConnectionLifetime = Timeout.InfiniteTimeSpan });
-            var vmClass = ApiSchema.Class("VM");
-            var sessions = new List<(XenApiClient Client, string Vm)>();
-            for (var i = 0; i < clients; i++)
-            {
-                var client = new XenApiClient(daemon.HttpUri, RpcDialect.JsonRpcV2, http);
-                await client.LoginAsync("root", "bench");
-                var record = vmClass.Fields.Where(f => f.IsConstructorArgument && !f.HasDefault && f.Name != "uuid" && f.ManyOf is null)
-                    .ToDictionary(f => f.Name, f => f.DefaultValue);
-                record["name_label"] = $"writer-{i}";
-                sessions.Add((client, (string)(await client.InvokeAsync("VM.create", record))!));
-            }
-            async Task<long> RunAsync(TimeSpan duration)
-            {
-                long writes = 0;
-                var watch = Stopwatch.StartNew();
-                await Task.WhenAll(sessions.Select(async (s, i) =>
+                for (var seq = 0; watch.Elapsed < duration; seq++)
                 {
-                    for (var seq = 0; watch.Elapsed < duration; seq++)
-                    {
-                        await s.Client.InvokeAsync("VM.set_name_label", s.Vm, $"w{i}-{seq}");
-                        Interlocked.Increment(ref writes);
-                    }
-                }));
-                return writes;
-            }
-            await RunAsync(TimeSpan.FromSeconds(1));
-            var measured = Stopwatch.StartNew();
-            var count = await RunAsync(TimeSpan.FromSeconds(seconds));
-            foreach (var (client, _) in sessions)
-            {
-                client.Dispose();
-            }
-            return count / measured.Elapsed.TotalSeconds;
+                    await s.Client.InvokeAsync("VM.set_name_label", s.Vm, $"w{i}-{seq}");
+                    Interlocked.Increment(ref writes);
+                }
+            }));
+            return writes;
         }
-        finally
+        await RunAsync(TimeSpan.FromSeconds(1));
+        var measured = Stopwatch.StartNew();
+        var count = await RunAsync(TimeSpan.FromSeconds(seconds));
+        foreach (var (client, _) in sessions)
         {
-            Directory.Delete(dataDir, recursive: true);
+            client.Dispose();
         }
+        return count / measured.Elapsed.TotalSeconds;
     }
 
     private static async Task StartupAsync(string? postgres)

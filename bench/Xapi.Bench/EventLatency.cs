@@ -11,22 +11,12 @@ internal static class EventLatency
 {
     public static async Task RunAsync(int writes)
     {
-        var dataDir = Directory.CreateTempSubdirectory("xapi-bench-events-").FullName;
-        await using var daemon = XapiHost.Create(new ServerOptions
-        {
-            HttpPort = 0,
-            ListenAddress = "127.0.0.1",
-            DataDir = dataDir,
-            RootPassword = "bench",
-            PasswordHashIterations = 1_000,
-            LogFile = "",
-            LogLevel = "Warning",
-        });
-        await daemon.StartAsync();
+        await using var bench = await BenchDaemon.StartAsync();
+        var daemon = bench.Host;
         using var writer = new XenApiClient(daemon.HttpUri, RpcDialect.JsonRpcV2);
         using var watcher = new XenApiClient(daemon.HttpUri, RpcDialect.JsonRpcV2);
-        await writer.LoginAsync("root", "bench");
-        await watcher.LoginAsync("root", "bench");
+        await writer.LoginAsync("root", BenchDaemon.Password);
+        await watcher.LoginAsync("root", BenchDaemon.Password);
         var vm = daemon.Database.Snapshot.All(ApiSchema.Class("VM")).First().Ref;
 
         // The trivial call: a field read, the cheapest XenAPI round trip with a session.
@@ -82,7 +72,6 @@ internal static class EventLatency
         Console.WriteLine($"{"",-42} {"p50 ms",8} {"p99 ms",8} {"max ms",8}");
         Print("trivial call round trip (VM.get_name_label)", trivial);
         Print("write reply -> blocked event.from returns", latency);
-        Directory.Delete(dataDir, recursive: true);
     }
 
     private static void Print(string name, List<double> samples)

@@ -38,18 +38,8 @@ var seconds = args.Length > 0 ? double.Parse(args[0], CultureInfo.InvariantCultu
 var concurrency = args.Length > 1 ? int.Parse(args[1], CultureInfo.InvariantCulture) : 16;
 const int VmCount = 1000;
 
-var dataDir = Directory.CreateTempSubdirectory("xapi-bench-").FullName;
-await using var daemon = XapiHost.Create(new ServerOptions
-{
-    HttpPort = 0,
-    ListenAddress = "127.0.0.1",
-    DataDir = dataDir,
-    RootPassword = "bench",
-    PasswordHashIterations = 1_000,
-    LogFile = "",
-    LogLevel = "Warning",
-});
-await daemon.StartAsync();
+await using var bench = await BenchDaemon.StartAsync();
+var daemon = bench.Host;
 var vmClass = ApiSchema.Class("VM");
 var template = new VMRecord(daemon.Database.Snapshot.All(vmClass).First(r => (bool)r[vmClass.FieldsByName["is_a_template"]]!).Values);
 daemon.Database.Write(tx =>
@@ -67,7 +57,7 @@ daemon.Database.Write(tx =>
 });
 
 using var login = new XenApiClient(daemon.HttpUri);
-var session = await login.LoginAsync("root", "bench");
+var session = await login.LoginAsync("root", BenchDaemon.Password);
 var vm = daemon.Database.Snapshot.All(vmClass).First().Ref;
 
 var cases = new List<(string Name, string Path, string ContentType, byte[] Body)>
@@ -123,7 +113,6 @@ foreach (var (name, path, contentType, body) in cases)
     var baseline = await MeasureAsync(http, bareTarget, contentType, body, TimeSpan.FromSeconds(seconds), concurrency);
     Console.WriteLine($"{name,-30} {replySize,9:N0} {xapi,13:N0} {baseline,13:N0} {xapi / baseline,7:0.00}");
 }
-Directory.Delete(dataDir, recursive: true);
 
 static byte[] XmlCall(string method, params object?[] parameters)
 {

@@ -237,6 +237,7 @@ public sealed class ClassMeta
         MessagesByName = messages.ToFrozenDictionary(m => m.Name, StringComparer.Ordinal);
         IsStored = MessagesByName.ContainsKey("get_all_records") || MessagesByName.ContainsKey("get_record");
         UuidField = FieldsByName.GetValueOrDefault("uuid");
+        RequiredForCreate = fields.Where(f => f.IsConstructorArgument && f.ManyOf is null && !f.HasDefault && f.Name != "uuid").ToArray();
         NameLabelField = FieldsByName.GetValueOrDefault("name_label");
     }
 
@@ -259,6 +260,12 @@ public sealed class ClassMeta
     public bool IsStored { get; }
 
     public FieldMeta? UuidField { get; }
+
+    /// <summary>What an implicit <c>create</c> must be given: constructor fields without a default.</summary>
+    public IReadOnlyList<FieldMeta> RequiredForCreate { get; }
+
+    /// <summary>A record an implicit <c>create</c> accepts: every required field at its zero value.</summary>
+    public Dictionary<string, object?> MinimalRecord() => RequiredForCreate.ToDictionary(f => f.Name, f => f.DefaultValue);
 
     public FieldMeta? NameLabelField { get; }
 

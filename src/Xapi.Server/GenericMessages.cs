@@ -132,20 +132,17 @@ public static class GenericMessages
     /// </summary>
     public static string Create(XapiDatabase database, ClassMeta cls, ValueMap record)
     {
+        var missing = cls.RequiredForCreate.FirstOrDefault(f => !record.ContainsKey(f.Name));
+        if (missing is not null)
+        {
+            throw XenApiException.FieldTypeError(missing.Name);
+        }
         var values = new Dictionary<string, object?>();
         foreach (var field in cls.Fields)
         {
-            if (!field.IsConstructorArgument || field.ManyOf is not null)
-            {
-                continue;
-            }
-            if (record.TryGetValue(field.Name, out var value))
+            if (field.IsConstructorArgument && field.ManyOf is null && record.TryGetValue(field.Name, out var value))
             {
                 values[field.Name] = value;
-            }
-            else if (!field.HasDefault && field.Name != "uuid")
-            {
-                throw XenApiException.FieldTypeError(field.Name);
             }
         }
         values.Remove("uuid");

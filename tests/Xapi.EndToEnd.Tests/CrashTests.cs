@@ -97,8 +97,7 @@ public class CrashTests
         try
         {
             await client.LoginAsync("root", Password);
-            var record = ApiSchema.Class("VM").Fields.Where(f => f.IsConstructorArgument && !f.HasDefault && f.Name != "uuid" && f.ManyOf is null)
-                .ToDictionary(f => f.Name, f => f.DefaultValue);
+            var record = ApiSchema.Class("VM").MinimalRecord();
             record["name_label"] = $"client{index}-start";
             log.Vm = (string)(await client.InvokeAsync("VM.create", record))!;
             for (long seq = 0; ; seq++)

@@ -21,9 +21,7 @@ internal static class EventClient
 
     private static async Task<string> CreateFromDefaultsAsync(XenApiClient client, string name)
     {
-        var record = ApiSchema.Class("VM").Fields
-            .Where(f => f.IsConstructorArgument && !f.HasDefault && f.Name != "uuid" && f.ManyOf is null)
-            .ToDictionary(f => f.Name, f => f.DefaultValue);
+        var record = ApiSchema.Class("VM").MinimalRecord();
         record["name_label"] = name;
         return (string)(await client.InvokeAsync("VM.create", record))!;
     }

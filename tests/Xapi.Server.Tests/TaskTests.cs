@@ -52,8 +52,7 @@ public class TaskTests(RpcDialect dialect)
     {
         await using var daemon = await StartAsync();
         using var client = await daemon.LoginAsync(dialect);
-        var record = ApiSchema.Class("network").Fields.Where(f => f.IsConstructorArgument && !f.HasDefault && f.Name != "uuid" && f.ManyOf is null)
-            .ToDictionary(f => f.Name, f => f.DefaultValue);
+        var record = ApiSchema.Class("network").MinimalRecord();
         record["name_label"] = "async network";
         var task = (string)(await client.InvokeAsync("Async.network.create", record))!;
         var done = await client.WatchTaskAsync(task);
