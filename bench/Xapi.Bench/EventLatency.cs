@@ -9,9 +9,9 @@ using Xapi.Server;
 /// </summary>
 internal static class EventLatency
 {
-    public static async Task RunAsync(int writes)
+    public static async Task RunAsync(int writes, string database)
     {
-        await using var bench = await BenchDaemon.StartAsync();
+        await using var bench = await BenchDaemon.StartAsync(database);
         var daemon = bench.Host;
         using var writer = new XenApiClient(daemon.HttpUri, RpcDialect.JsonRpcV2);
         using var watcher = new XenApiClient(daemon.HttpUri, RpcDialect.JsonRpcV2);
@@ -68,7 +68,7 @@ internal static class EventLatency
         var latency = Enumerable.Range(1000, writes)
             .Select(i => Math.Max(0, Stopwatch.GetElapsedTime(replies[i], arrivals[i]).TotalMilliseconds))
             .ToList();
-        Console.WriteLine($"loopback, JSON-RPC, {writes:N0} writes, {Environment.ProcessorCount} cores");
+        Console.WriteLine($"loopback, JSON-RPC, {database} database, {writes:N0} writes, {Environment.ProcessorCount} cores");
         Console.WriteLine($"{"",-42} {"p50 ms",8} {"p99 ms",8} {"max ms",8}");
         Print("trivial call round trip (VM.get_name_label)", trivial);
         Print("write reply -> blocked event.from returns", latency);

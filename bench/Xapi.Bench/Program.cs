@@ -15,11 +15,11 @@ using Xapi.Server;
 
 // Usage:
 //   dotnet run -c Release --project bench/Xapi.Bench -- rpc [seconds-per-case] [concurrency]
-//   dotnet run -c Release --project bench/Xapi.Bench -- events [writes]
+//   dotnet run -c Release --project bench/Xapi.Bench -- events [writes] [journal|memory|postgres]
 //   dotnet run -c Release --project bench/Xapi.Bench -- durability [seconds-per-case]
 if (args.Length > 0 && args[0] == "events")
 {
-    await EventLatency.RunAsync(args.Length > 1 ? int.Parse(args[1], CultureInfo.InvariantCulture) : 10_000);
+    await EventLatency.RunAsync(args.Length > 1 ? int.Parse(args[1], CultureInfo.InvariantCulture) : 10_000, args.Length > 2 ? args[2] : "journal");
     return;
 }
 if (args.Length > 0 && args[0] == "durability")

@@ -78,6 +78,7 @@ public class DatabaseDumpTests
     public async Task Sync_database_writes_a_snapshot_that_a_restart_loads()
     {
         var dataDir = Directory.CreateTempSubdirectory("xapi-sync-").FullName;
+        using var cleanup = new DirectoryCleanup(dataDir);
         string vm;
         await using (var daemon = await TestDaemon.StartAsync(o => o.DataDir = dataDir))
         {

@@ -92,6 +92,7 @@ public class FirstBootTests() : LoggedInFixture(RpcDialect.JsonRpcV2)
     public async Task Identities_survive_a_restart_of_the_daemon()
     {
         var dataDir = Directory.CreateTempSubdirectory("xapi-restart-").FullName;
+        using var cleanup = new DirectoryCleanup(dataDir);
         string firstHost;
         await using (var first = await TestDaemon.StartAsync(o => o.DataDir = dataDir))
         {

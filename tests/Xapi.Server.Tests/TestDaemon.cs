@@ -80,6 +80,21 @@ public sealed class TestDaemon : IAsyncDisposable
     }
 }
 
+/// <summary>Removes a data dir that several daemons of one test shared.</summary>
+public sealed class DirectoryCleanup(string path) : IDisposable
+{
+    public void Dispose()
+    {
+        try
+        {
+            Directory.Delete(path, recursive: true);
+        }
+        catch (IOException)
+        {
+        }
+    }
+}
+
 public static class Dialects
 {
     public static readonly RpcDialect[] All = [RpcDialect.XmlRpc, RpcDialect.JsonRpcV1, RpcDialect.JsonRpcV2];
