@@ -1,7 +1,6 @@
 using System.Buffers;
 using System.Buffers.Binary;
 using System.Diagnostics;
-using System.Text;
 using Microsoft.Extensions.Logging;
 using Xapi.Model;
 
@@ -590,8 +589,6 @@ public sealed class JournalStore : IDurableLog, IDisposable
         Compact(_database.Snapshot);
         _journal.Dispose();
     }
-
-    internal static string Describe(byte[] magic) => Encoding.ASCII.GetString(magic);
 }
 
 /// <summary>The rows of a database dump, ready to replace the pool's.</summary>
