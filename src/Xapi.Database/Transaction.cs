@@ -223,11 +223,8 @@ public sealed class Transaction
         }
         foreach (var relation in RelationIndex.ForChildClass(cls))
         {
-            if (values[relation.PointerField.Ordinal] is string parent && parent != XType.NullRef)
-            {
-                var index = Relation(relation);
-                index[parent] = index.TryGetValue(parent, out var children) ? children.Add(reference) : [reference];
-            }
+            // A restored parent keeps its saved generations: linking it is not a modification.
+            Link(relation, values[relation.PointerField.Ordinal] as string, reference, touchParent: false);
         }
         HasChanges = true;
     }
@@ -243,7 +240,7 @@ public sealed class Transaction
         HasChanges = true;
     }
 
-    private void Link(RelationIndex relation, string? parent, string child)
+    private void Link(RelationIndex relation, string? parent, string child, bool touchParent = true)
     {
         if (parent is null || parent == XType.NullRef)
         {
@@ -251,7 +248,10 @@ public sealed class Transaction
         }
         var index = Relation(relation);
         index[parent] = index.TryGetValue(parent, out var children) ? children.Add(child) : [child];
-        TouchParent(relation, parent);
+        if (touchParent)
+        {
+            TouchParent(relation, parent);
+        }
     }
 
     private void Unlink(RelationIndex relation, string? parent, string child)

@@ -54,8 +54,6 @@ public sealed class PostgresStore : IDurableLog, IDisposable
     /// <summary>Why writes cannot be made durable right now; null while the database answers.</summary>
     public string? Unavailable => _unavailable;
 
-    string? IDurableLog.Unavailable => _unavailable;
-
     public long LoadedGeneration { get; private set; }
 
     public int LoadedRows { get; private set; }

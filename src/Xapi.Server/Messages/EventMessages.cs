@@ -220,7 +220,7 @@ public sealed class EventMessages(XapiDatabase database, EventHub hub, SessionMa
         var items = new Dictionary<object, object?>
         {
             ["id"] = idAsString ? generation.ToString(CultureInfo.InvariantCulture) : generation,
-            ["timestamp"] = DateTimeOffset.UtcNow.ToUnixTimeMilliseconds() / 1000.0 is var seconds ? seconds.ToString("F6", CultureInfo.InvariantCulture) : "",
+            ["timestamp"] = (DateTimeOffset.UtcNow.ToUnixTimeMilliseconds() / 1000.0).ToString("F6", CultureInfo.InvariantCulture),
             ["class"] = cls.EventName,
             ["operation"] = operation,
             ["ref"] = reference,
