@@ -1,4 +1,4 @@
-using Xapi.Server;
+using Xapi.Server.Hosting;
 
 /// <summary>A daemon on a loopback port with a throwaway data dir, as every benchmark runs one.</summary>
 internal sealed class BenchDaemon : IAsyncDisposable

@@ -4,7 +4,7 @@ using Xapi.Database;
 using Xapi.Database.Persistence;
 using Xapi.Model;
 using Xapi.Protocol;
-using Xapi.Server;
+using Xapi.Server.Hosting;
 
 /// <summary>
 /// Durable writes per second (VM.set_name_label over JSON-RPC on loopback) from 1, 8 and 64

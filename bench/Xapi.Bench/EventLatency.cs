@@ -1,7 +1,7 @@
 using System.Diagnostics;
 using Xapi.Model;
 using Xapi.Protocol;
-using Xapi.Server;
+using Xapi.Server.Hosting;
 
 /// <summary>
 /// How soon a client blocked in event.from learns of a write: the time from the write's reply

@@ -11,7 +11,7 @@ using Microsoft.Extensions.DependencyInjection;
 using Microsoft.Extensions.Logging;
 using Xapi.Model;
 using Xapi.Protocol;
-using Xapi.Server;
+using Xapi.Server.Hosting;
 
 // Usage:
 //   dotnet run -c Release --project bench/Xapi.Bench -- rpc [seconds-per-case] [concurrency]
@@ -41,7 +41,7 @@ const int VmCount = 1000;
 await using var bench = await BenchDaemon.StartAsync();
 var daemon = bench.Host;
 var vmClass = ApiSchema.Class("VM");
-var template = new VMRecord(daemon.Database.Snapshot.All(vmClass).First(r => (bool)r[vmClass.FieldsByName["is_a_template"]]!).Values);
+var template = daemon.Database.Snapshot.All<VMRecord>().First(vm => vm.IsATemplate);
 daemon.Database.Write(tx =>
 {
     for (var i = daemon.Database.Snapshot.Count(vmClass); i < VmCount; i++)

@@ -14,7 +14,7 @@ internal readonly record struct Change(long Generation, string Ref) : IComparabl
     }
 }
 
-public sealed class DbSnapshot
+public sealed class DbSnapshot : IRowReader
 {
     internal DbSnapshot(long generation, ImmutableDictionary<string, Row>[] tables, ImmutableDictionary<string, string>[] uuids,
         ImmutableDictionary<string, ImmutableList<string>>[] relations, ImmutableQueue<Tombstone> tombstones, int tombstoneCount,
@@ -79,12 +79,12 @@ public sealed class DbSnapshot
     public bool TryGet(ClassMeta cls, string reference, out Row row) => Tables[cls.Ordinal].TryGetValue(reference, out row!);
 
     public Row Get(ClassMeta cls, string reference) =>
-        Tables[cls.Ordinal].TryGetValue(reference, out var row) ? row : throw XenApiException.HandleInvalid(cls.Name, reference);
+        Tables[cls.Ordinal].TryGetValue(reference, out var row) ? row : throw XenApiErrors.HandleInvalid(cls.Name, reference);
 
     public bool Exists(ClassMeta cls, string reference) => Tables[cls.Ordinal].ContainsKey(reference);
 
     public Row GetByUuid(ClassMeta cls, string uuid) =>
-        Uuids[cls.Ordinal].TryGetValue(uuid, out var reference) ? Tables[cls.Ordinal][reference] : throw XenApiException.UuidInvalid(cls.Name, uuid);
+        Uuids[cls.Ordinal].TryGetValue(uuid, out var reference) ? Tables[cls.Ordinal][reference] : throw XenApiErrors.UuidInvalid(cls.Name, uuid);
 
     public bool TryGetByUuid(ClassMeta cls, string uuid, out Row row)
     {
@@ -106,6 +106,22 @@ public sealed class DbSnapshot
         }
         return row.Values[field.Ordinal];
     }
+
+    public bool TryGetRowValues(ClassMeta cls, string reference, out IReadOnlyList<object?> values)
+    {
+        var found = TryGet(cls, reference, out var row);
+        values = found ? row.Values : ValueSet.Empty;
+        return found;
+    }
+
+    public IReadOnlyList<object?> GetRowValues(ClassMeta cls, string reference) => Get(cls, reference).Values;
+
+    public IEnumerable<(string Ref, IReadOnlyList<object?> Values)> AllRowValues(ClassMeta cls) => All(cls).Select(static r => (r.Ref, r.Values));
+
+    public IReadOnlyList<object?> ManyField(FieldMeta field, string reference) =>
+        RelationIndex.ForManyField(field) is { } relation && Relations[relation.Ordinal].TryGetValue(reference, out var children)
+            ? children.ToArray<object?>()
+            : ValueSet.Empty;
 
     /// <summary>The record as clients see it: field name → value, computed fields included.</summary>
     public ValueMap ToRecord(Row row)

@@ -7,7 +7,7 @@ namespace Xapi.Database;
 /// A write in progress. Reads see the transaction's own writes. Nothing is visible to others
 /// until the body returns; an exception abandons every change.
 /// </summary>
-public sealed class Transaction
+public sealed class Transaction : IRowWriter
 {
     private readonly DbSnapshot _base;
     private readonly int _tombstoneLimit;
@@ -15,7 +15,7 @@ public sealed class Transaction
     private readonly ImmutableDictionary<string, string>.Builder?[] _uuids;
     private readonly ImmutableDictionary<string, ImmutableList<string>>.Builder?[] _relations;
     private readonly ImmutableSortedSet<Change>.Builder?[] _changes;
-    private readonly List<Operation> _operations = [];
+    private readonly List<RowWrite> _writes = [];
     private ImmutableQueue<Tombstone> _tombstones;
     private int _tombstoneCount;
 
@@ -33,7 +33,7 @@ public sealed class Transaction
     }
 
     /// <summary>What the transaction did, in order, for the journal.</summary>
-    public IReadOnlyList<Operation> Operations => _operations;
+    public IReadOnlyList<RowWrite> Writes => _writes;
 
     /// <summary>The generation this transaction will commit as.</summary>
     public long Generation { get; }
@@ -70,7 +70,7 @@ public sealed class Transaction
     public bool TryGet(ClassMeta cls, string reference, out Row row) => ReadTable(cls).TryGetValue(reference, out row!);
 
     public Row Get(ClassMeta cls, string reference) =>
-        ReadTable(cls).TryGetValue(reference, out var row) ? row : throw XenApiException.HandleInvalid(cls.Name, reference);
+        ReadTable(cls).TryGetValue(reference, out var row) ? row : throw XenApiErrors.HandleInvalid(cls.Name, reference);
 
     public IEnumerable<Row> All(ClassMeta cls) => ReadTable(cls).Values;
 
@@ -95,7 +95,7 @@ public sealed class Transaction
         reference ??= XapiDatabase.NewRef();
         if (ReadTable(cls).ContainsKey(reference))
         {
-            throw new XenApiException(ErrorCodes.DbUniquenessConstraintViolation, cls.Name, "_ref", reference);
+            throw XenApiErrors.DbUniquenessConstraintViolation(cls.Name, "_ref", reference);
         }
         var row = new object?[cls.Fields.Count];
         for (var i = 0; i < row.Length; i++)
@@ -112,13 +112,13 @@ public sealed class Transaction
             var uuids = UuidIndex(cls);
             if (uuids.ContainsKey(uuid))
             {
-                throw new XenApiException(ErrorCodes.DbUniquenessConstraintViolation, cls.Name, "uuid", uuid);
+                throw XenApiErrors.DbUniquenessConstraintViolation(cls.Name, "uuid", uuid);
             }
             uuids[uuid] = reference;
         }
         var created = new Row(cls, reference, row, Generation, Generation);
         Store(cls, null, created);
-        _operations.Add(new Operation(OperationKind.Create, cls, reference, null));
+        _writes.Add(new RowWrite(RowWriteKind.Create, cls, reference, null));
         foreach (var relation in RelationIndex.ForChildClass(cls))
         {
             Link(relation, row[relation.PointerField.Ordinal] as string, reference);
@@ -126,6 +126,42 @@ public sealed class Transaction
         HasChanges = true;
         return created;
     }
+
+    public bool TryGetRowValues(ClassMeta cls, string reference, out IReadOnlyList<object?> values)
+    {
+        var found = TryGet(cls, reference, out var row);
+        values = found ? row.Values : ValueSet.Empty;
+        return found;
+    }
+
+    public IReadOnlyList<object?> GetRowValues(ClassMeta cls, string reference) => Get(cls, reference).Values;
+
+    public IEnumerable<(string Ref, IReadOnlyList<object?> Values)> AllRowValues(ClassMeta cls) => All(cls).Select(static r => (r.Ref, r.Values));
+
+    public IReadOnlyList<object?> ManyField(FieldMeta field, string reference)
+    {
+        if (RelationIndex.ForManyField(field) is not { } relation)
+        {
+            return ValueSet.Empty;
+        }
+        var index = (IReadOnlyDictionary<string, ImmutableList<string>>?)_relations[relation.Ordinal] ?? _base.Relations[relation.Ordinal];
+        return index.TryGetValue(reference, out var children) ? children.ToArray<object?>() : ValueSet.Empty;
+    }
+
+    public string CreateRow(ClassMeta cls, Action<object?[]> init, string? reference = null)
+    {
+        var values = new object?[cls.Fields.Count];
+        for (var i = 0; i < values.Length; i++)
+        {
+            values[i] = cls.Fields[i].DefaultValue;
+        }
+        init(values);
+        return Create(cls, reference ?? XapiDatabase.NewRef(), values).Ref;
+    }
+
+    public void UpdateRow(ClassMeta cls, string reference, Action<object?[]> edit) => Update(cls, reference, edit);
+
+    public void DeleteRow(ClassMeta cls, string reference) => Delete(cls, reference);
 
     /// <summary>Inserts a row with all its values given (a restore).</summary>
     public Row Create(ClassMeta cls, string reference, object?[] values) =>
@@ -146,7 +182,7 @@ public sealed class Transaction
             var uuid = (string)values[uuidField.Ordinal]!;
             if (uuids.ContainsKey(uuid))
             {
-                throw new XenApiException(ErrorCodes.DbUniquenessConstraintViolation, cls.Name, "uuid", uuid);
+                throw XenApiErrors.DbUniquenessConstraintViolation(cls.Name, "uuid", uuid);
             }
             uuids.Remove((string)old.Values[uuidField.Ordinal]!);
             uuids[uuid] = reference;
@@ -171,7 +207,7 @@ public sealed class Transaction
                 (changed ??= []).Add(i);
             }
         }
-        _operations.Add(new Operation(OperationKind.Update, cls, reference, changed ?? []));
+        _writes.Add(new RowWrite(RowWriteKind.Update, cls, reference, changed ?? []));
         HasChanges = true;
         return updated;
     }
@@ -181,7 +217,7 @@ public sealed class Transaction
     {
         var old = Get(cls, reference);
         Store(cls, old, old.Touch(Generation));
-        _operations.Add(new Operation(OperationKind.Touch, cls, reference, null));
+        _writes.Add(new RowWrite(RowWriteKind.Touch, cls, reference, null));
         HasChanges = true;
     }
 
@@ -198,7 +234,7 @@ public sealed class Transaction
         {
             Unlink(relation, old.Values[relation.PointerField.Ordinal] as string, reference);
         }
-        _operations.Add(new Operation(OperationKind.Delete, cls, reference, null));
+        _writes.Add(new RowWrite(RowWriteKind.Delete, cls, reference, null));
         _tombstones = _tombstones.Enqueue(new Tombstone(cls, reference, old.Created, Generation, old.Uuid));
         if (++_tombstoneCount > _tombstoneLimit)
         {

@@ -60,7 +60,7 @@ public abstract record WhereExpression
                 return row.Ref;
             }
             return field is null
-                ? throw new XenApiException(ErrorCodes.InvalidValue, "field", Name)
+                ? throw XenApiErrors.InvalidValue("field", Name)
                 : XType.ToDisplayString(snapshot.GetField(row, field));
         }
 

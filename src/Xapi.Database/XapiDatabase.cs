@@ -9,7 +9,7 @@ namespace Xapi.Database;
 /// </summary>
 public interface IDurableLog
 {
-    void Append(DbSnapshot committed, IReadOnlyList<Operation> operations);
+    void Append(DbSnapshot committed, IReadOnlyList<RowWrite> operations);
 
     /// <summary>Why writes cannot be made durable right now; null when all is well.</summary>
     string? Unavailable => null;
@@ -102,7 +102,7 @@ public sealed class XapiDatabase
                 }
                 else
                 {
-                    _log.Append(next, tx.Operations);
+                    _log.Append(next, tx.Writes);
                 }
             }
         }

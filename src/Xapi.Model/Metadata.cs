@@ -144,15 +144,17 @@ public sealed class FieldMeta
     public bool IsConstructorArgument => Qualifier != Qualifier.RORuntime;
 }
 
-public sealed record ParamMeta(string Name, XType Type, bool Optional);
-
-public delegate ValueTask<object?> CustomInvoker(CustomHandlers handlers, CallContext context, object?[] args);
+public sealed record ParamMeta(string Name, XType Type, bool Optional)
+{
+    /// <summary>What an optional parameter left out of a call takes.</summary>
+    public object? DefaultValue => Type.ZeroValue();
+}
 
 public sealed class MessageMeta
 {
     public MessageMeta(string name, bool takesSession, ParamMeta[] parameters, string result, RoleSet roles,
         string[] errors, ImplicitKind implicitKind, string? implicitField, bool isAsync, bool isInternal, Lifecycle lifecycle,
-        CustomInvoker? invoke)
+        bool isCustom)
     {
         Name = name;
         TakesSession = takesSession;
@@ -165,7 +167,7 @@ public sealed class MessageMeta
         IsAsync = isAsync;
         IsInternal = isInternal;
         Lifecycle = lifecycle;
-        Invoke = invoke;
+        IsCustom = isCustom;
         var required = 0;
         for (var i = 0; i < parameters.Length; i++)
         {
@@ -209,11 +211,14 @@ public sealed class MessageMeta
     public Lifecycle Lifecycle { get; }
 
     /// <summary>
-    /// Calls the hand-written implementation of a custom message; null for implicit ones.
-    /// A message with both this and an <see cref="Implicit"/> kind is a custom accessor that
-    /// falls back to the generic behaviour until it is implemented.
+    /// Whether the message has a member in its class's handler contract (<c>IVMApi</c>, …).
+    /// A custom message with an <see cref="Implicit"/> kind is shaped like an accessor: it
+    /// behaves as the plain accessor until its handler implements the real server's checks.
     /// </summary>
-    public CustomInvoker? Invoke { get; }
+    public bool IsCustom { get; }
+
+    /// <summary>A custom message that falls back to the plain accessor while it has no handler.</summary>
+    public bool IsCustomAccessor => IsCustom && Implicit != ImplicitKind.None;
 }
 
 public sealed class ClassMeta
@@ -239,6 +244,9 @@ public sealed class ClassMeta
         UuidField = FieldsByName.GetValueOrDefault("uuid");
         RequiredForCreate = fields.Where(f => f.IsConstructorArgument && f.ManyOf is null && !f.HasDefault && f.Name != "uuid").ToArray();
         NameLabelField = FieldsByName.GetValueOrDefault("name_label");
+        CurrentOperationsField = FieldsByName.GetValueOrDefault("current_operations");
+        AllowedOperationsField = FieldsByName.GetValueOrDefault("allowed_operations");
+        BlockedOperationsField = FieldsByName.GetValueOrDefault("blocked_operations");
     }
 
     public string Name { get; }
@@ -269,15 +277,15 @@ public sealed class ClassMeta
 
     public FieldMeta? NameLabelField { get; }
 
+    /// <summary><c>current_operations</c>, for classes whose operations are tracked.</summary>
+    public FieldMeta? CurrentOperationsField { get; }
+
+    public FieldMeta? AllowedOperationsField { get; }
+
+    public FieldMeta? BlockedOperationsField { get; }
+
+    /// <summary>The enum of operations this class tracks in <c>current_operations</c>, if any.</summary>
+    public EnumMeta? OperationsEnum => CurrentOperationsField?.Type.Element is { Kind: XTypeKind.Enum } element ? element.EnumMeta : null;
+
     public int Ordinal { get; internal set; }
-}
-
-/// <summary>What a hand-written message implementation learns about its call.</summary>
-public abstract class CallContext
-{
-    /// <summary>The caller's session reference; null for calls made without one.</summary>
-    public abstract string? SessionRef { get; }
-
-    /// <summary>The task the call runs under when it was made with <c>Async.</c>.</summary>
-    public abstract string? TaskRef { get; }
 }

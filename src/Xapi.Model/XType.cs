@@ -157,7 +157,7 @@ public sealed class XType
                 {
                     string s => s,
                     long or int when Kind == XTypeKind.String => Convert.ToString(wire, CultureInfo.InvariantCulture),
-                    _ => throw XenApiException.FieldTypeError(what),
+                    _ => throw XenApiErrors.FieldTypeError(what),
                 };
             case XTypeKind.Int:
                 return wire switch
@@ -166,7 +166,7 @@ public sealed class XType
                     int i => (long)i,
                     double d when d == Math.Floor(d) && Math.Abs(d) < 9.2e18 => (long)d,
                     string s when long.TryParse(s.Trim(), NumberStyles.AllowLeadingSign, CultureInfo.InvariantCulture, out var l) => l,
-                    _ => throw XenApiException.FieldTypeError(what),
+                    _ => throw XenApiErrors.FieldTypeError(what),
                 };
             case XTypeKind.Float:
                 return wire switch
@@ -175,7 +175,7 @@ public sealed class XType
                     long l => (double)l,
                     int i => (double)i,
                     string s when double.TryParse(s.Trim(), NumberStyles.Float, CultureInfo.InvariantCulture, out var d) => d,
-                    _ => throw XenApiException.FieldTypeError(what),
+                    _ => throw XenApiErrors.FieldTypeError(what),
                 };
             case XTypeKind.Bool:
                 return wire switch
@@ -183,21 +183,21 @@ public sealed class XType
                     bool b => b,
                     string s when s.Equals("true", StringComparison.OrdinalIgnoreCase) || s == "1" => true,
                     string s when s.Equals("false", StringComparison.OrdinalIgnoreCase) || s == "0" => false,
-                    _ => throw XenApiException.FieldTypeError(what),
+                    _ => throw XenApiErrors.FieldTypeError(what),
                 };
             case XTypeKind.DateTime:
                 return wire switch
                 {
                     DateTime dt => dt.Kind == DateTimeKind.Utc ? dt : DateTime.SpecifyKind(dt, DateTimeKind.Utc),
                     string s when DateTimeFormat.TryParse(s, out var dt) => dt,
-                    _ => throw XenApiException.FieldTypeError(what),
+                    _ => throw XenApiErrors.FieldTypeError(what),
                 };
             case XTypeKind.Enum:
                 if (wire is string name && EnumMeta.TryCanonical(name, out var canonical))
                 {
                     return canonical;
                 }
-                throw XenApiException.FieldTypeError(what);
+                throw XenApiErrors.FieldTypeError(what);
             case XTypeKind.Option:
                 return wire is null ? null : Element!.Coerce(wire, what);
             case XTypeKind.Set:
@@ -210,7 +210,7 @@ public sealed class XType
                     }
                     return result;
                 }
-                throw XenApiException.FieldTypeError(what);
+                throw XenApiErrors.FieldTypeError(what);
             case XTypeKind.Map:
                 if (wire is IReadOnlyDictionary<string, object?> dict)
                 {
@@ -221,7 +221,7 @@ public sealed class XType
                     }
                     return new ValueMap(items);
                 }
-                throw XenApiException.FieldTypeError(what);
+                throw XenApiErrors.FieldTypeError(what);
             case XTypeKind.Record:
                 if (wire is IReadOnlyDictionary<string, object?> record)
                 {
@@ -236,7 +236,7 @@ public sealed class XType
                     }
                     return new ValueMap(items);
                 }
-                throw XenApiException.FieldTypeError(what);
+                throw XenApiErrors.FieldTypeError(what);
             default:
                 throw new InvalidOperationException($"Unhandled type kind {Kind}");
         }

@@ -74,11 +74,16 @@ public sealed class XenApiClient : IDisposable
         {
             throw new HttpRequestException($"HTTP {(int)response.StatusCode}: {System.Text.Encoding.UTF8.GetString(bytes)}", null, response.StatusCode);
         }
-        return Dialect == RpcDialect.XmlRpc ? DecodeXmlRpcEnvelope(XmlRpcReader.ReadResponse(bytes, Limits)) : JsonRpc.ReadResponse(bytes, Limits);
+        return Dialect == RpcDialect.XmlRpc ? DecodeXmlRpcEnvelope(method, XmlRpcReader.ReadResponse(bytes, Limits)) : JsonRpc.ReadResponse(bytes, Limits);
     }
 
-    private static object? DecodeXmlRpcEnvelope(object? envelope)
+    private static object? DecodeXmlRpcEnvelope(string method, object? envelope)
     {
+        // Servers answer system.listMethods with the bare array, as plain XML-RPC servers do.
+        if (method == "system.listMethods" && envelope is IReadOnlyList<object?> bare)
+        {
+            return bare;
+        }
         if (envelope is not IReadOnlyDictionary<string, object?> result || result.GetValueOrDefault("Status") is not string status)
         {
             throw new RpcFormatException("response is not a XenAPI envelope");

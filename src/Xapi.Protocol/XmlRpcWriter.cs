@@ -25,6 +25,14 @@ public static class XmlRpcWriter
         output.Write(ResponseEnd);
     }
 
+    /// <summary>A reply without the <c>Status</c>/<c>Value</c> envelope, as plain XML-RPC servers answer.</summary>
+    public static void WriteBareResult(IBufferWriter<byte> output, object? value)
+    {
+        output.Write("<?xml version=\"1.0\"?><methodResponse><params><param>"u8);
+        WriteValue(output, value);
+        output.Write("</param></params></methodResponse>"u8);
+    }
+
     public static void WriteFailure(IBufferWriter<byte> output, IEnumerable<string> description)
     {
         output.Write(ResponseStart);

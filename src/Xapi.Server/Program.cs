@@ -1,4 +1,4 @@
-using Xapi.Server;
+using Xapi.Server.Hosting;
 
 ServerOptions options;
 try

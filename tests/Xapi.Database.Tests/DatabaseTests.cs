@@ -16,7 +16,7 @@ public class DatabaseTests
     {
         var db = new XapiDatabase();
         var row = CreateVm(db, "a");
-        var record = new VMRecord(row.Values);
+        var record = new VMRecord(db.Snapshot, row.Ref, row.Values);
         Assert.Multiple(() =>
         {
             Assert.That(record.PowerState, Is.EqualTo(VmPowerState.Halted));

@@ -254,7 +254,7 @@ public class JournalTests
         var (db, store) = Open();
         using (store)
         {
-            var row = new VMRecord(db.Snapshot.Get(Vm, "OpaqueRef:old").Values);
+            var row = db.Snapshot.Get(new VMRef("OpaqueRef:old"));
             Assert.Multiple(() =>
             {
                 Assert.That(row.NameLabel, Is.EqualTo("from an old release"));

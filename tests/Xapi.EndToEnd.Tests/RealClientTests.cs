@@ -56,12 +56,13 @@ public class RealClientTests
         return (process.ExitCode, output);
     }
 
-    [Test]
-    public async Task Npm_xen_api_connects_caches_objects_and_renames_a_vm()
+    [TestCase("auto")]
+    [TestCase("xml-rpc")]
+    public async Task Npm_xen_api_connects_caches_objects_and_renames_a_vm(string transport)
     {
         RequireOrIgnore(Directory.Exists(Path.Combine(ClientsDir, "node_modules", "xen-api")), "npm xen-api");
         await using var daemon = await TestDaemon.StartAsync();
-        var (exitCode, output) = await RunAsync("node", "smoke.mjs", daemon.Uri.ToString().TrimEnd('/'), TestDaemon.Password);
+        var (exitCode, output) = await RunAsync("node", "smoke.mjs", daemon.Uri.ToString().TrimEnd('/'), TestDaemon.Password, transport);
         Assert.Multiple(() =>
         {
             Assert.That(exitCode, Is.Zero, output);
@@ -97,6 +98,8 @@ public class RealClientTests
         {
             Assert.That(exitCode, Is.Zero, output);
             Assert.That(output, Does.Contain("api=2.21").And.Contain("OK"));
+            var methods = int.Parse(output.Split('\n').Single(l => l.StartsWith("methods=", StringComparison.Ordinal))["methods=".Length..], System.Globalization.CultureInfo.InvariantCulture);
+            Assert.That(methods, Is.GreaterThan(1900), "system.listMethods through Python's xmlrpc.client");
         });
     }
 }

@@ -37,7 +37,7 @@ public class JsonRpcTests
     public void Version_2_failure_has_code_one_and_the_xenapi_code_as_message()
     {
         var request = Call("""{"jsonrpc":"2.0","method":"x","params":[],"id":17}""");
-        Assert.That(Reply(request, null, new XenApiException("HANDLE_INVALID", "VM", "OpaqueRef:x")),
+        Assert.That(Reply(request, null, XenApiErrors.HandleInvalid("VM", "OpaqueRef:x")),
             Is.EqualTo("""{"jsonrpc":"2.0","error":{"code":1,"message":"HANDLE_INVALID","data":["VM","OpaqueRef:x"]},"id":17}"""));
     }
 
@@ -49,7 +49,7 @@ public class JsonRpcTests
         {
             Assert.That(request.Dialect, Is.EqualTo(RpcDialect.JsonRpcV1));
             Assert.That(Reply(request, 5L), Is.EqualTo("""{"result":5,"error":null,"id":1}"""));
-            Assert.That(Reply(request, null, new XenApiException("SESSION_INVALID", "s")), Is.EqualTo("""{"result":null,"error":["SESSION_INVALID","s"],"id":1}"""));
+            Assert.That(Reply(request, null, XenApiErrors.SessionInvalid("s")), Is.EqualTo("""{"result":null,"error":["SESSION_INVALID","s"],"id":1}"""));
         });
     }
 

@@ -57,7 +57,8 @@ public class DispatchTests(RpcDialect dialect) : LoggedInFixture(dialect)
             Assert.That(host, Is.EqualTo(master));
             Assert.That(await Client.InvokeAsync("session.get_is_local_superuser", session), Is.EqualTo(true));
             Assert.That(await Client.InvokeAsync("session.get_this_user", session), Is.EqualTo(XType.NullRef));
-            Assert.That(permissions, Does.Contain("vm.start").And.Contain("pool.get_all"));
+            // Real hosts keep the local superuser's rbac_permissions empty: it passes every check.
+            Assert.That(permissions, Is.Empty);
         });
     }
 

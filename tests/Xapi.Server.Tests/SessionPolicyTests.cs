@@ -29,7 +29,8 @@ public class SessionPolicyTests
         using var client = daemon.Client();
         var vms = (IReadOnlyList<object?>)(await client.CallAsync("VM.get_all", [session]))!;
         await XenApiAssert.FailsAsync(() => client.CallAsync("VM.set_name_label", [session, vms[0], "x"]),
-            "RBAC_PERMISSION_DENIED", "vm.set_name_label", "No permission in the user session");
+            "RBAC_PERMISSION_DENIED", "vm.set_name_label",
+            "No permission in user session. (Roles with this permission: vm-power-admin, vm-admin, pool-admin, pool-operator)");
     }
 
     [Test]

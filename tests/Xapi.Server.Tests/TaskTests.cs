@@ -4,14 +4,12 @@ using Xapi.Protocol;
 namespace Xapi.Server.Tests;
 
 /// <summary>A VM.start that only reports progress and waits to be cancelled: a long operation.</summary>
-internal sealed class LongRunningVmMessages : IVMMessages
+internal sealed class LongRunningVmApi : IVMApi<CallContext>
 {
-    public async ValueTask<object?> Start(CallContext callContext, VMRef vm, bool start_paused, bool force)
+    public async ValueTask Start(CallContext context, VMRef vm, bool startPaused, bool force)
     {
-        var context = (ServerCallContext)callContext;
         context.ReportProgress(0.5);
-        await Task.Delay(Timeout.Infinite, context.CancellationToken);
-        return null;
+        await Task.Delay(Timeout.Infinite, context.Cancellation);
     }
 }
 
@@ -45,7 +43,7 @@ internal static class TaskClient
 public class TaskTests(RpcDialect dialect)
 {
     private static Task<TestDaemon> StartAsync(Action<ServerOptions>? configure = null, TimeProvider? time = null) =>
-        TestDaemon.StartAsync(configure, time, (handlers, _) => handlers.VM = new LongRunningVmMessages());
+        TestDaemon.StartAsync(configure, time, (handlers, _) => handlers.VM = new LongRunningVmApi());
 
     [Test]
     public async Task An_async_call_returns_a_task_whose_result_is_an_xml_rpc_value_fragment()

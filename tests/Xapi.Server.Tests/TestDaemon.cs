@@ -27,7 +27,7 @@ public sealed class TestDaemon : IAsyncDisposable
     public T Service<T>() where T : notnull => Host.Services.GetRequiredService<T>();
 
     public static async Task<TestDaemon> StartAsync(Action<ServerOptions>? configure = null, TimeProvider? time = null,
-        Action<CustomHandlers, IServiceProvider>? customize = null)
+        Action<ApiHandlers<CallContext>, IServiceProvider>? customize = null)
     {
         var dataDir = Directory.CreateTempSubdirectory("xapi-test-").FullName;
         var options = new ServerOptions

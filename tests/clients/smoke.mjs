@@ -1,13 +1,13 @@
 // Drives the daemon with the npm xen-api connector (the library Xen Orchestra uses).
-// Usage: node smoke.mjs URL PASSWORD
+// Usage: node smoke.mjs URL PASSWORD [auto|json-rpc|xml-rpc]
 import { createClient } from 'xen-api'
 
-const [url, password] = process.argv.slice(2)
+const [url, password, transport = 'auto'] = process.argv.slice(2)
 const fail = message => {
   console.error(`FAIL: ${message}`)
   process.exit(1)
 }
-const xapi = createClient({ url, auth: { user: 'root', password }, allowUnauthorized: true })
+const xapi = createClient({ url, auth: { user: 'root', password }, allowUnauthorized: true, transport })
 const timer = setTimeout(() => fail('timed out'), 30_000)
 
 await xapi.connect()

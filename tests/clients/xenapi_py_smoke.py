@@ -3,6 +3,7 @@
 Run with Debian's own /usr/bin/python3: python3 xenapi_py_smoke.py URL PASSWORD
 """
 import sys
+import xmlrpc.client
 
 from os_xenapi.client import XenAPI
 
@@ -30,6 +31,13 @@ def main(url, password):
             assert failure.details[:2] == ["HANDLE_INVALID", "VM"], failure.details
     finally:
         session.xenapi.session.logout()
+    # system.listMethods is answered bare, as real servers do, so plain ServerProxy gets a list.
+    methods = xmlrpc.client.ServerProxy(url).system.listMethods()
+    assert isinstance(methods, list) and all(isinstance(m, str) for m in methods), type(methods)
+    assert "VM.start" in methods and not any(m.startswith("Async.") for m in methods), methods[:5]
+    through_session = XenAPI.Session(url).system.listMethods()
+    assert through_session == methods, "XenAPI.Session's own ServerProxy sees the same list"
+    print("methods=%d" % len(methods))
     print("OK")
 
 

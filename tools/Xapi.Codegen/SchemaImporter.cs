@@ -28,6 +28,13 @@ public static class SchemaImporter
         ["PGPU.resident_VGPUs"] = "VGPU.resident_on",
     };
 
+    // Errors whose published parameter list is empty although the real server sends
+    // parameters (xapi_session.ml raises it with the user name and a reason).
+    private static readonly Dictionary<string, string[]> ErrorParameterCorrections = new()
+    {
+        ["SESSION_AUTHENTICATION_FAILED"] = ["uname", "reason"],
+    };
+
     public static void Import(string referenceDir, string schemaDir)
     {
         var reference = JsonNode.Parse(File.ReadAllText(Path.Combine(referenceDir, "xenapi.json")))!.AsArray();
@@ -177,8 +184,10 @@ public static class SchemaImporter
         foreach (var (code, info) in errorsRef.OrderBy(kv => kv.Key, StringComparer.Ordinal))
         {
             var error = new JsonObject { ["code"] = code };
-            error["params"] = info!["params"] is JsonArray ps ? ps.DeepClone() : null;
-            error["description"] = info["doc"]?.GetValue<string>() ?? "";
+            error["params"] = ErrorParameterCorrections.TryGetValue(code, out var corrected)
+                ? new JsonArray(corrected.Select(p => (JsonNode)JsonValue.Create(p)!).ToArray())
+                : info?["params"] is JsonArray ps ? ps.DeepClone() : null;
+            error["description"] = info?["doc"]?.GetValue<string>() ?? "";
             errors.Add(error);
         }
         File.WriteAllText(Path.Combine(schemaDir, "errors.json"), errors.ToJsonString(SchemaReader.WriteOptions) + "\n");

@@ -257,11 +257,11 @@ public sealed class JournalStore : IDurableLog, IDisposable
         {
             return;
         }
-        var operations = new List<(OperationKind Kind, ClassMeta? Class, string Ref, List<(FieldMeta Field, object? Value)>? Values)>();
+        var writes = new List<(RowWriteKind Kind, ClassMeta? Class, string Ref, List<(FieldMeta Field, object? Value)>? Values)>();
         var count = reader.ReadCount();
         for (var i = 0; i < count; i++)
         {
-            var kind = (OperationKind)reader.ReadByte();
+            var kind = (RowWriteKind)reader.ReadByte();
             var classOrdinal = reader.ReadOrdinal();
             if (classOrdinal >= layout.Classes.Length)
             {
@@ -270,7 +270,7 @@ public sealed class JournalStore : IDurableLog, IDisposable
             var cls = layout.Classes[classOrdinal];
             var reference = reader.ReadString();
             List<(FieldMeta, object?)>? values = null;
-            if (kind is OperationKind.Create or OperationKind.Update)
+            if (kind is RowWriteKind.Create or RowWriteKind.Update)
             {
                 values = [];
                 var fieldCount = reader.ReadCount();
@@ -284,11 +284,11 @@ public sealed class JournalStore : IDurableLog, IDisposable
                     }
                 }
             }
-            operations.Add((kind, cls, reference, values));
+            writes.Add((kind, cls, reference, values));
         }
         _database.Load(generation, tx =>
         {
-            foreach (var (kind, cls, reference, values) in operations)
+            foreach (var (kind, cls, reference, values) in writes)
             {
                 if (cls is null || XapiDatabase.IsTransient(cls))
                 {
@@ -296,10 +296,10 @@ public sealed class JournalStore : IDurableLog, IDisposable
                 }
                 switch (kind)
                 {
-                    case OperationKind.Create:
+                    case RowWriteKind.Create:
                         tx.Create(cls, values!.ToDictionary(v => v.Field.Name, v => v.Value), reference);
                         break;
-                    case OperationKind.Update:
+                    case RowWriteKind.Update:
                         tx.Update(cls, reference, row =>
                         {
                             foreach (var (field, value) in values!)
@@ -308,10 +308,10 @@ public sealed class JournalStore : IDurableLog, IDisposable
                             }
                         });
                         break;
-                    case OperationKind.Touch:
+                    case RowWriteKind.Touch:
                         tx.Touch(cls, reference);
                         break;
-                    case OperationKind.Delete:
+                    case RowWriteKind.Delete:
                         tx.Delete(cls, reference);
                         break;
                 }
@@ -367,25 +367,25 @@ public sealed class JournalStore : IDurableLog, IDisposable
     }
 
     /// <summary>Encodes the transaction (under the database's write lock) and queues it for the flusher.</summary>
-    public void Append(DbSnapshot committed, IReadOnlyList<Operation> operations)
+    public void Append(DbSnapshot committed, IReadOnlyList<RowWrite> writes)
     {
         var payload = new ArrayBufferWriter<byte>(256);
         BinaryCodec.WriteSigned(payload, committed.Generation);
-        var persistent = operations.Where(o => !XapiDatabase.IsTransient(o.Class)).ToList();
+        var persistent = writes.Where(o => !XapiDatabase.IsTransient(o.Class)).ToList();
         BinaryCodec.WriteVarint(payload, (ulong)persistent.Count);
-        foreach (var operation in persistent)
+        foreach (var write in persistent)
         {
-            payload.GetSpan(1)[0] = (byte)operation.Kind;
+            payload.GetSpan(1)[0] = (byte)write.Kind;
             payload.Advance(1);
-            BinaryCodec.WriteVarint(payload, (ulong)operation.Class.Ordinal);
-            BinaryCodec.WriteString(payload, operation.Ref);
-            if (operation.Kind is OperationKind.Create or OperationKind.Update)
+            BinaryCodec.WriteVarint(payload, (ulong)write.Class.Ordinal);
+            BinaryCodec.WriteString(payload, write.Ref);
+            if (write.Kind is RowWriteKind.Create or RowWriteKind.Update)
             {
-                // Values as committed: a later operation of the same transaction may have changed them again.
-                var row = committed.TryGet(operation.Class, operation.Ref, out var r) ? r : null;
-                var ordinals = operation.Kind == OperationKind.Create
-                    ? Enumerable.Range(0, operation.Class.Fields.Count).ToList()
-                    : operation.ChangedFields!.ToList();
+                // Values as committed: a later write of the same transaction may have changed them again.
+                var row = committed.TryGet(write.Class, write.Ref, out var r) ? r : null;
+                var ordinals = write.Kind == RowWriteKind.Create
+                    ? Enumerable.Range(0, write.Class.Fields.Count).ToList()
+                    : write.ChangedFields!.ToList();
                 BinaryCodec.WriteVarint(payload, (ulong)(row is null ? 0 : ordinals.Count));
                 if (row is not null)
                 {

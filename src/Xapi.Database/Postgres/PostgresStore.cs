@@ -27,7 +27,7 @@ public sealed class PostgresStore : IDurableLog, IDisposable
     private readonly ResiliencePipeline _retry;
     private readonly object _queueLock = new();
     private readonly Thread _writer;
-    private List<(DbSnapshot Snapshot, IReadOnlyList<Operation> Operations)> _queue = [];
+    private List<(DbSnapshot Snapshot, IReadOnlyList<RowWrite> Writes)> _queue = [];
     private NpgsqlConnection? _lockConnection;
     private bool _stopping;
     private volatile string? _unavailable;
@@ -185,18 +185,18 @@ public sealed class PostgresStore : IDurableLog, IDisposable
         }
     }
 
-    public void Append(DbSnapshot committed, IReadOnlyList<Operation> operations)
+    public void Append(DbSnapshot committed, IReadOnlyList<RowWrite> writes)
     {
         lock (_queueLock)
         {
-            _queue.Add((committed, operations));
+            _queue.Add((committed, writes));
             Monitor.Pulse(_queueLock);
         }
     }
 
     private void WriteLoop()
     {
-        var pending = new List<(DbSnapshot Snapshot, IReadOnlyList<Operation> Operations)>();
+        var pending = new List<(DbSnapshot Snapshot, IReadOnlyList<RowWrite> Writes)>();
         var backoff = TimeSpan.FromMilliseconds(250);
         while (true)
         {
@@ -244,20 +244,20 @@ public sealed class PostgresStore : IDurableLog, IDisposable
         }
     }
 
-    private void WriteBatch(List<(DbSnapshot Snapshot, IReadOnlyList<Operation> Operations)> batch)
+    private void WriteBatch(List<(DbSnapshot Snapshot, IReadOnlyList<RowWrite> Writes)> batch)
     {
         using var connection = _dataSource.OpenConnection();
         using var transaction = connection.BeginTransaction();
         using var npgsqlBatch = new NpgsqlBatch(connection, transaction);
-        foreach (var (snapshot, operations) in batch)
+        foreach (var (snapshot, writes) in batch)
         {
-            foreach (var operation in operations)
+            foreach (var write in writes)
             {
-                if (XapiDatabase.IsTransient(operation.Class))
+                if (XapiDatabase.IsTransient(write.Class))
                 {
                     continue;
                 }
-                npgsqlBatch.BatchCommands.Add(Command(snapshot, operation));
+                npgsqlBatch.BatchCommands.Add(Command(snapshot, write));
             }
         }
         var last = batch[^1].Snapshot.Generation;
@@ -268,14 +268,14 @@ public sealed class PostgresStore : IDurableLog, IDisposable
         transaction.Commit();
     }
 
-    private static NpgsqlBatchCommand Command(DbSnapshot snapshot, Operation operation)
+    private static NpgsqlBatchCommand Command(DbSnapshot snapshot, RowWrite write)
     {
-        var cls = operation.Class;
-        switch (operation.Kind)
+        var cls = write.Class;
+        switch (write.Kind)
         {
-            case OperationKind.Create:
+            case RowWriteKind.Create:
             {
-                var row = snapshot.TryGet(cls, operation.Ref, out var r) ? r : null;
+                var row = snapshot.TryGet(cls, write.Ref, out var r) ? r : null;
                 if (row is null)
                 {
                     // Created and deleted within one transaction: nothing to store.
@@ -294,13 +294,13 @@ public sealed class PostgresStore : IDurableLog, IDisposable
                 }
                 return command;
             }
-            case OperationKind.Update or OperationKind.Touch:
+            case RowWriteKind.Update or RowWriteKind.Touch:
             {
-                if (!snapshot.TryGet(cls, operation.Ref, out var row))
+                if (!snapshot.TryGet(cls, write.Ref, out var row))
                 {
                     return new NpgsqlBatchCommand("SELECT 1");
                 }
-                var fields = operation.Kind == OperationKind.Update ? operation.ChangedFields!.Select(i => cls.Fields[i]).ToList() : [];
+                var fields = write.Kind == RowWriteKind.Update ? write.ChangedFields!.Select(i => cls.Fields[i]).ToList() : [];
                 var sets = string.Concat(fields.Select((f, i) => $", \"{f.Name}\" = ${i + 3}"));
                 var command = new NpgsqlBatchCommand($"UPDATE \"{cls.Name}\" SET _modified = $2{sets} WHERE _ref = $1");
                 command.Parameters.Add(new NpgsqlParameter { Value = row.Ref });
@@ -314,10 +314,10 @@ public sealed class PostgresStore : IDurableLog, IDisposable
             default:
             {
                 // The delete and its tombstone (what event readers learn it from) go together.
-                var tombstone = snapshot.Tombstones.LastOrDefault(t => t.Ref == operation.Ref && t.Class == cls);
+                var tombstone = snapshot.Tombstones.LastOrDefault(t => t.Ref == write.Ref && t.Class == cls);
                 var command = new NpgsqlBatchCommand(
                     $"WITH gone AS (DELETE FROM \"{cls.Name}\" WHERE _ref = $1) INSERT INTO xapi_tombstones (deleted, class, ref, created, uuid) VALUES ($2, $3, $1, $4, $5)");
-                command.Parameters.Add(new NpgsqlParameter { Value = operation.Ref });
+                command.Parameters.Add(new NpgsqlParameter { Value = write.Ref });
                 command.Parameters.Add(new NpgsqlParameter { Value = tombstone?.Deleted ?? snapshot.Generation });
                 command.Parameters.Add(new NpgsqlParameter { Value = cls.Name });
                 command.Parameters.Add(new NpgsqlParameter { Value = tombstone?.Created ?? 0L });

@@ -1,0 +1,106 @@
+using Xapi.Database;
+using Xapi.Model;
+using Xapi.Server.Dispatch;
+
+namespace Xapi.Server.Api;
+
+/// <summary>Alerts: named, prioritised notes about an object, shown by GUIs and kept in the database.</summary>
+public sealed class MessageApi(TimeProvider time) : IMessageApi<CallContext>
+{
+    // destroy_all's filters are named after the fields they match, plus a time window.
+    private static readonly string ClsFilter = MessageRef.Class.Fields[MessageFields.Cls].Name;
+    private static readonly string ObjUuidFilter = MessageRef.Class.Fields[MessageFields.ObjUuid].Name;
+    private static readonly string NameFilter = MessageRef.Class.Fields[MessageFields.Name].Name;
+    private static readonly string PriorityFilter = MessageRef.Class.Fields[MessageFields.Priority].Name;
+    private const string BeforeFilter = "before";
+    private const string AfterFilter = "after";
+
+    public ValueTask<MessageRef> Create(CallContext context, string name, long priority, Cls cls, string objUuid, string body)
+    {
+        var target = ApiSchema.ClassesByNameIgnoreCase[cls.ToWire()];
+        if (target.IsStored && !context.Snapshot.TryGetByUuid(target, objUuid, out _))
+        {
+            throw XenApiErrors.UuidInvalid(target.Name, objUuid);
+        }
+        var now = time.GetUtcNow().UtcDateTime;
+        return ValueTask.FromResult(context.Write(tx => tx.CreateMessage(message =>
+        {
+            message.Name = name;
+            message.Priority = priority;
+            message.Cls = cls;
+            message.ObjUuid = objUuid;
+            message.Timestamp = new DateTime(now.Ticks - now.Ticks % TimeSpan.TicksPerSecond, DateTimeKind.Utc);
+            message.Body = body;
+        })));
+    }
+
+    public ValueTask<ValueMap> GetSince(CallContext context, DateTime since) =>
+        ValueTask.FromResult(Records(context.Snapshot, m => m.Timestamp > since));
+
+    public ValueTask<ValueMap> Get(CallContext context, Cls cls, string objUuid, DateTime since) =>
+        ValueTask.FromResult(Records(context.Snapshot, m => m.Cls == cls && m.ObjUuid == objUuid && m.Timestamp > since));
+
+    public ValueTask Destroy(CallContext context, MessageRef self)
+    {
+        context.Write(tx => tx.Delete(self));
+        return ValueTask.CompletedTask;
+    }
+
+    public ValueTask DestroyMany(CallContext context, IReadOnlyList<MessageRef> messages)
+    {
+        context.Write(tx =>
+        {
+            foreach (var message in messages)
+            {
+                tx.Delete(message);
+            }
+        });
+        return ValueTask.CompletedTask;
+    }
+
+    /// <summary>Filters: <c>cls</c>, <c>obj_uuid</c>, <c>name</c>, <c>priority</c>, <c>before</c>, <c>after</c>.</summary>
+    public ValueTask DestroyAll(CallContext context, ValueMap filters)
+    {
+        var predicates = filters.Select(filter => Filter((string)filter.Key, (string?)filter.Value ?? "")).ToList();
+        context.Write(tx =>
+        {
+            foreach (var message in tx.All<MessageRecord>().Where(m => predicates.All(p => p(m))).Select(m => m.Ref).ToList())
+            {
+                tx.Delete(message);
+            }
+        });
+        return ValueTask.CompletedTask;
+    }
+
+    private static Func<MessageRecord, bool> Filter(string key, string value)
+    {
+        if (key == ClsFilter)
+        {
+            return m => string.Equals(m.Cls.ToWire(), value, StringComparison.OrdinalIgnoreCase);
+        }
+        if (key == ObjUuidFilter)
+        {
+            return m => m.ObjUuid == value;
+        }
+        if (key == NameFilter)
+        {
+            return m => m.Name == value;
+        }
+        if (key == PriorityFilter)
+        {
+            return m => XType.ToDisplayString(m.Priority) == value;
+        }
+        if (key == BeforeFilter)
+        {
+            return DateTimeFormat.TryParse(value, out var before) ? m => m.Timestamp < before : _ => false;
+        }
+        if (key == AfterFilter)
+        {
+            return DateTimeFormat.TryParse(value, out var after) ? m => m.Timestamp > after : _ => false;
+        }
+        throw XenApiErrors.InvalidValue("filters", key);
+    }
+
+    private static ValueMap Records(DbSnapshot snapshot, Func<MessageRecord, bool> predicate) =>
+        new(snapshot.All<MessageRecord>().Where(predicate).ToDictionary(m => (object)m.Ref.Value, m => (object?)snapshot.ToRecord(snapshot.Get(MessageRef.Class, m.Ref.Value))));
+}

@@ -1,0 +1,43 @@
+using Xapi.Model;
+using Xapi.Server.Dispatch;
+using Xapi.Server.Sessions;
+
+namespace Xapi.Server.Api;
+
+public sealed class SessionApi(SessionManager sessions) : ISessionApi<CallContext>
+{
+    /// <summary>
+    /// A root process on the local socket is let in without a password, as on real hosts
+    /// (local tools, <c>xe</c> in dom0); everyone else proves the password.
+    /// </summary>
+    public async ValueTask<SessionRef> LoginWithPassword(CallContext context, string uname, string pwd, string version, string originator) =>
+        context.FromLocalRoot
+            ? new(sessions.CreateSession(uname, originator, RoleSet.PoolAdmin, isLocalSuperuser: true))
+            : new(await sessions.LoginAsync(uname, pwd, originator, context.Cancellation).ConfigureAwait(false));
+
+    public ValueTask Logout(CallContext context)
+    {
+        sessions.Logout(context.RequiredSession.Value);
+        return ValueTask.CompletedTask;
+    }
+
+    public ValueTask LocalLogout(CallContext context) => Logout(context);
+
+    public async ValueTask ChangePassword(CallContext context, string oldPwd, string newPwd)
+    {
+        var session = context.Snapshot.Get(context.RequiredSession);
+        if (!session.IsLocalSuperuser || session.AuthUserName != SessionManager.RootUser)
+        {
+            throw XenApiErrors.UserIsNotLocalSuperuser("Only the local superuser can change the root password");
+        }
+        if (!await Task.Run(() => sessions.VerifyPassword(oldPwd)).ConfigureAwait(false))
+        {
+            throw XenApiErrors.ChangePasswordRejected("Authentication information cannot be recovered");
+        }
+        if (string.IsNullOrEmpty(newPwd))
+        {
+            throw XenApiErrors.ChangePasswordRejected("The new password must not be empty");
+        }
+        await Task.Run(() => sessions.ChangePassword(newPwd)).ConfigureAwait(false);
+    }
+}

@@ -1,0 +1,128 @@
+using Microsoft.Extensions.Configuration;
+
+namespace Xapi.Server.Hosting;
+
+/// <summary>
+/// Daemon settings. Sources, later ones winning: built-in defaults, a JSON config file
+/// (<c>--config FILE</c> or <c>XAPI_CONFIG</c>), <c>XAPI_*</c> environment variables, the command line.
+/// </summary>
+public sealed class ServerOptions
+{
+    public int HttpPort { get; set; } = 8080;
+
+    /// <summary>0 turns HTTPS off; otherwise TLS with a self-signed certificate kept in the data dir.</summary>
+    public int HttpsPort { get; set; }
+
+    /// <summary>
+    /// The local Unix-domain socket (real hosts: <c>/var/lib/xcp/xapi</c>); by default in the data
+    /// dir, empty turns it off. A root peer logs in there without a password.
+    /// </summary>
+    public string? UnixSocket { get; set; }
+
+    /// <summary>The socket path in force: the configured one, or the data dir's.</summary>
+    public string UnixSocketPath => UnixSocket ?? Path.Combine(DataDir, "xapi.sock");
+
+    /// <summary>Address to listen on; loopback-only deployments set 127.0.0.1.</summary>
+    public string ListenAddress { get; set; } = "0.0.0.0";
+
+    public string DataDir { get; set; } = "data";
+
+    /// <summary>
+    /// <c>journal</c> (default): durable in the data dir, every write fsynced before its reply;
+    /// <c>memory</c>: nothing kept across restarts (tests, benchmarks' baseline).
+    /// </summary>
+    public string Database { get; set; } = "journal";
+
+    /// <summary>The Npgsql connection string of the pool database, with <c>--database postgres</c>.</summary>
+    public string? Postgres { get; set; }
+
+    /// <summary>
+    /// How long a write waits to become durable before its caller is told the database is
+    /// unreachable (the write itself is kept and stored when the database returns).
+    /// </summary>
+    public TimeSpan DurabilityTimeout { get; set; } = TimeSpan.FromSeconds(10);
+
+    /// <summary>The journal is compacted into a snapshot once it grows past this many bytes.</summary>
+    public long JournalCompactBytes { get; set; } = 64L << 20;
+
+    /// <summary>The root password to set on first boot; generated and printed once when absent.</summary>
+    public string? RootPassword { get; set; }
+
+    public int MaxBodyBytes { get; set; } = 300 * 1024;
+
+    public int MaxNestingDepth { get; set; } = 64;
+
+    public TimeSpan SessionIdleTimeout { get; set; } = TimeSpan.FromHours(24);
+
+    /// <summary>How long a failed login waits before answering, to slow down guessing.</summary>
+    public TimeSpan FailedLoginDelay { get; set; } = TimeSpan.FromSeconds(2);
+
+    /// <summary>PBKDF2 iterations for the root password hash.</summary>
+    public int PasswordHashIterations { get; set; } = 210_000;
+
+    /// <summary>Async calls beyond this many pending tasks answer TOO_MANY_PENDING_TASKS.</summary>
+    public int MaxPendingTasks { get; set; } = 1000;
+
+    /// <summary>How long finished tasks stay for clients to read before they are destroyed.</summary>
+    public TimeSpan FinishedTaskRetention { get; set; } = TimeSpan.FromHours(1);
+
+    /// <summary>How many events an <c>event.register</c> client may fall behind before EVENTS_LOST.</summary>
+    public int EventQueueLimit { get; set; } = 10_000;
+
+    /// <summary>How many deletes the database remembers for event readers.</summary>
+    public int TombstoneLimit { get; set; } = Xapi.Database.XapiDatabase.DefaultTombstoneLimit;
+
+    public string? LogFile { get; set; }
+
+    public string LogLevel { get; set; } = "Information";
+
+    private static readonly Dictionary<string, string> SwitchMappings = new(StringComparer.OrdinalIgnoreCase)
+    {
+        ["--http-port"] = nameof(HttpPort),
+        ["--https-port"] = nameof(HttpsPort),
+        ["--unix-socket"] = nameof(UnixSocket),
+        ["--listen"] = nameof(ListenAddress),
+        ["--data-dir"] = nameof(DataDir),
+        ["--database"] = nameof(Database),
+        ["--postgres"] = nameof(Postgres),
+        ["--root-password"] = nameof(RootPassword),
+        ["--max-body-bytes"] = nameof(MaxBodyBytes),
+        ["--session-idle-timeout"] = nameof(SessionIdleTimeout),
+        ["--failed-login-delay"] = nameof(FailedLoginDelay),
+        ["--log-file"] = nameof(LogFile),
+        ["--log-level"] = nameof(LogLevel),
+        ["--config"] = "Config",
+    };
+
+    public static ServerOptions Load(string[] args, IDictionary<string, string?>? environment = null)
+    {
+        environment ??= Environment.GetEnvironmentVariables().Cast<System.Collections.DictionaryEntry>()
+            .ToDictionary(e => (string)e.Key, e => (string?)e.Value);
+
+        var commandLine = new ConfigurationBuilder().AddCommandLine(args, SwitchMappings).Build();
+        var envValues = environment
+            .Where(kv => kv.Key.StartsWith("XAPI_", StringComparison.Ordinal))
+            .ToDictionary(kv => EnvironmentKey(kv.Key), kv => kv.Value);
+
+        var configFile = commandLine["Config"] ?? envValues.GetValueOrDefault("Config");
+        var builder = new ConfigurationBuilder();
+        if (configFile is not null)
+        {
+            if (!File.Exists(configFile))
+            {
+                throw new FileNotFoundException($"config file {configFile} does not exist", configFile);
+            }
+            builder.AddJsonFile(Path.GetFullPath(configFile), optional: false);
+        }
+        builder.AddInMemoryCollection(envValues);
+        builder.AddConfiguration(commandLine);
+        var options = new ServerOptions();
+        builder.Build().Bind(options);
+        return options;
+    }
+
+    // XAPI_HTTP_PORT -> HttpPort, XAPI_ROOT_PASSWORD -> RootPassword
+    private static string EnvironmentKey(string variable) =>
+        string.Concat(variable["XAPI_".Length..].Split('_', StringSplitOptions.RemoveEmptyEntries)
+            .Select(part => char.ToUpperInvariant(part[0]) + part[1..].ToLowerInvariant()));
+}

@@ -1,0 +1,130 @@
+using System.Buffers;
+using Microsoft.AspNetCore.Http;
+using Microsoft.Extensions.Logging;
+using Xapi.Protocol;
+using Xapi.Server.Hosting;
+using Xapi.Server.Dispatch;
+
+namespace Xapi.Server.Http;
+
+/// <summary>
+/// The RPC paths over HTTP: <c>POST /jsonrpc</c> for JSON-RPC and any other POST for XML-RPC.
+/// Bodies are bounded; unparseable requests get an HTTP error, API errors a <c>Failure</c>.
+/// </summary>
+public sealed class RpcEndpoint(Dispatcher dispatcher, RpcLimits limits, ILogger<RpcEndpoint> logger)
+{
+    public async Task HandleAsync(HttpContext context)
+    {
+        var response = context.Response;
+        response.Headers.AccessControlAllowOrigin = "*";
+        var isJson = context.Request.Path.Equals("/jsonrpc", StringComparison.OrdinalIgnoreCase);
+
+        if (context.Request.ContentLength is long declared && declared > limits.MaxBodyBytes)
+        {
+            await RejectAsync(context, StatusCodes.Status413PayloadTooLarge, $"request body of {declared} bytes exceeds the limit of {limits.MaxBodyBytes}");
+            return;
+        }
+        if (await ReadBodyAsync(context.Request.Body, limits.MaxBodyBytes, context.RequestAborted) is not { } body)
+        {
+            await RejectAsync(context, StatusCodes.Status413PayloadTooLarge, $"request body exceeds the limit of {limits.MaxBodyBytes} bytes");
+            return;
+        }
+
+        RpcRequest request;
+        try
+        {
+            request = isJson ? JsonRpc.ReadCall(body, limits) : XmlRpcReader.ReadCall(body, limits);
+        }
+        catch (RpcFormatException e)
+        {
+            // Real servers answer a request they cannot parse with HTTP 500.
+            logger.LogInformation("Rejected unparseable {Dialect} request from {Remote}: {Reason}",
+                isJson ? "JSON-RPC" : "XML-RPC", context.Connection.RemoteIpAddress, e.Message);
+            await RejectAsync(context, StatusCodes.Status500InternalServerError, e.Message);
+            return;
+        }
+
+        var (result, error) = await dispatcher.InvokeAsync(request, context.RequestAborted, LocalPeer.Of(context)?.IsRoot == true);
+        var output = new ArrayBufferWriter<byte>(4096);
+        if (isJson)
+        {
+            if (error is null)
+            {
+                JsonRpc.WriteSuccess(output, request, result);
+            }
+            else
+            {
+                JsonRpc.WriteFailure(output, request, error);
+            }
+            response.ContentType = "application/json";
+        }
+        else
+        {
+            if (error is null && Dispatcher.IsListMethods(request))
+            {
+                // Real servers answer this one call with the bare array, and Python's
+                // xmlrpc.client ServerProxy expects exactly that.
+                XmlRpcWriter.WriteBareResult(output, result);
+            }
+            else if (error is null)
+            {
+                XmlRpcWriter.WriteSuccess(output, result);
+            }
+            else
+            {
+                XmlRpcWriter.WriteFailure(output, error.Description);
+            }
+            response.ContentType = "text/xml";
+        }
+        response.ContentLength = output.WrittenCount;
+        await response.Body.WriteAsync(output.WrittenMemory, context.RequestAborted);
+    }
+
+    public static Task PreflightAsync(HttpContext context)
+    {
+        var headers = context.Response.Headers;
+        headers.AccessControlAllowOrigin = "*";
+        headers.AccessControlAllowMethods = "POST, OPTIONS";
+        headers.AccessControlAllowHeaders = context.Request.Headers.AccessControlRequestHeaders.Count > 0
+            ? context.Request.Headers.AccessControlRequestHeaders.ToString()
+            : "Content-Type";
+        headers.AccessControlMaxAge = "86400";
+        context.Response.StatusCode = StatusCodes.Status200OK;
+        return Task.CompletedTask;
+    }
+
+    private static async Task RejectAsync(HttpContext context, int status, string reason)
+    {
+        context.Response.StatusCode = status;
+        context.Response.ContentType = "text/plain";
+        await context.Response.WriteAsync(reason + "\n", context.RequestAborted);
+    }
+
+    // Returns null when the body is larger than the limit; never buffers more than limit + 1 bytes.
+    private static async Task<ReadOnlyMemory<byte>?> ReadBodyAsync(Stream body, int limit, CancellationToken cancellationToken)
+    {
+        var buffer = new byte[Math.Min(limit + 1, 16 * 1024)];
+        var length = 0;
+        while (true)
+        {
+            if (length == buffer.Length)
+            {
+                if (buffer.Length > limit)
+                {
+                    return null;
+                }
+                Array.Resize(ref buffer, Math.Min(buffer.Length * 2, limit + 1));
+            }
+            var n = await body.ReadAsync(buffer.AsMemory(length), cancellationToken);
+            if (n == 0)
+            {
+                return buffer.AsMemory(0, length);
+            }
+            length += n;
+            if (length > limit)
+            {
+                return null;
+            }
+        }
+    }
+}

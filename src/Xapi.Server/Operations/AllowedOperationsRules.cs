@@ -1,0 +1,37 @@
+using System.Collections.Frozen;
+using Xapi.Model;
+
+namespace Xapi.Server.Operations;
+
+/// <summary>How one class computes <c>allowed_operations</c> from an object's state and the operations in progress.</summary>
+public interface IAllowedOperationsRule
+{
+    ClassMeta Class { get; }
+
+    /// <param name="db">The transaction the recomputation runs in, for rules that look at related objects.</param>
+    /// <param name="values">The object's values as they will be stored.</param>
+    /// <param name="inProgress">The wire names of the operations in <c>current_operations</c>.</param>
+    IReadOnlyList<object?> Allowed(IRowReader db, string reference, IReadOnlyList<object?> values, IReadOnlyCollection<string> inProgress);
+}
+
+/// <summary>Until a class states its own rules: every operation when idle, none while one runs.</summary>
+public sealed class IdleAllowsAll(ClassMeta cls) : IAllowedOperationsRule
+{
+    public ClassMeta Class => cls;
+
+    public IReadOnlyList<object?> Allowed(IRowReader db, string reference, IReadOnlyList<object?> values, IReadOnlyCollection<string> inProgress) =>
+        inProgress.Count > 0 ? ValueSet.Empty : cls.AllowedOperationsField!.Type.Element!.EnumMeta.Values.Select(v => (object?)v).ToArray();
+}
+
+/// <summary>The per-class rules, one place to look them up.</summary>
+public sealed class AllowedOperationsRules
+{
+    private readonly FrozenDictionary<ClassMeta, IAllowedOperationsRule> _rules;
+
+    public AllowedOperationsRules(IEnumerable<IAllowedOperationsRule> rules) => _rules = rules.ToFrozenDictionary(r => r.Class);
+
+    public IAllowedOperationsRule For(ClassMeta cls) => _rules.TryGetValue(cls, out var rule) ? rule : new IdleAllowsAll(cls);
+
+    /// <summary>The rules this daemon applies.</summary>
+    public static AllowedOperationsRules Default() => new([new VmAllowedOperations()]);
+}

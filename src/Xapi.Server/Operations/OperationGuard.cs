@@ -1,0 +1,80 @@
+using Xapi.Database;
+using Xapi.Model;
+
+namespace Xapi.Server.Operations;
+
+/// <summary>
+/// The operation framework every lifecycle operation runs under: an operation on an object is
+/// registered as <c>task → op</c> in <c>current_operations</c> with <c>allowed_operations</c>
+/// recomputed, in one transaction, before it runs; removed and recomputed when it ends.
+/// Conflicting operations answer OTHER_OPERATION_IN_PROGRESS, blocked ones OPERATION_BLOCKED.
+/// </summary>
+public sealed class OperationGuard(XapiDatabase database, AllowedOperationsRules rules)
+{
+    /// <summary>Whether <paramref name="cls"/> tracks operations and knows <paramref name="operation"/>.</summary>
+    public static bool Tracks(ClassMeta cls, string operation) =>
+        cls.OperationsEnum is { } operations && operations.TryCanonical(operation, out _);
+
+    /// <summary>Registers the operation; it is durable, and seen by every reader, before this returns.</summary>
+    public async ValueTask<Scope> BeginAsync(ClassMeta cls, string reference, string operation, string operationRef, CancellationToken cancellationToken)
+    {
+        var scope = Begin(cls, reference, operation, operationRef, out var generation);
+        await database.WhenVisibleAsync(generation, cancellationToken).ConfigureAwait(false);
+        return scope;
+    }
+
+    public Scope Begin(ClassMeta cls, string reference, string operation, string operationRef) => Begin(cls, reference, operation, operationRef, out _);
+
+    private Scope Begin(ClassMeta cls, string reference, string operation, string operationRef, out long generation)
+    {
+        var current = cls.CurrentOperationsField!;
+        generation = database.Write(tx =>
+        {
+            var row = tx.Get(cls, reference);
+            if (cls.BlockedOperationsField is { } blocked && ((ValueMap)row[blocked]!).TryGetValue(operation, out var reason))
+            {
+                throw XenApiErrors.OperationBlocked(reference, (string?)reason ?? "");
+            }
+            var running = (ValueMap)row[current]!;
+            foreach (var (task, op) in running)
+            {
+                throw XenApiErrors.OtherOperationInProgress(cls.Name, reference, (string)op!, (string)task);
+            }
+            Recompute(tx, cls, reference, running.With(operationRef, operation));
+            return tx.Generation;
+        });
+        return new Scope(this, cls, reference, operationRef);
+    }
+
+    private void End(ClassMeta cls, string reference, string operationRef)
+    {
+        var current = cls.CurrentOperationsField!;
+        database.Write(tx =>
+        {
+            if (tx.TryGet(cls, reference, out var row))
+            {
+                Recompute(tx, cls, reference, ((ValueMap)row[current]!).Without(operationRef));
+            }
+        });
+    }
+
+    private void Recompute(Transaction tx, ClassMeta cls, string reference, ValueMap running)
+    {
+        var current = cls.CurrentOperationsField!;
+        var allowedField = cls.AllowedOperationsField;
+        tx.Update(cls, reference, values =>
+        {
+            values[current.Ordinal] = running;
+            if (allowedField is not null)
+            {
+                var inProgress = running.Values.Select(v => (string)v!).ToList();
+                values[allowedField.Ordinal] = rules.For(cls).Allowed(tx, reference, values, inProgress);
+            }
+        });
+    }
+
+    public readonly struct Scope(OperationGuard guard, ClassMeta cls, string reference, string operationRef) : IDisposable
+    {
+        public void Dispose() => guard.End(cls, reference, operationRef);
+    }
+}
