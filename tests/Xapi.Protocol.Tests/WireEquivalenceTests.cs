@@ -1,0 +1,151 @@
+using System.Buffers;
+using System.Text;
+using Xapi.Model;
+
+namespace Xapi.Protocol.Tests;
+
+/// <summary>
+/// The hand-written encoders against the reference writers, byte for byte, on values chosen to
+/// hit every escape, every type and every buffer boundary.
+/// </summary>
+public class WireEquivalenceTests
+{
+    private static readonly RpcRequest V1 = new("x", [], RpcDialect.JsonRpcV1, "17"u8.ToArray());
+    private static readonly RpcRequest V2 = new("x", [], RpcDialect.JsonRpcV2, "\"a\\\"b\""u8.ToArray());
+
+    // What the reference writers are given: the same value, rebuilt.
+    private static object? AsReference(object? value) => value switch
+    {
+        ValueMap map => new ValueMap(map.ToDictionary(kv => kv.Key, kv => AsReference(kv.Value))),
+        object?[] list => list.Select(AsReference).ToArray(),
+        List<object?> list => list.Select(AsReference).ToList(),
+        _ => value,
+    };
+
+    private static void AssertSame(object? value, Func<IBufferWriter<byte>>? newBuffer = null)
+    {
+        newBuffer ??= () => new ArrayBufferWriter<byte>();
+        var reference = AsReference(value);
+        Assert.Multiple(() =>
+        {
+            Assert.That(Xml(value, newBuffer()), Is.EqualTo(Xml(reference, null)), "XML-RPC");
+            Assert.That(Json(V1, value, newBuffer()), Is.EqualTo(Json(V1, reference, null)), "JSON-RPC v1");
+            Assert.That(Json(V2, value, newBuffer()), Is.EqualTo(Json(V2, reference, null)), "JSON-RPC v2");
+        });
+    }
+
+    private static string Xml(object? value, IBufferWriter<byte>? output)
+    {
+        if (output is null)
+        {
+            var buffer = new ArrayBufferWriter<byte>();
+            ReferenceXmlRpc.WriteSuccess(buffer, value);
+            return Hex(buffer.WrittenSpan);
+        }
+        XmlRpcWriter.WriteSuccess(output, value);
+        return Written(output);
+    }
+
+    private static string Json(RpcRequest request, object? value, IBufferWriter<byte>? output)
+    {
+        if (output is null)
+        {
+            var buffer = new ArrayBufferWriter<byte>();
+            ReferenceJsonRpc.WriteSuccess(buffer, request, value);
+            return Hex(buffer.WrittenSpan);
+        }
+        JsonRpc.WriteSuccess(output, request, value);
+        return Written(output);
+    }
+
+    private static string Written(IBufferWriter<byte> output) => output switch
+    {
+        ArrayBufferWriter<byte> array => Hex(array.WrittenSpan),
+        _ => throw new ArgumentException("unknown buffer"),
+    };
+
+    // Text where it decodes, so a failure shows where; hex keeps invalid UTF-8 comparable.
+    private static string Hex(ReadOnlySpan<byte> bytes) => Encoding.UTF8.GetString(bytes) + "|" + Convert.ToHexString(bytes);
+
+    [Test]
+    public void Every_utf16_code_unit_alone_and_between_ascii_is_encoded_as_before()
+    {
+        var alone = new List<object?>();
+        var between = new List<object?>();
+        for (var c = 0; c <= char.MaxValue; c++)
+        {
+            alone.Add(((char)c).ToString());
+            between.Add($"a{(char)c}b");
+        }
+        AssertSame(alone.ToArray());
+        AssertSame(between.ToArray());
+    }
+
+    [Test]
+    public void Surrogate_pairs_and_lone_surrogates_are_encoded_as_before() =>
+        AssertSame(new object?[] { "😀", "x\uD83D", "\uDE00x", "\uD83D\uD83D\uDE00", "a\uDE00<\uD800>&\r\n\"\\\u007F\u0080\u2028\uFFFE\uFEFF" });
+
+    [Test]
+    public void Scalars_are_encoded_as_before()
+    {
+        AssertSame(new object?[]
+        {
+            null, "", 0L, -1L, long.MinValue, long.MaxValue, 0, int.MinValue, int.MaxValue, true, false,
+            0.0, -0.0, 1.0, 0.1, 1e20, 1e-300, double.Epsilon, double.MaxValue, Math.PI, double.NaN, double.PositiveInfinity, double.NegativeInfinity,
+            new DateTime(1, 1, 1, 0, 0, 0, DateTimeKind.Utc), new DateTime(9999, 12, 31, 23, 59, 59, DateTimeKind.Utc),
+            new DateTime(2012, 3, 4, 5, 6, 7, 890, DateTimeKind.Utc), new DateTime(2012, 3, 4, 5, 6, 7, DateTimeKind.Unspecified),
+            new DateTime(2012, 3, 4, 5, 6, 7, DateTimeKind.Local), XType.Epoch,
+            Array.Empty<byte>(), new byte[] { 0, 1, 2, 250, 251, 252, 253, 254, 255 },
+            ValueMap.Empty, ValueSet.Empty, new[] { "a", null, "<&>" },
+            new Dictionary<string, object?> { ["k\"<"] = 1L, ["é"] = null },
+            new ValueMap(new Dictionary<object, object?> { [1L] = "one", [true] = 2.5, ["s"] = new object?[] { 3L } }),
+        });
+        AssertSame("top level string");
+        AssertSame(null);
+        AssertSame(42);
+    }
+
+    [Test]
+    public void Long_strings_and_many_values_cross_buffer_boundaries_as_before()
+    {
+        var items = new Dictionary<object, object?>();
+        for (var i = 0; i < 5_000; i++)
+        {
+            items[$"key{i}"] = new object?[] { i % 3 == 0 ? "é<" : "plain", (long)i, i % 2 == 0, XType.Epoch.AddDays(i) };
+        }
+        items["long1"] = new string('x', 300_000) + "<é>" + new string('y', 70_000);
+        items["long2"] = string.Concat(Enumerable.Repeat("ab😀\"", 50_000));
+        AssertSame(new ValueMap(items));
+    }
+
+    [TestCase(997)]
+    [TestCase(998)]
+    [TestCase(999)]
+    [TestCase(1000)]
+    public void Json_nesting_is_refused_at_the_same_depth_as_before(int depth)
+    {
+        object? value = "leaf";
+        for (var i = 0; i < depth; i++)
+        {
+            value = i % 2 == 0 ? new object?[] { value } : new ValueMap(new Dictionary<object, object?> { ["k"] = value });
+        }
+        string Outcome(Action write)
+        {
+            try
+            {
+                write();
+                return "written";
+            }
+            catch (InvalidOperationException)
+            {
+                return "refused";
+            }
+        }
+        Assert.That(Outcome(() => JsonRpc.WriteSuccess(new ArrayBufferWriter<byte>(), V2, value)),
+            Is.EqualTo(Outcome(() => ReferenceJsonRpc.WriteSuccess(new ArrayBufferWriter<byte>(), V2, value))));
+        if (depth < 999)
+        {
+            AssertSame(value);
+        }
+    }
+}
