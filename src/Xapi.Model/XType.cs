@@ -252,7 +252,7 @@ public sealed class XType
         int i => i.ToString(CultureInfo.InvariantCulture),
         double d => d.ToString("R", CultureInfo.InvariantCulture),
         DateTime dt => DateTimeFormat.Format(dt),
-        ValueMap m => string.Join("; ", m.Select(kv => $"{ToDisplayString(kv.Key)}: {ToDisplayString(kv.Value)}")),
+        IReadOnlyDictionary<object, object?> m => string.Join("; ", m.Select(kv => $"{ToDisplayString(kv.Key)}: {ToDisplayString(kv.Value)}")),
         IReadOnlyList<object?> list => string.Join("; ", list.Select(ToDisplayString)),
         _ => value.ToString() ?? "",
     };

@@ -231,6 +231,16 @@ public static class JsonRpc
             case byte[] bytes:
                 writer.WriteBase64StringValue(bytes);
                 break;
+            case RecordValue record:
+                writer.WriteStartObject();
+                var fields = record.Class.Fields;
+                for (var i = 0; i < fields.Count; i++)
+                {
+                    writer.WritePropertyName(fields[i].Name);
+                    WriteValue(writer, record.FieldValues[i]);
+                }
+                writer.WriteEndObject();
+                break;
             case ValueMap map:
                 writer.WriteStartObject();
                 foreach (var (k, v) in map)
@@ -315,6 +325,20 @@ public static class JsonRpc
             case byte[] bytes:
                 WriteThroughJsonWriter(ref output, bytes);
                 break;
+            case RecordValue record:
+            {
+                CheckDepth(depth);
+                var names = RecordTags.For(record.Class).JsonNames;
+                var values = record.FieldValues;
+                output.Write((byte)'{');
+                for (var i = 0; i < values.Length; i++)
+                {
+                    output.Write(names[i]);
+                    WriteValue(ref output, values[i], depth + 1);
+                }
+                output.Write((byte)'}');
+                break;
+            }
             case ValueMap map:
             {
                 CheckDepth(depth);

@@ -109,6 +109,9 @@ public static class XmlRpcWriter
                 output.WriteUtf8(Convert.ToBase64String(bytes));
                 output.Write("</base64></value>"u8);
                 break;
+            case RecordValue record:
+                WriteRecord(ref output, record);
+                break;
             case ValueMap map:
                 output.Write("<value><struct>"u8);
                 foreach (var (k, v) in map)
@@ -153,6 +156,19 @@ public static class XmlRpcWriter
             default:
                 throw new InvalidOperationException($"cannot encode a {value.GetType().Name} as XML-RPC");
         }
+    }
+
+    private static void WriteRecord(ref Utf8Sink output, RecordValue record)
+    {
+        var tags = RecordTags.For(record.Class).XmlMembers;
+        var values = record.FieldValues;
+        output.Write("<value><struct>"u8);
+        for (var i = 0; i < values.Length; i++)
+        {
+            output.Write(tags[i]);
+            WriteValue(ref output, values[i]);
+        }
+        output.Write(values.Length == 0 ? "</struct></value>"u8 : "</member></struct></value>"u8);
     }
 
     private static void WriteMember(ref Utf8Sink output, string name, object? value)

@@ -9,6 +9,7 @@ namespace Xapi.Protocol.Tests;
 
 // The writers as they were before records were encoded by hand (commit 4b5075b), kept as the
 // reference the wire format is compared against: the output must not change by a byte.
+// Records are given to them as the field-name dictionaries they were then.
 internal static class ReferenceXmlRpc
 {
     private static ReadOnlySpan<byte> ResponseStart => "<?xml version=\"1.0\"?><methodResponse><params><param><value><struct>"u8;

@@ -13,9 +13,10 @@ public class WireEquivalenceTests
     private static readonly RpcRequest V1 = new("x", [], RpcDialect.JsonRpcV1, "17"u8.ToArray());
     private static readonly RpcRequest V2 = new("x", [], RpcDialect.JsonRpcV2, "\"a\\\"b\""u8.ToArray());
 
-    // What the reference writers are given: the same value, rebuilt.
+    // Records reached the old writers as field-name dictionaries.
     private static object? AsReference(object? value) => value switch
     {
+        RecordValue record => new ValueMap(record.ToDictionary(kv => kv.Key, kv => AsReference(kv.Value))),
         ValueMap map => new ValueMap(map.ToDictionary(kv => kv.Key, kv => AsReference(kv.Value))),
         object?[] list => list.Select(AsReference).ToArray(),
         List<object?> list => list.Select(AsReference).ToList(),
@@ -106,6 +107,54 @@ public class WireEquivalenceTests
     }
 
     [Test]
+    public void Records_of_every_class_are_encoded_as_before()
+    {
+        var random = new Random(20240611);
+        foreach (var cls in ApiSchema.Classes)
+        {
+            AssertSame(RandomRecord(random, cls));
+        }
+    }
+
+    [Test]
+    public void Large_replies_of_records_match_across_buffer_boundaries()
+    {
+        var random = new Random(7);
+        var vm = ApiSchema.Class("VM");
+        var records = new Dictionary<object, object?>();
+        for (var i = 0; i < 300; i++)
+        {
+            records[$"OpaqueRef:{i}"] = RandomRecord(random, vm);
+        }
+        var long1 = new string('x', 300_000) + "<é>" + new string('y', 70_000);
+        var long2 = string.Concat(Enumerable.Repeat("ab😀\"", 50_000));
+        var value = new ValueMap(new Dictionary<object, object?> { ["records"] = new ValueMap(records), ["long1"] = long1, ["long2"] = long2 });
+        AssertSame(value);
+    }
+
+    [Test]
+    public void Event_batches_holding_records_are_encoded_as_before()
+    {
+        var random = new Random(3);
+        var events = ApiSchema.Classes.Take(20).Select((cls, i) => (object?)new ValueMap(new Dictionary<object, object?>
+        {
+            ["id"] = i.ToString(System.Globalization.CultureInfo.InvariantCulture),
+            ["timestamp"] = "1718000000.123000",
+            ["class"] = cls.EventName,
+            ["operation"] = "add",
+            ["ref"] = "OpaqueRef:" + i,
+            ["obj_uuid"] = Guid.NewGuid().ToString(),
+            ["snapshot"] = RandomRecord(random, cls),
+        })).ToList();
+        AssertSame(new ValueMap(new Dictionary<object, object?>
+        {
+            ["events"] = events,
+            ["valid_ref_counts"] = new ValueMap(new Dictionary<object, object?> { ["vm"] = 3 }),
+            ["token"] = "00000000000000000001,00000000000000000000",
+        }));
+    }
+
+    [Test]
     public void Long_strings_and_many_values_cross_buffer_boundaries_as_before()
     {
         var items = new Dictionary<object, object?>();
@@ -148,4 +197,62 @@ public class WireEquivalenceTests
             AssertSame(value);
         }
     }
+
+    [Test]
+    public void Records_read_as_maps_keyed_by_field_name()
+    {
+        var vm = ApiSchema.Class("VM");
+        var record = RandomRecord(new Random(1), vm);
+        var asMap = (IReadOnlyDictionary<object, object?>)record;
+        Assert.Multiple(() =>
+        {
+            Assert.That(asMap.Keys, Is.EqualTo(vm.Fields.Select(f => f.Name)));
+            Assert.That(asMap["name_label"], Is.SameAs(record.FieldValues[vm.FieldsByName["name_label"].Ordinal]));
+            Assert.That(asMap.Count, Is.EqualTo(vm.Fields.Count));
+            Assert.That(asMap.ContainsKey("no_such_field"), Is.False);
+            Assert.That(asMap.TryGetValue(1L, out _), Is.False);
+            Assert.Throws<KeyNotFoundException>(() => _ = asMap["no_such_field"]);
+            Assert.That(XType.ToDisplayString(record), Is.EqualTo(XType.ToDisplayString(AsReference(record))));
+        });
+    }
+
+    private static RecordValue RandomRecord(Random random, ClassMeta cls)
+    {
+        var values = new object?[cls.Fields.Count];
+        for (var i = 0; i < values.Length; i++)
+        {
+            values[i] = RandomValue(random, cls.Fields[i].Type, 0);
+        }
+        return new RecordValue(cls, values);
+    }
+
+    private static readonly string[] Pieces =
+        ["", "a", "OpaqueRef:NULL", "<", ">", "&", "\r", "\n", "\t", "\"", "\\", "'", "/", "+", "`", "\u0000", "\u001F", "\u007F", "é", "日本", "😀", "\uD800", "\u2028", " "];
+
+    private static string RandomString(Random random)
+    {
+        var builder = new StringBuilder();
+        for (var n = random.Next(0, 6); n > 0; n--)
+        {
+            builder.Append(random.Next(3) == 0 ? Pieces[random.Next(Pieces.Length)] : "plain-" + random.Next(1000));
+        }
+        return builder.ToString();
+    }
+
+    private static object? RandomValue(Random random, XType type, int depth) => type.Kind switch
+    {
+        XTypeKind.String or XTypeKind.Ref => RandomString(random),
+        XTypeKind.Enum => type.EnumMeta.Values[random.Next(type.EnumMeta.Values.Count)],
+        XTypeKind.Int => (long)random.NextInt64(long.MinValue, long.MaxValue) >> random.Next(64),
+        XTypeKind.Float => random.Next(10) == 0 ? double.NaN : random.NextDouble() * Math.Pow(10, random.Next(-20, 20)),
+        XTypeKind.Bool => random.Next(2) == 0,
+        XTypeKind.DateTime => XType.Epoch.AddSeconds(random.NextInt64(0, 4_000_000_000)),
+        XTypeKind.Option => random.Next(3) == 0 ? null : RandomValue(random, type.Element!, depth),
+        XTypeKind.Set => Enumerable.Range(0, random.Next(0, 4)).Select(_ => RandomValue(random, type.Element!, depth + 1)).ToArray(),
+        XTypeKind.Map => new ValueMap(Enumerable.Range(0, random.Next(0, 4))
+            .Select(_ => (Key: RandomValue(random, type.Key!, depth + 1)!, Value: RandomValue(random, type.Element!, depth + 1)))
+            .DistinctBy(p => p.Key).ToDictionary(p => p.Key, p => p.Value)),
+        XTypeKind.Record when depth < 2 && ApiSchema.ClassesByName.TryGetValue(type.Name!, out var inner) => RandomRecord(random, inner),
+        _ => null,
+    };
 }

@@ -215,7 +215,7 @@ public sealed class EventMessages(XapiDatabase database, EventHub hub, SessionMa
     }
 
     // event.from's records carry the id as a string, event.next's as an int, as real servers do.
-    private static ValueMap Event(long generation, ClassMeta cls, string operation, string reference, string uuid, ValueMap? snapshot, bool idAsString)
+    private static ValueMap Event(long generation, ClassMeta cls, string operation, string reference, string uuid, RecordValue? snapshot, bool idAsString)
     {
         var items = new Dictionary<object, object?>
         {
