@@ -62,6 +62,7 @@ public class WireEquivalenceTests
     private static string Written(IBufferWriter<byte> output) => output switch
     {
         ArrayBufferWriter<byte> array => Hex(array.WrittenSpan),
+        PooledBufferWriter pooled => Hex(pooled.ToArray()),
         _ => throw new ArgumentException("unknown buffer"),
     };
 
@@ -117,7 +118,7 @@ public class WireEquivalenceTests
     }
 
     [Test]
-    public void Large_replies_of_records_match_across_buffer_boundaries()
+    public void Large_replies_match_across_buffer_boundaries_in_pooled_buffers()
     {
         var random = new Random(7);
         var vm = ApiSchema.Class("VM");
@@ -129,6 +130,7 @@ public class WireEquivalenceTests
         var long1 = new string('x', 300_000) + "<é>" + new string('y', 70_000);
         var long2 = string.Concat(Enumerable.Repeat("ab😀\"", 50_000));
         var value = new ValueMap(new Dictionary<object, object?> { ["records"] = new ValueMap(records), ["long1"] = long1, ["long2"] = long2 });
+        AssertSame(value, () => new PooledBufferWriter());
         AssertSame(value);
     }
 
@@ -213,6 +215,35 @@ public class WireEquivalenceTests
             Assert.That(asMap.TryGetValue(1L, out _), Is.False);
             Assert.Throws<KeyNotFoundException>(() => _ = asMap["no_such_field"]);
             Assert.That(XType.ToDisplayString(record), Is.EqualTo(XType.ToDisplayString(AsReference(record))));
+        });
+    }
+
+    [Test]
+    public void Pooled_buffers_hand_back_what_was_written_in_order()
+    {
+        using var pooled = new PooledBufferWriter();
+        var expected = new List<byte>();
+        var random = new Random(5);
+        for (var i = 0; i < 2_000; i++)
+        {
+            var size = random.Next(0, i % 100 == 0 ? 200_000 : 3_000);
+            var span = pooled.GetSpan(size);
+            Assert.That(span.Length, Is.GreaterThanOrEqualTo(Math.Max(size, 1)));
+            var used = random.Next(0, size + 1);
+            for (var j = 0; j < used; j++)
+            {
+                span[j] = (byte)(i + j);
+                expected.Add((byte)(i + j));
+            }
+            pooled.Advance(used);
+        }
+        var copy = new ArrayBufferWriter<byte>();
+        pooled.CopyTo(copy);
+        Assert.Multiple(() =>
+        {
+            Assert.That(pooled.WrittenCount, Is.EqualTo(expected.Count));
+            Assert.That(pooled.ToArray(), Is.EqualTo(expected.ToArray()));
+            Assert.That(copy.WrittenSpan.ToArray(), Is.EqualTo(expected.ToArray()));
         });
     }
 
