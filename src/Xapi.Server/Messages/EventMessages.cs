@@ -217,10 +217,10 @@ public sealed class EventMessages(XapiDatabase database, EventHub hub, SessionMa
     // event.from's records carry the id as a string, event.next's as an int, as real servers do.
     private static ValueMap Event(long generation, ClassMeta cls, string operation, string reference, string uuid, RecordValue? snapshot, bool idAsString)
     {
-        var items = new Dictionary<object, object?>
+        var items = new Dictionary<object, object?>(7)
         {
             ["id"] = idAsString ? generation.ToString(CultureInfo.InvariantCulture) : generation,
-            ["timestamp"] = (DateTimeOffset.UtcNow.ToUnixTimeMilliseconds() / 1000.0).ToString("F6", CultureInfo.InvariantCulture),
+            ["timestamp"] = Timestamp(),
             ["class"] = cls.EventName,
             ["operation"] = operation,
             ["ref"] = reference,
@@ -231,6 +231,21 @@ public sealed class EventMessages(XapiDatabase database, EventHub hub, SessionMa
             items["snapshot"] = snapshot;
         }
         return new ValueMap(items);
+    }
+
+    // Formatting the time was a third of building an event, and a dump's events share a millisecond.
+    [ThreadStatic]
+    private static (long Milliseconds, string Text)? t_timestamp;
+
+    private static string Timestamp()
+    {
+        var now = DateTimeOffset.UtcNow.ToUnixTimeMilliseconds();
+        if (t_timestamp is not { } last || last.Milliseconds != now)
+        {
+            last = (now, (now / 1000.0).ToString("F6", CultureInfo.InvariantCulture));
+            t_timestamp = last;
+        }
+        return last.Text;
     }
 
     private static ValueMap Batch(DbSnapshot snapshot, List<Subscription> subscriptions, List<object?> events)
