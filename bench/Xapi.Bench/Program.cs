@@ -66,6 +66,9 @@ var cases = new List<(string Name, string Path, string ContentType, byte[] Body)
     ("VM.get_record      JSON-RPC", "/jsonrpc", "application/json", JsonCall("VM.get_record", session, vm)),
     ("VM.get_all_records XML-RPC ", "/", "text/xml", XmlCall("VM.get_all_records", session)),
     ("VM.get_all_records JSON-RPC", "/jsonrpc", "application/json", JsonCall("VM.get_all_records", session)),
+    // What XenCenter and Xen Orchestra call on connect: every object as an "add" event.
+    ("event.from dump    XML-RPC ", "/", "text/xml", XmlCall("event.from", session, new object?[] { "*" }, "", 30.0)),
+    ("event.from dump    JSON-RPC", "/jsonrpc", "application/json", JsonCall("event.from", session, new object?[] { "*" }, "", 30.0)),
 };
 
 using var http = new HttpClient(new SocketsHttpHandler { MaxConnectionsPerServer = concurrency, PooledConnectionLifetime = Timeout.InfiniteTimeSpan });

@@ -102,7 +102,7 @@ public sealed class DbSnapshot : IRowReader
     {
         if (field.ManyOf is not null && RelationIndex.ForManyField(field) is { } relation)
         {
-            return Relations[relation.Ordinal].TryGetValue(row.Ref, out var children) ? children.ToArray<object?>() : ValueSet.Empty;
+            return Children(relation, row.Ref);
         }
         return row.Values[field.Ordinal];
     }
@@ -119,19 +119,39 @@ public sealed class DbSnapshot : IRowReader
     public IEnumerable<(string Ref, IReadOnlyList<object?> Values)> AllRowValues(ClassMeta cls) => All(cls).Select(static r => (r.Ref, r.Values));
 
     public IReadOnlyList<object?> ManyField(FieldMeta field, string reference) =>
-        RelationIndex.ForManyField(field) is { } relation && Relations[relation.Ordinal].TryGetValue(reference, out var children)
-            ? children.ToArray<object?>()
-            : ValueSet.Empty;
+        RelationIndex.ForManyField(field) is { } relation ? Children(relation, reference) : ValueSet.Empty;
 
-    /// <summary>The record as clients see it: field name → value, computed fields included.</summary>
-    public ValueMap ToRecord(Row row)
+    private IReadOnlyList<object?> Children(RelationIndex relation, string parent)
     {
-        var fields = row.Class.Fields;
-        var items = new Dictionary<object, object?>(fields.Count);
-        for (var i = 0; i < fields.Count; i++)
+        var index = Relations[relation.Ordinal];
+        // Many relations (crash dumps, VUSBs, ...) have no rows at all; skip hashing the ref for them.
+        if (index.IsEmpty || !index.TryGetValue(parent, out var children))
         {
-            items[fields[i].Name] = GetField(row, fields[i]);
+            return ValueSet.Empty;
         }
-        return new ValueMap(items);
+        var result = new object?[children.Count];
+        var i = 0;
+        foreach (var child in children)
+        {
+            result[i++] = child;
+        }
+        return result;
+    }
+
+    /// <summary>The record as clients see it: every field in datamodel order, computed fields included.</summary>
+    public RecordValue ToRecord(Row row)
+    {
+        var relations = RelationIndex.ForParentClass(row.Class);
+        if (relations.Count == 0)
+        {
+            // Rows never change their values array, so the record can share it.
+            return new RecordValue(row.Class, (object?[])row.Values);
+        }
+        var values = row.CopyValues();
+        for (var i = 0; i < relations.Count; i++)
+        {
+            values[relations[i].ManyField.Ordinal] = Children(relations[i], row.Ref);
+        }
+        return new RecordValue(row.Class, values);
     }
 }

@@ -32,7 +32,13 @@ public sealed class RelationIndex
     private static readonly FrozenDictionary<ClassMeta, RelationIndex[]> ByChildClass =
         All.GroupBy(r => r.PointerField.Owner).ToFrozenDictionary(g => g.Key, g => g.ToArray());
 
+    private static readonly FrozenDictionary<ClassMeta, RelationIndex[]> ByParentClass =
+        All.GroupBy(r => r.ManyField.Owner).ToFrozenDictionary(g => g.Key, g => g.ToArray());
+
     public static RelationIndex? ForManyField(FieldMeta field) => ByManyField.GetValueOrDefault(field);
+
+    /// <summary>The relations whose computed "many" side is a field of <paramref name="cls"/>.</summary>
+    public static IReadOnlyList<RelationIndex> ForParentClass(ClassMeta cls) => ByParentClass.GetValueOrDefault(cls) ?? [];
 
     public static IReadOnlyList<RelationIndex> ForChildClass(ClassMeta cls) => ByChildClass.GetValueOrDefault(cls) ?? [];
 

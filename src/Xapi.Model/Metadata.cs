@@ -226,6 +226,8 @@ public sealed class ClassMeta
     public ClassMeta(string name, Lifecycle lifecycle, FieldMeta[] fields, MessageMeta[] messages)
     {
         Name = name;
+        // Kept rather than computed on each read: an event.from dump reads it once per object.
+        EventName = name.ToLowerInvariant();
         Lifecycle = lifecycle;
         Fields = fields;
         Messages = messages;
@@ -252,7 +254,7 @@ public sealed class ClassMeta
     public string Name { get; }
 
     /// <summary>Lower-case name as events and <c>valid_ref_counts</c> spell it.</summary>
-    public string EventName => Name.ToLowerInvariant();
+    public string EventName { get; }
 
     public Lifecycle Lifecycle { get; }
 

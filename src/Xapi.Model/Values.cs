@@ -54,9 +54,12 @@ public sealed class ValueMap : IReadOnlyDictionary<object, object?>
         return new ValueMap(copy);
     }
 
-    public IEnumerator<KeyValuePair<object, object?>> GetEnumerator() => _items.GetEnumerator();
+    // The struct enumerator: encoding a reply walks thousands of maps, and a boxed enumerator each added up.
+    public Dictionary<object, object?>.Enumerator GetEnumerator() => _items.GetEnumerator();
 
-    System.Collections.IEnumerator System.Collections.IEnumerable.GetEnumerator() => GetEnumerator();
+    IEnumerator<KeyValuePair<object, object?>> IEnumerable<KeyValuePair<object, object?>>.GetEnumerator() => _items.GetEnumerator();
+
+    System.Collections.IEnumerator System.Collections.IEnumerable.GetEnumerator() => _items.GetEnumerator();
 }
 
 public static class ValueSet

@@ -252,7 +252,7 @@ public sealed class XType
         int i => i.ToString(CultureInfo.InvariantCulture),
         double d => d.ToString("R", CultureInfo.InvariantCulture),
         DateTime dt => DateTimeFormat.Format(dt),
-        ValueMap m => string.Join("; ", m.Select(kv => $"{ToDisplayString(kv.Key)}: {ToDisplayString(kv.Value)}")),
+        IReadOnlyDictionary<object, object?> m => string.Join("; ", m.Select(kv => $"{ToDisplayString(kv.Key)}: {ToDisplayString(kv.Value)}")),
         IReadOnlyList<object?> list => string.Join("; ", list.Select(ToDisplayString)),
         _ => value.ToString() ?? "",
     };
@@ -268,6 +268,38 @@ public static class DateTimeFormat
 
     public static string Format(DateTime value) =>
         value.ToUniversalTime().ToString("yyyyMMdd'T'HH:mm:ss'Z'", CultureInfo.InvariantCulture);
+
+    /// <summary>The length of what <see cref="Format"/> and <see cref="Write"/> produce.</summary>
+    public const int Length = 18;
+
+    /// <summary>
+    /// <see cref="Format"/> as ASCII bytes into the first <see cref="Length"/> bytes of
+    /// <paramref name="destination"/>, without a string: replies carry thousands of datetimes.
+    /// </summary>
+    public static void Write(DateTime value, Span<byte> destination)
+    {
+        var utc = value.ToUniversalTime();
+        var d = destination[..Length];
+        Digits(d[..4], utc.Year);
+        Digits(d.Slice(4, 2), utc.Month);
+        Digits(d.Slice(6, 2), utc.Day);
+        d[8] = (byte)'T';
+        Digits(d.Slice(9, 2), utc.Hour);
+        d[11] = (byte)':';
+        Digits(d.Slice(12, 2), utc.Minute);
+        d[14] = (byte)':';
+        Digits(d.Slice(15, 2), utc.Second);
+        d[17] = (byte)'Z';
+    }
+
+    private static void Digits(Span<byte> destination, int value)
+    {
+        for (var i = destination.Length - 1; i >= 0; i--)
+        {
+            destination[i] = (byte)('0' + value % 10);
+            value /= 10;
+        }
+    }
 
     public static bool TryParse(string text, out DateTime value)
     {

@@ -71,6 +71,13 @@ public static class XmlRpcWriter
 
     public static void WriteValue(IBufferWriter<byte> output, object? value)
     {
+        var sink = new Utf8Sink(output);
+        WriteValue(ref sink, value);
+        sink.Flush();
+    }
+
+    private static void WriteValue(ref Utf8Sink output, object? value)
+    {
         switch (value)
         {
             case null:
@@ -78,17 +85,17 @@ public static class XmlRpcWriter
                 break;
             case string s:
                 output.Write("<value>"u8);
-                WriteEscaped(output, s);
+                WriteEscaped(ref output, s);
                 output.Write("</value>"u8);
                 break;
             case long l:
                 output.Write("<value>"u8);
-                WriteFormatted(output, l);
+                WriteFormatted(ref output, l);
                 output.Write("</value>"u8);
                 break;
             case int i:
                 output.Write("<value><i4>"u8);
-                WriteFormatted(output, i);
+                WriteFormatted(ref output, i);
                 output.Write("</i4></value>"u8);
                 break;
             case bool b:
@@ -96,32 +103,45 @@ public static class XmlRpcWriter
                 break;
             case double d:
                 output.Write("<value><double>"u8);
-                WriteAscii(output, FormatDouble(d));
+                output.WriteUtf8(FormatDouble(d));
                 output.Write("</double></value>"u8);
                 break;
             case DateTime dt:
                 output.Write("<value><dateTime.iso8601>"u8);
-                WriteAscii(output, DateTimeFormat.Format(dt));
+                DateTimeFormat.Write(dt, output.GetSpan(DateTimeFormat.Length));
+                output.Advance(DateTimeFormat.Length);
                 output.Write("</dateTime.iso8601></value>"u8);
                 break;
             case byte[] bytes:
                 output.Write("<value><base64>"u8);
-                WriteAscii(output, Convert.ToBase64String(bytes));
+                output.WriteUtf8(Convert.ToBase64String(bytes));
                 output.Write("</base64></value>"u8);
+                break;
+            case RecordValue record:
+                WriteRecord(ref output, record);
                 break;
             case ValueMap map:
                 output.Write("<value><struct>"u8);
                 foreach (var (k, v) in map)
                 {
-                    WriteMember(output, XType.ToDisplayString(k), v);
+                    WriteMember(ref output, k as string ?? XType.ToDisplayString(k), v);
                 }
                 output.Write("</struct></value>"u8);
+                break;
+            case object?[] array:
+                // Sets are arrays: an exact type test spares the interface casts below.
+                output.Write("<value><array><data>"u8);
+                foreach (var item in array)
+                {
+                    WriteValue(ref output, item);
+                }
+                output.Write("</data></array></value>"u8);
                 break;
             case IEnumerable<KeyValuePair<string, object?>> dict:
                 output.Write("<value><struct>"u8);
                 foreach (var (k, v) in dict)
                 {
-                    WriteMember(output, k, v);
+                    WriteMember(ref output, k, v);
                 }
                 output.Write("</struct></value>"u8);
                 break;
@@ -129,7 +149,7 @@ public static class XmlRpcWriter
                 output.Write("<value><array><data>"u8);
                 for (var i = 0; i < list.Count; i++)
                 {
-                    WriteValue(output, list[i]);
+                    WriteValue(ref output, list[i]);
                 }
                 output.Write("</data></array></value>"u8);
                 break;
@@ -137,7 +157,7 @@ public static class XmlRpcWriter
                 output.Write("<value><array><data>"u8);
                 foreach (var s in strings)
                 {
-                    WriteValue(output, s);
+                    WriteValue(ref output, s);
                 }
                 output.Write("</data></array></value>"u8);
                 break;
@@ -146,12 +166,25 @@ public static class XmlRpcWriter
         }
     }
 
-    private static void WriteMember(IBufferWriter<byte> output, string name, object? value)
+    private static void WriteRecord(ref Utf8Sink output, RecordValue record)
+    {
+        var tags = RecordTags.For(record.Class).XmlMembers;
+        var values = record.FieldValues;
+        output.Write("<value><struct>"u8);
+        for (var i = 0; i < values.Length; i++)
+        {
+            output.Write(tags[i]);
+            WriteValue(ref output, values[i]);
+        }
+        output.Write(values.Length == 0 ? "</struct></value>"u8 : "</member></struct></value>"u8);
+    }
+
+    private static void WriteMember(ref Utf8Sink output, string name, object? value)
     {
         output.Write("<member><name>"u8);
-        WriteEscaped(output, name);
+        WriteEscaped(ref output, name);
         output.Write("</name>"u8);
-        WriteValue(output, value);
+        WriteValue(ref output, value);
         output.Write("</member>"u8);
     }
 
@@ -165,52 +198,39 @@ public static class XmlRpcWriter
         return d.ToString("G16", CultureInfo.InvariantCulture).Replace("E", "e", StringComparison.Ordinal);
     }
 
-    private static void WriteFormatted(IBufferWriter<byte> output, long value)
+    private static void WriteFormatted(ref Utf8Sink output, long value)
     {
-        var span = output.GetSpan(20);
-        Utf8Formatter.TryFormat(value, span, out var written);
+        Utf8Formatter.TryFormat(value, output.GetSpan(20), out var written);
         output.Advance(written);
     }
 
-    private static void WriteAscii(IBufferWriter<byte> output, string text)
+    private static readonly SearchValues<char> Escaped = SearchValues.Create("<>&\r");
+
+    /// <summary>The element's text: what XenAPI escapes, escaped; everything else as UTF-8.</summary>
+    internal static void WriteEscaped(ref Utf8Sink output, string text)
     {
-        var span = output.GetSpan(text.Length);
-        var n = Encoding.ASCII.GetBytes(text, span);
-        output.Advance(n);
+        var rest = text.AsSpan();
+        int next;
+        // Most strings have nothing to escape; one vectorised search tells.
+        while ((next = rest.IndexOfAny(Escaped)) >= 0)
+        {
+            output.WriteUtf8(rest[..next]);
+            output.Write(rest[next] switch
+            {
+                '<' => "&lt;"u8,
+                '>' => "&gt;"u8,
+                '&' => "&amp;"u8,
+                _ => "&#13;"u8,
+            });
+            rest = rest[(next + 1)..];
+        }
+        output.WriteUtf8(rest);
     }
 
     private static void WriteEscaped(IBufferWriter<byte> output, string text)
     {
-        var start = 0;
-        for (var i = 0; i < text.Length; i++)
-        {
-            var replacement = text[i] switch
-            {
-                '<' => "&lt;",
-                '>' => "&gt;",
-                '&' => "&amp;",
-                '\r' => "&#13;",
-                _ => null,
-            };
-            if (replacement is null)
-            {
-                continue;
-            }
-            WriteUtf8(output, text.AsSpan(start, i - start));
-            WriteAscii(output, replacement);
-            start = i + 1;
-        }
-        WriteUtf8(output, text.AsSpan(start));
-    }
-
-    private static void WriteUtf8(IBufferWriter<byte> output, ReadOnlySpan<char> text)
-    {
-        if (text.IsEmpty)
-        {
-            return;
-        }
-        var span = output.GetSpan(Encoding.UTF8.GetMaxByteCount(text.Length));
-        var n = Encoding.UTF8.GetBytes(text, span);
-        output.Advance(n);
+        var sink = new Utf8Sink(output);
+        WriteEscaped(ref sink, text);
+        sink.Flush();
     }
 }

@@ -108,6 +108,24 @@ public class DatabaseTests
     }
 
     [Test]
+    public void Records_hold_every_field_in_datamodel_order_computed_sides_included()
+    {
+        var db = new XapiDatabase();
+        var vm = CreateVm(db, "one");
+        var vbds = db.Write(tx => Enumerable.Range(0, 3).Select(_ => tx.Create(Vbd, new Dictionary<string, object?> { ["VM"] = vm.Ref }).Ref).ToList());
+        var snapshot = db.Snapshot;
+        var row = snapshot.Get(Vm, vm.Ref);
+        var record = snapshot.ToRecord(row);
+        Assert.Multiple(() =>
+        {
+            Assert.That(record.Keys, Is.EqualTo(Vm.Fields.Select(f => f.Name)));
+            Assert.That(record.Values, Is.EqualTo(Vm.Fields.Select(f => snapshot.GetField(row, f))));
+            Assert.That(record["VBDs"], Is.EqualTo(vbds));
+            Assert.That(row.Values[Vm.FieldsByName["VBDs"].Ordinal], Is.Empty, "the stored row is left as it was");
+        });
+    }
+
+    [Test]
     public void Deletes_leave_bounded_tombstones()
     {
         var db = new XapiDatabase(tombstoneLimit: 3);

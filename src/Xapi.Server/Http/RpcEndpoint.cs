@@ -45,7 +45,7 @@ public sealed class RpcEndpoint(Dispatcher dispatcher, RpcLimits limits, ILogger
         }
 
         var (result, error) = await dispatcher.InvokeAsync(request, context.RequestAborted, LocalPeer.Of(context)?.IsRoot == true);
-        var output = new ArrayBufferWriter<byte>(4096);
+        using var output = new PooledBufferWriter();
         if (isJson)
         {
             if (error is null)
@@ -77,7 +77,8 @@ public sealed class RpcEndpoint(Dispatcher dispatcher, RpcLimits limits, ILogger
             response.ContentType = "text/xml";
         }
         response.ContentLength = output.WrittenCount;
-        await response.Body.WriteAsync(output.WrittenMemory, context.RequestAborted);
+        output.CopyTo(response.BodyWriter);
+        await response.BodyWriter.FlushAsync(context.RequestAborted);
     }
 
     public static Task PreflightAsync(HttpContext context)
