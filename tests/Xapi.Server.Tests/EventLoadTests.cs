@@ -11,6 +11,8 @@ namespace Xapi.Server.Tests;
 /// event.from reports only the latest state of an object that changed twice.
 /// </summary>
 [Category("Load")]
+[Category("Slow")]
+[Explicit("30 s of load: run by scripts/test.sh, or with --filter TestCategory=Slow")]
 public class EventLoadTests
 {
     private const int Subscribers = 200;

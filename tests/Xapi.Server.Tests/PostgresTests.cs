@@ -80,6 +80,8 @@ public class PostgresTests
     }
 
     [Test]
+    [Category("Slow")]
+    [Explicit("stops and restarts PostgreSQL: run by scripts/test.sh, or with --filter TestCategory=Slow")]
     public async Task An_outage_gives_clear_errors_and_loses_nothing_acknowledged()
     {
         var database = await _cluster.CreateDatabaseAsync();
