@@ -176,9 +176,10 @@ public class LocalSocketTests
 public class HouseRuleTests
 {
     [Test]
-    public void Hand_written_server_code_spells_no_error_code_and_indexes_no_field_by_name()
+    public void Hand_written_server_code_spells_no_error_code_and_names_no_field_in_a_string()
     {
         var codes = ApiSchema.Errors.Select(e => e.Code).ToHashSet(StringComparer.Ordinal);
+        var fields = ApiSchema.Classes.SelectMany(c => c.Fields).Select(f => f.Name).ToHashSet(StringComparer.Ordinal);
         var offences = new List<string>();
         foreach (var path in Directory.EnumerateFiles(Path.Combine(RepositoryRoot.Path, "src", "Xapi.Server"), "*.cs", SearchOption.AllDirectories)
                      .Where(p => !p.Contains($"{Path.DirectorySeparatorChar}obj{Path.DirectorySeparatorChar}", StringComparison.Ordinal)))
@@ -191,6 +192,13 @@ public class HouseRuleTests
                     if (codes.Contains(literal.Groups[1].Value))
                     {
                         offences.Add($"{Path.GetFileName(path)}:{i + 1}: error code {literal.Value}");
+                    }
+                }
+                foreach (Match indexer in Regex.Matches(lines[i], "\\[\"([A-Za-z_]+)\"\\] ="))
+                {
+                    if (fields.Contains(indexer.Groups[1].Value))
+                    {
+                        offences.Add($"{Path.GetFileName(path)}:{i + 1}: field {indexer.Groups[1].Value} set by name");
                     }
                 }
                 if (lines[i].Contains("FieldsByName[\"", StringComparison.Ordinal))

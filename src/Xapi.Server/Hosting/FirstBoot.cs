@@ -94,21 +94,20 @@ public sealed class FirstBoot
         database.Write(tx =>
         {
             var now = DateTime.UtcNow;
-            void Create(string cls, string key, Dictionary<string, object?> values)
-            {
-                values["uuid"] = Uuid(key);
-                tx.Create(ApiSchema.Class(cls), values, Ref(key));
-            }
             static ValueMap Map(params (string Key, object? Value)[] pairs) =>
                 ValueMap.FromPairs(pairs.Select(p => new KeyValuePair<object, object?>(p.Key, p.Value)));
+            var host = new HostRef(Ref("host"));
+            var dom0 = new VMRef(Ref("dom0"));
+            var invariant = System.Globalization.CultureInfo.InvariantCulture;
 
-            Create("host_metrics", "host_metrics", new()
+            tx.CreateHostMetrics(metrics =>
             {
-                ["memory_total"] = facts.MemoryTotal,
-                ["memory_free"] = facts.MemoryFree,
-                ["live"] = true,
-                ["last_updated"] = now,
-            });
+                metrics.Uuid = Uuid("host_metrics");
+                metrics.MemoryTotal = facts.MemoryTotal;
+                metrics.MemoryFree = facts.MemoryFree;
+                metrics.Live = true;
+                metrics.LastUpdated = now;
+            }, new HostMetricsRef(Ref("host_metrics")));
 
             var softwareVersion = Map(
                 ("product_version", ProductVersion),
@@ -127,29 +126,30 @@ public sealed class FirstBoot
                 ("db_schema", "5.780"),
                 ("network_backend", "bridge"));
 
-            Create("host", "host", new()
+            tx.CreateHost(h =>
             {
-                ["name_label"] = facts.Hostname,
-                ["name_description"] = "Default install",
-                ["API_version_major"] = (long)ApiSchema.ApiVersionMajor,
-                ["API_version_minor"] = (long)ApiSchema.ApiVersionMinor,
-                ["API_version_vendor"] = "XenSource",
-                ["API_version_vendor_implementation"] = ValueMap.Empty,
-                ["enabled"] = true,
-                ["software_version"] = softwareVersion,
-                ["other_config"] = Map(("agent_start_time", $"{DateTimeOffset.UtcNow.ToUnixTimeSeconds()}."), ("iscsi_iqn", "")),
-                ["capabilities"] = new object?[] { "xen-3.0-x86_64", "hvm-3.0-x86_32", "hvm-3.0-x86_32p", "hvm-3.0-x86_64" },
-                ["cpu_configuration"] = ValueMap.Empty,
-                ["sched_policy"] = "credit",
-                ["supported_bootloaders"] = new object?[] { "pygrub", "eliloader" },
-                ["logging"] = ValueMap.Empty,
-                ["suspend_image_sr"] = XType.NullRef,
-                ["crash_dump_sr"] = XType.NullRef,
-                ["cpu_info"] = Map(
-                    ("cpu_count", facts.CpuCount.ToString(System.Globalization.CultureInfo.InvariantCulture)),
+                h.Uuid = Uuid("host");
+                h.NameLabel = facts.Hostname;
+                h.NameDescription = "Default install";
+                h.APIVersionMajor = ApiSchema.ApiVersionMajor;
+                h.APIVersionMinor = ApiSchema.ApiVersionMinor;
+                h.APIVersionVendor = "XenSource";
+                h.APIVersionVendorImplementation = ValueMap.Empty;
+                h.Enabled = true;
+                h.SoftwareVersion = softwareVersion;
+                h.OtherConfig = Map(("agent_start_time", $"{DateTimeOffset.UtcNow.ToUnixTimeSeconds()}."), ("iscsi_iqn", ""));
+                h.Capabilities = ["xen-3.0-x86_64", "hvm-3.0-x86_32", "hvm-3.0-x86_32p", "hvm-3.0-x86_64"];
+                h.CpuConfiguration = ValueMap.Empty;
+                h.SchedPolicy = "credit";
+                h.SupportedBootloaders = ["pygrub", "eliloader"];
+                h.Logging = ValueMap.Empty;
+                h.SuspendImageSr = SRRef.Null;
+                h.CrashDumpSr = SRRef.Null;
+                h.CpuInfo = Map(
+                    ("cpu_count", facts.CpuCount.ToString(invariant)),
                     ("socket_count", "1"),
                     ("vendor", facts.CpuVendor),
-                    ("speed", facts.CpuSpeedMhz.ToString(System.Globalization.CultureInfo.InvariantCulture)),
+                    ("speed", facts.CpuSpeedMhz.ToString(invariant)),
                     ("modelname", facts.CpuModelName),
                     ("family", facts.CpuFamily),
                     ("model", facts.CpuModel),
@@ -157,154 +157,167 @@ public sealed class FirstBoot
                     ("flags", facts.CpuFlags),
                     ("features", ""),
                     ("features_pv", ""),
-                    ("features_hvm", "")),
-                ["hostname"] = facts.Hostname,
-                ["address"] = facts.Address,
-                ["metrics"] = Ref("host_metrics"),
-                ["license_params"] = Map(("sku_type", "free"), ("restrict_pool_size", "false")),
-                ["edition"] = "xcp-ng",
-                ["editions"] = new object?[] { "xcp-ng" },
-                ["bios_strings"] = Map(("bios-vendor", "Xen"), ("system-manufacturer", "Xen")),
-                ["control_domain"] = Ref("dom0"),
-                ["iscsi_iqn"] = "",
-                ["display"] = "enabled",
-                ["tls_verification_enabled"] = true,
-            });
+                    ("features_hvm", ""));
+                h.Hostname = facts.Hostname;
+                h.Address = facts.Address;
+                h.Metrics = new HostMetricsRef(Ref("host_metrics"));
+                h.LicenseParams = Map(("sku_type", "free"), ("restrict_pool_size", "false"));
+                h.Edition = "xcp-ng";
+                h.Editions = ["xcp-ng"];
+                h.BiosStrings = Map(("bios-vendor", "Xen"), ("system-manufacturer", "Xen"));
+                h.ControlDomain = dom0;
+                h.IscsiIqn = "";
+                h.Display = HostDisplay.Enabled;
+                h.TlsVerificationEnabled = true;
+            }, host);
 
             for (var i = 0; i < facts.CpuCount; i++)
             {
-                Create("host_cpu", $"host_cpu/{i}", new()
+                var number = i;
+                tx.CreateHostCpu(cpu =>
                 {
-                    ["host"] = Ref("host"),
-                    ["number"] = (long)i,
-                    ["vendor"] = facts.CpuVendor,
-                    ["speed"] = facts.CpuSpeedMhz,
-                    ["modelname"] = facts.CpuModelName,
-                    ["family"] = long.TryParse(facts.CpuFamily, out var family) ? family : 0L,
-                    ["model"] = long.TryParse(facts.CpuModel, out var model) ? model : 0L,
-                    ["stepping"] = facts.CpuStepping,
-                    ["flags"] = facts.CpuFlags,
-                    ["features"] = "",
-                    ["utilisation"] = 0.0,
-                });
+                    cpu.Uuid = Uuid($"host_cpu/{number}");
+                    cpu.Host = host;
+                    cpu.Number = number;
+                    cpu.Vendor = facts.CpuVendor;
+                    cpu.Speed = facts.CpuSpeedMhz;
+                    cpu.Modelname = facts.CpuModelName;
+                    cpu.Family = long.TryParse(facts.CpuFamily, out var family) ? family : 0L;
+                    cpu.Model = long.TryParse(facts.CpuModel, out var model) ? model : 0L;
+                    cpu.Stepping = facts.CpuStepping;
+                    cpu.Flags = facts.CpuFlags;
+                    cpu.Features = "";
+                    cpu.Utilisation = 0.0;
+                }, new HostCpuRef(Ref($"host_cpu/{number}")));
             }
 
-            Create("pool", "pool", new()
+            tx.CreatePool(pool =>
             {
-                ["name_label"] = "",
-                ["name_description"] = "",
-                ["master"] = Ref("host"),
-                ["default_SR"] = XType.NullRef,
-                ["suspend_image_SR"] = XType.NullRef,
-                ["crash_dump_SR"] = XType.NullRef,
-                ["other_config"] = Map(("memory-ratio-hvm", "0.25"), ("memory-ratio-pv", "0.25")),
-                ["cpu_info"] = Map(("cpu_count", facts.CpuCount.ToString(System.Globalization.CultureInfo.InvariantCulture)), ("vendor", facts.CpuVendor)),
-                ["restrictions"] = Map(("restrict_pool_size", "false")),
-            });
+                pool.Uuid = Uuid("pool");
+                pool.NameLabel = "";
+                pool.NameDescription = "";
+                pool.Master = host;
+                pool.DefaultSR = SRRef.Null;
+                pool.SuspendImageSR = SRRef.Null;
+                pool.CrashDumpSR = SRRef.Null;
+                pool.OtherConfig = Map(("memory-ratio-hvm", "0.25"), ("memory-ratio-pv", "0.25"));
+                pool.CpuInfo = Map(("cpu_count", facts.CpuCount.ToString(invariant)), ("vendor", facts.CpuVendor));
+                pool.Restrictions = Map(("restrict_pool_size", "false"));
+            }, new PoolRef(Ref("pool")));
 
-            Create("VM_metrics", "dom0/metrics", new()
+            tx.CreateVMMetrics(metrics =>
             {
-                ["memory_actual"] = Math.Min(facts.MemoryTotal, 4L << 30),
-                ["VCPUs_number"] = (long)facts.CpuCount,
-                ["VCPUs_CPU"] = ValueMap.Empty,
-                ["VCPUs_params"] = ValueMap.Empty,
-                ["VCPUs_flags"] = ValueMap.Empty,
-                ["state"] = new object?[] { },
-                ["start_time"] = now,
-                ["install_time"] = now,
-                ["last_updated"] = now,
-            });
+                metrics.Uuid = Uuid("dom0/metrics");
+                metrics.MemoryActual = Math.Min(facts.MemoryTotal, 4L << 30);
+                metrics.VCPUsNumber = facts.CpuCount;
+                metrics.VCPUsCPU = ValueMap.Empty;
+                metrics.VCPUsParams = ValueMap.Empty;
+                metrics.VCPUsFlags = ValueMap.Empty;
+                metrics.State = [];
+                metrics.StartTime = now;
+                metrics.InstallTime = now;
+                metrics.LastUpdated = now;
+            }, new VMMetricsRef(Ref("dom0/metrics")));
             var dom0Memory = Math.Min(facts.MemoryTotal, 4L << 30);
-            Create("VM", "dom0", VmValues($"Control domain on host: {facts.Hostname}", "The domain which manages physical devices and manages other domains",
-                dom0Memory, facts.CpuCount, isTemplate: false).Merge(new()
+            tx.CreateVM(vm =>
             {
-                ["power_state"] = "Running",
-                ["is_control_domain"] = true,
-                ["resident_on"] = Ref("host"),
-                ["domid"] = 0L,
-                ["metrics"] = Ref("dom0/metrics"),
-                ["domain_type"] = "pv",
-                ["other_config"] = Map(("storage_driver_domain", Ref("dom0")), ("is_system_domain", "true")),
-                ["allowed_operations"] = new object?[] { "changing_dynamic_range", "metadata_export", "data_source_op" },
-            }));
+                vm.Uuid = Uuid("dom0");
+                DescribeVm(vm, $"Control domain on host: {facts.Hostname}", "The domain which manages physical devices and manages other domains",
+                    dom0Memory, facts.CpuCount, isTemplate: false);
+                vm.PowerState = VmPowerState.Running;
+                vm.IsControlDomain = true;
+                vm.ResidentOn = host;
+                vm.Domid = 0;
+                vm.Metrics = new VMMetricsRef(Ref("dom0/metrics"));
+                vm.DomainType = DomainType.Pv;
+                vm.OtherConfig = Map(("storage_driver_domain", dom0.Value), ("is_system_domain", "true"));
+                vm.AllowedOperations = [VmOperations.ChangingDynamicRange, VmOperations.MetadataExport, VmOperations.DataSourceOp];
+            }, dom0);
 
-            Create("PIF_metrics", "pif/metrics", new()
+            tx.CreatePIFMetrics(metrics =>
             {
-                ["carrier"] = true,
-                ["vendor_id"] = "",
-                ["vendor_name"] = "",
-                ["device_id"] = "",
-                ["device_name"] = "",
-                ["speed"] = 1000L,
-                ["duplex"] = true,
-                ["pci_bus_path"] = "",
-                ["last_updated"] = now,
-            });
-            Create("network", "network/management", new()
+                metrics.Uuid = Uuid("pif/metrics");
+                metrics.Carrier = true;
+                metrics.VendorId = "";
+                metrics.VendorName = "";
+                metrics.DeviceId = "";
+                metrics.DeviceName = "";
+                metrics.Speed = 1000;
+                metrics.Duplex = true;
+                metrics.PciBusPath = "";
+                metrics.LastUpdated = now;
+            }, new PIFMetricsRef(Ref("pif/metrics")));
+            var management = new NetworkRef(Ref("network/management"));
+            tx.CreateNetwork(network =>
             {
-                ["name_label"] = $"Pool-wide network associated with {facts.ManagementDevice}",
-                ["name_description"] = "",
-                ["MTU"] = 1500L,
-                ["other_config"] = ValueMap.Empty,
-                ["bridge"] = "xenbr0",
-                ["managed"] = true,
-            });
-            Create("PIF", "pif/management", new()
+                network.Uuid = Uuid("network/management");
+                network.NameLabel = $"Pool-wide network associated with {facts.ManagementDevice}";
+                network.NameDescription = "";
+                network.MTU = 1500;
+                network.OtherConfig = ValueMap.Empty;
+                network.Bridge = "xenbr0";
+                network.Managed = true;
+            }, management);
+            tx.CreatePIF(pif =>
             {
-                ["device"] = facts.ManagementDevice,
-                ["network"] = Ref("network/management"),
-                ["host"] = Ref("host"),
-                ["MAC"] = facts.Mac,
-                ["MTU"] = 1500L,
-                ["VLAN"] = -1L,
-                ["metrics"] = Ref("pif/metrics"),
-                ["physical"] = true,
-                ["currently_attached"] = true,
-                ["ip_configuration_mode"] = "DHCP",
-                ["IP"] = facts.Address,
-                ["netmask"] = "255.255.255.0",
-                ["management"] = true,
-                ["managed"] = true,
-            });
+                pif.Uuid = Uuid("pif/management");
+                pif.Device = facts.ManagementDevice;
+                pif.Network = management;
+                pif.Host = host;
+                pif.MAC = facts.Mac;
+                pif.MTU = 1500;
+                pif.VLAN = -1;
+                pif.Metrics = new PIFMetricsRef(Ref("pif/metrics"));
+                pif.Physical = true;
+                pif.CurrentlyAttached = true;
+                pif.IpConfigurationMode = IpConfigurationMode.DHCP;
+                pif.IP = facts.Address;
+                pif.Netmask = "255.255.255.0";
+                pif.Management = true;
+                pif.Managed = true;
+            }, new PIFRef(Ref("pif/management")));
 
             foreach (var (type, name, description, capabilities) in StorageDrivers)
             {
-                Create("SM", "sm/" + type, new()
+                tx.CreateSM(sm =>
                 {
-                    ["name_label"] = name,
-                    ["name_description"] = description,
-                    ["type"] = type,
-                    ["vendor"] = "xapi-dotnet",
-                    ["copyright"] = "(C) the xapi-dotnet authors",
-                    ["version"] = "1.0",
-                    ["required_api_version"] = "1.0",
-                    ["configuration"] = ValueMap.Empty,
-                    ["capabilities"] = capabilities,
-                    ["features"] = ValueMap.FromPairs(capabilities.Select(c => new KeyValuePair<object, object?>(c!, 1L))),
-                    ["driver_filename"] = "",
-                    ["supported_image_formats"] = new object?[] { "vhd", "raw" },
-                });
+                    sm.Uuid = Uuid("sm/" + type);
+                    sm.NameLabel = name;
+                    sm.NameDescription = description;
+                    sm.Type = type;
+                    sm.Vendor = "xapi-dotnet";
+                    sm.Copyright = "(C) the xapi-dotnet authors";
+                    sm.Version = "1.0";
+                    sm.RequiredApiVersion = "1.0";
+                    sm.Configuration = ValueMap.Empty;
+                    sm.Capabilities = capabilities;
+                    sm.Features = ValueMap.FromPairs(capabilities.Select(c => new KeyValuePair<object, object?>(c, 1L)));
+                    sm.DriverFilename = "";
+                    sm.SupportedImageFormats = [ImageFormatType.Vhd, ImageFormatType.Raw];
+                }, new SMRef(Ref("sm/" + type)));
             }
 
             foreach (var template in Templates)
             {
-                Create("VM", "template/" + template.Name, VmValues(template.Name, template.Description, template.MemoryBytes, template.Vcpus, isTemplate: true).Merge(new()
+                tx.CreateVM(vm =>
                 {
-                    ["other_config"] = Map(
+                    vm.Uuid = Uuid("template/" + template.Name);
+                    DescribeVm(vm, template.Name, template.Description, template.MemoryBytes, template.Vcpus, isTemplate: true);
+                    vm.OtherConfig = Map(
                         ("default_template", "true"),
                         ("linux_template", template.Linux ? "true" : "false"),
                         ("install-methods", template.InstallMethods),
                         ("disks", $"<provision><disk device=\"0\" size=\"{template.DiskBytes}\" sr=\"\" bootable=\"true\" type=\"system\"/></provision>"),
-                        ("base_template_name", template.Name)),
-                    ["recommendations"] = $"<restrictions><restriction field=\"memory-static-max\" max=\"{256L << 30}\"/><restriction field=\"vcpus-max\" max=\"64\"/><restriction property=\"number-of-vbds\" max=\"255\"/><restriction property=\"number-of-vifs\" max=\"7\"/></restrictions>",
-                    ["reference_label"] = template.ReferenceLabel,
-                }));
+                        ("base_template_name", template.Name));
+                    vm.Recommendations = $"<restrictions><restriction field=\"memory-static-max\" max=\"{256L << 30}\"/><restriction field=\"vcpus-max\" max=\"64\"/><restriction property=\"number-of-vbds\" max=\"255\"/><restriction property=\"number-of-vifs\" max=\"7\"/></restrictions>";
+                    vm.ReferenceLabel = template.ReferenceLabel;
+                }, new VMRef(Ref("template/" + template.Name)));
             }
         });
     }
 
 
-    private static readonly (string Type, string Name, string Description, object?[] Capabilities)[] StorageDrivers =
+    private static readonly (string Type, string Name, string Description, string[] Capabilities)[] StorageDrivers =
     [
         ("ext", "Local EXT3 VHD", "SR plugin representing disks as VHD files stored on a local path",
             ["SR_PROBE", "SR_UPDATE", "SR_SUPPORTS_LOCAL_CACHING", "VDI_CREATE", "VDI_DELETE", "VDI_ATTACH", "VDI_DETACH", "VDI_UPDATE", "VDI_CLONE", "VDI_SNAPSHOT", "VDI_RESIZE", "VDI_MIRROR", "VDI_GENERATE_CONFIG", "VDI_RESET_ON_BOOT/2", "VDI_CONFIG_CBT", "ATOMIC_PAUSE", "VDI_ACTIVATE", "VDI_DEACTIVATE", "THIN_PROVISIONING"]),
@@ -326,62 +339,53 @@ public sealed class FirstBoot
         new("Other install media", "Template that allows VM installation from install media.", 1L << 30, 1, 16L << 30, false, "cdrom", "other-install-media"),
     ];
 
-    private static Dictionary<string, object?> VmValues(string name, string description, long memory, long vcpus, bool isTemplate) => new()
+    private static void DescribeVm(VMValues vm, string name, string description, long memory, long vcpus, bool isTemplate)
     {
-        ["name_label"] = name,
-        ["name_description"] = description,
-        ["user_version"] = 1L,
-        ["is_a_template"] = isTemplate,
-        ["is_default_template"] = isTemplate,
-        ["power_state"] = "Halted",
-        ["memory_static_max"] = memory,
-        ["memory_dynamic_max"] = memory,
-        ["memory_dynamic_min"] = memory,
-        ["memory_static_min"] = Math.Min(memory, 512L << 20),
-        ["memory_target"] = memory,
-        ["VCPUs_max"] = vcpus,
-        ["VCPUs_at_startup"] = vcpus,
-        ["VCPUs_params"] = ValueMap.Empty,
-        ["actions_after_shutdown"] = "destroy",
-        ["actions_after_reboot"] = "restart",
-        ["actions_after_crash"] = "restart",
-        ["HVM_boot_policy"] = isTemplate ? "BIOS order" : "",
-        ["HVM_boot_params"] = isTemplate ? ValueMap.FromPairs([new("order", "cdn")]) : ValueMap.Empty,
-        ["platform"] = isTemplate
+        vm.NameLabel = name;
+        vm.NameDescription = description;
+        vm.UserVersion = 1;
+        vm.IsATemplate = isTemplate;
+        vm.IsDefaultTemplate = isTemplate;
+        vm.PowerState = VmPowerState.Halted;
+        vm.MemoryStaticMax = memory;
+        vm.MemoryDynamicMax = memory;
+        vm.MemoryDynamicMin = memory;
+        vm.MemoryStaticMin = Math.Min(memory, 512L << 20);
+        vm.MemoryTarget = memory;
+        vm.VCPUsMax = vcpus;
+        vm.VCPUsAtStartup = vcpus;
+        vm.VCPUsParams = ValueMap.Empty;
+        vm.ActionsAfterShutdown = OnNormalExit.Destroy;
+        vm.ActionsAfterReboot = OnNormalExit.Restart;
+        vm.ActionsAfterCrash = OnCrashBehaviour.Restart;
+        vm.HVMBootPolicy = isTemplate ? "BIOS order" : "";
+        vm.HVMBootParams = isTemplate ? ValueMap.FromPairs([new("order", "cdn")]) : ValueMap.Empty;
+        vm.Platform = isTemplate
             ? ValueMap.FromPairs([new("viridian", "false"), new("acpi", "1"), new("apic", "true"), new("pae", "true"), new("nx", "true"), new("device-model", "qemu-upstream-compat")])
-            : ValueMap.Empty,
-        ["PV_bootloader"] = "",
-        ["PV_kernel"] = "",
-        ["PV_ramdisk"] = "",
-        ["PV_args"] = "",
-        ["PV_bootloader_args"] = "",
-        ["PV_legacy_args"] = "",
-        ["PCI_bus"] = "",
-        ["other_config"] = ValueMap.Empty,
-        ["affinity"] = XType.NullRef,
-        ["resident_on"] = XType.NullRef,
-        ["domid"] = -1L,
-        ["domain_type"] = isTemplate ? "hvm" : "pv",
-        ["recommendations"] = "",
-        ["ha_always_run"] = false,
-        ["ha_restart_priority"] = "",
-        ["tags"] = ValueSet.Empty,
-        ["xenstore_data"] = ValueMap.Empty,
-        ["allowed_operations"] = isTemplate
-            ? new object?[] { "clone", "copy", "export", "provision", "destroy", "changing_static_range", "changing_dynamic_range", "changing_VCPUs", "metadata_export" }
-            : new object?[] { },
-    };
-}
-
-internal static class DictionaryMerge
-{
-    /// <summary>Overlays <paramref name="overrides"/> on a base set of field values.</summary>
-    public static Dictionary<string, object?> Merge(this Dictionary<string, object?> values, Dictionary<string, object?> overrides)
-    {
-        foreach (var (key, value) in overrides)
-        {
-            values[key] = value;
-        }
-        return values;
+            : ValueMap.Empty;
+        vm.PVBootloader = "";
+        vm.PVKernel = "";
+        vm.PVRamdisk = "";
+        vm.PVArgs = "";
+        vm.PVBootloaderArgs = "";
+        vm.PVLegacyArgs = "";
+        vm.PCIBus = "";
+        vm.OtherConfig = ValueMap.Empty;
+        vm.Affinity = Xapi.Model.HostRef.Null;
+        vm.ResidentOn = Xapi.Model.HostRef.Null;
+        vm.Domid = -1;
+        vm.DomainType = isTemplate ? DomainType.Hvm : DomainType.Pv;
+        vm.Recommendations = "";
+        vm.HaAlwaysRun = false;
+        vm.HaRestartPriority = "";
+        vm.Tags = [];
+        vm.XenstoreData = ValueMap.Empty;
+        vm.AllowedOperations = isTemplate
+            ?
+            [
+                VmOperations.Clone, VmOperations.Copy, VmOperations.Export, VmOperations.Provision, VmOperations.Destroy,
+                VmOperations.ChangingStaticRange, VmOperations.ChangingDynamicRange, VmOperations.ChangingVCPUs, VmOperations.MetadataExport,
+            ]
+            : [];
     }
 }
