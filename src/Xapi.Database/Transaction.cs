@@ -92,16 +92,24 @@ public sealed class Transaction : IRowWriter
     /// </summary>
     public Row Create(ClassMeta cls, IReadOnlyDictionary<string, object?> values, string? reference = null)
     {
-        reference ??= XapiDatabase.NewRef();
-        if (ReadTable(cls).ContainsKey(reference))
-        {
-            throw XenApiErrors.DbUniquenessConstraintViolation(cls.Name, "_ref", reference);
-        }
         var row = new object?[cls.Fields.Count];
         for (var i = 0; i < row.Length; i++)
         {
             var field = cls.Fields[i];
             row[i] = values.TryGetValue(field.Name, out var v) ? v : field.DefaultValue;
+        }
+        return Create(cls, reference ?? XapiDatabase.NewRef(), row);
+    }
+
+    /// <summary>
+    /// Inserts a row with all its values given, in field order (a restore, or a typed create);
+    /// the transaction takes the array over. An empty uuid is generated.
+    /// </summary>
+    public Row Create(ClassMeta cls, string reference, object?[] row)
+    {
+        if (ReadTable(cls).ContainsKey(reference))
+        {
+            throw XenApiErrors.DbUniquenessConstraintViolation(cls.Name, "_ref", reference);
         }
         if (cls.UuidField is { } uuidField)
         {
@@ -162,10 +170,6 @@ public sealed class Transaction : IRowWriter
     public void UpdateRow(ClassMeta cls, string reference, Action<object?[]> edit) => Update(cls, reference, edit);
 
     public void DeleteRow(ClassMeta cls, string reference) => Delete(cls, reference);
-
-    /// <summary>Inserts a row with all its values given (a restore).</summary>
-    public Row Create(ClassMeta cls, string reference, object?[] values) =>
-        Create(cls, cls.Fields.ToDictionary(f => f.Name, f => values[f.Ordinal]), reference);
 
     public void Set(ClassMeta cls, string reference, FieldMeta field, object? value) =>
         Update(cls, reference, values => values[field.Ordinal] = value);

@@ -23,7 +23,6 @@ public sealed class CallContext
         Task = task;
         Cancellation = cancellation;
         _tasks = tasks;
-        OperationRef = task?.Value ?? XapiDatabase.NewRef();
     }
 
     /// <summary>The call came over the local Unix socket from a root process (checked with SO_PEERCRED).</summary>
@@ -62,7 +61,10 @@ public sealed class CallContext
     public CancellationToken Cancellation { get; }
 
     /// <summary>The ref that keys this call in objects' <c>current_operations</c>: its task, or a fresh one.</summary>
-    public string OperationRef { get; }
+    public string OperationRef => _operationRef ??= Task?.Value ?? XapiDatabase.NewRef();
+
+    // Made on first use: most calls run no operation, and every call pays for a context.
+    private string? _operationRef;
 
     /// <summary>Long operations report how far they are; async callers see it in the task's progress.</summary>
     public void ReportProgress(double progress)

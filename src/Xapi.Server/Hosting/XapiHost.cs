@@ -191,8 +191,9 @@ public sealed class XapiHost : IAsyncDisposable
             firstBoot.Populate(database, facts);
         }
         FirstBoot.SynchronizeRoles(database);
-        app.Services.GetRequiredService<SessionManager>().HostRef = firstBoot.HostRef;
-        app.Services.GetRequiredService<TaskManager>().ThisHost = new HostRef(firstBoot.HostRef);
+        var thisHost = new HostRef(firstBoot.HostRef);
+        app.Services.GetRequiredService<SessionManager>().ThisHost = thisHost;
+        app.Services.GetRequiredService<TaskManager>().ThisHost = thisHost;
         // Handlers that do not match the datamodel stop the daemon here, not at a client's call.
         app.Services.GetRequiredService<Dispatcher>();
 

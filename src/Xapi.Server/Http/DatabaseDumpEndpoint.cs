@@ -101,7 +101,7 @@ public static class HttpActionAuth
                 sessionRef = temporary = await sessions.LoginAsync(credentials[..Math.Max(colon, 0)], credentials[(colon + 1)..], "http-basic", context.RequestAborted);
             }
             var session = sessions.Validate(sessionRef);
-            if (!Roles.All.Any(r => (r.Role & required) != 0 && session.May(r.Name)) && !session.May(Roles.NameOf(RoleSet.PoolAdmin)))
+            if (!Roles.All.Any(r => (r.Role & (required | RoleSet.PoolAdmin)) != 0 && session.May(r.Name)))
             {
                 context.Response.StatusCode = StatusCodes.Status403Forbidden;
                 return false;

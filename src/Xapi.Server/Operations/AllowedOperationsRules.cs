@@ -17,10 +17,12 @@ public interface IAllowedOperationsRule
 /// <summary>Until a class states its own rules: every operation when idle, none while one runs.</summary>
 public sealed class IdleAllowsAll(ClassMeta cls) : IAllowedOperationsRule
 {
+    private readonly object?[] _all = cls.AllowedOperationsField!.Type.Element!.EnumMeta.Values.Select(v => (object?)v).ToArray();
+
     public ClassMeta Class => cls;
 
     public IReadOnlyList<object?> Allowed(IRowReader db, string reference, IReadOnlyList<object?> values, IReadOnlyCollection<string> inProgress) =>
-        inProgress.Count > 0 ? ValueSet.Empty : cls.AllowedOperationsField!.Type.Element!.EnumMeta.Values.Select(v => (object?)v).ToArray();
+        inProgress.Count > 0 ? ValueSet.Empty : _all;
 }
 
 /// <summary>The per-class rules, one place to look them up.</summary>
@@ -28,9 +30,18 @@ public sealed class AllowedOperationsRules
 {
     private readonly FrozenDictionary<ClassMeta, IAllowedOperationsRule> _rules;
 
-    public AllowedOperationsRules(IEnumerable<IAllowedOperationsRule> rules) => _rules = rules.ToFrozenDictionary(r => r.Class);
+    public AllowedOperationsRules(IEnumerable<IAllowedOperationsRule> rules)
+    {
+        var byClass = rules.ToDictionary(r => r.Class);
+        foreach (var cls in ApiSchema.Classes.Where(c => c.AllowedOperationsField is not null && !byClass.ContainsKey(c)))
+        {
+            byClass[cls] = new IdleAllowsAll(cls);
+        }
+        _rules = byClass.ToFrozenDictionary();
+    }
 
-    public IAllowedOperationsRule For(ClassMeta cls) => _rules.TryGetValue(cls, out var rule) ? rule : new IdleAllowsAll(cls);
+    /// <summary>The rule of a class that has <c>allowed_operations</c>.</summary>
+    public IAllowedOperationsRule For(ClassMeta cls) => _rules[cls];
 
     /// <summary>The rules this daemon applies.</summary>
     public static AllowedOperationsRules Default() => new([new VmAllowedOperations()]);

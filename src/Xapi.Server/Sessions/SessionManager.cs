@@ -32,7 +32,7 @@ public sealed class SessionManager
         _time = time;
     }
 
-    public string HostRef { get; set; } = XType.NullRef;
+    public HostRef ThisHost { get; set; } = HostRef.Null;
 
     public async ValueTask<string> LoginAsync(string user, string password, string originator, CancellationToken cancellationToken = default)
     {
@@ -60,7 +60,7 @@ public sealed class SessionManager
         var permissions = isLocalSuperuser ? [] : Rbac.PermissionNamesOf(roles);
         var reference = _database.Write(tx => tx.CreateSession(session =>
         {
-            session.ThisHost = new HostRef(HostRef);
+            session.ThisHost = ThisHost;
             session.LastActive = now;
             session.IsLocalSuperuser = isLocalSuperuser;
             session.ValidationTime = now;

@@ -102,5 +102,7 @@ public sealed class MessageApi(TimeProvider time) : IMessageApi<CallContext>
     }
 
     private static ValueMap Records(DbSnapshot snapshot, Func<MessageRecord, bool> predicate) =>
-        new(snapshot.All<MessageRecord>().Where(predicate).ToDictionary(m => (object)m.Ref.Value, m => (object?)snapshot.ToRecord(snapshot.Get(MessageRef.Class, m.Ref.Value))));
+        new(snapshot.All(MessageRef.Class)
+            .Where(row => predicate(MessageRecord.Wrap(snapshot, row.Ref, row.Values)))
+            .ToDictionary(row => (object)row.Ref, row => (object?)snapshot.ToRecord(row)));
 }
