@@ -17,14 +17,24 @@ public sealed class DaemonProcess : IDisposable
 
     public Uri Uri { get; }
 
-    public static async Task<DaemonProcess> StartAsync(string dataDir, string password, params string[] extra)
+    public static Task<DaemonProcess> StartAsync(string dataDir, string password, params string[] extra) =>
+        StartAsync(dataDir, password, openFiles: null, extra);
+
+    /// <param name="openFiles">Runs the daemon under this open-file limit (soft and hard, with prlimit).</param>
+    public static async Task<DaemonProcess> StartAsync(string dataDir, string password, int? openFiles, params string[] extra)
     {
         var port = FreePort();
-        var start = new ProcessStartInfo("dotnet")
+        var start = new ProcessStartInfo(openFiles is null ? "dotnet" : "prlimit")
         {
             RedirectStandardOutput = true,
             RedirectStandardError = true,
         };
+        if (openFiles is { } limit)
+        {
+            start.ArgumentList.Add(string.Create(System.Globalization.CultureInfo.InvariantCulture, $"--nofile={limit}:{limit}"));
+            start.ArgumentList.Add("--");
+            start.ArgumentList.Add("dotnet");
+        }
         start.ArgumentList.Add(Path.Combine(AppContext.BaseDirectory, "xapi-dotnet.dll"));
         foreach (var arg in new[] { "--http-port", port.ToString(System.Globalization.CultureInfo.InvariantCulture), "--listen", "127.0.0.1", "--data-dir", dataDir, "--root-password", password, "--log-file", "" }.Concat(extra))
         {
@@ -56,7 +66,31 @@ public sealed class DaemonProcess : IDisposable
         process.BeginOutputReadLine();
         process.BeginErrorReadLine();
         await ready.Task.WaitAsync(TimeSpan.FromSeconds(60));
-        return new DaemonProcess(process, new Uri($"http://127.0.0.1:{port}/"));
+        return new DaemonProcess(process, new Uri($"http://127.0.0.1:{port}/")) { _output = output };
+    }
+
+    private System.Collections.Concurrent.ConcurrentQueue<string> _output = new();
+
+    /// <summary>What the daemon printed so far (console log, stack traces).</summary>
+    public string Output => string.Join("\n", _output);
+
+    public bool HasExited => _process.HasExited;
+
+    /// <summary>CPU time the daemon has used (prlimit execs it, so it is the same process); null once it exited.</summary>
+    public TimeSpan? CpuTime
+    {
+        get
+        {
+            try
+            {
+                _process.Refresh();
+                return _process.TotalProcessorTime;
+            }
+            catch (InvalidOperationException)
+            {
+                return null;
+            }
+        }
     }
 
     private static int FreePort()

@@ -50,6 +50,19 @@ public sealed class ServerOptions
 
     public int MaxBodyBytes { get; set; } = 300 * 1024;
 
+    /// <summary>
+    /// Connections each listener (HTTP, HTTPS, local socket) holds at most; when full it stops
+    /// accepting and new clients wait in the kernel's backlog. Real hosts hold 800 on TCP. Lowered
+    /// at start so that all listeners fit in the process's descriptor limit.
+    /// </summary>
+    public int MaxConnections { get; set; } = 800;
+
+    /// <summary>
+    /// A connection that sends no request for this long is closed (real hosts: 10 s without a
+    /// header byte), so idle connections give their place back.
+    /// </summary>
+    public TimeSpan IdleConnectionTimeout { get; set; } = TimeSpan.FromSeconds(10);
+
     public int MaxNestingDepth { get; set; } = 64;
 
     public TimeSpan SessionIdleTimeout { get; set; } = TimeSpan.FromHours(24);
@@ -87,6 +100,7 @@ public sealed class ServerOptions
         ["--postgres"] = nameof(Postgres),
         ["--root-password"] = nameof(RootPassword),
         ["--max-body-bytes"] = nameof(MaxBodyBytes),
+        ["--max-connections"] = nameof(MaxConnections),
         ["--session-idle-timeout"] = nameof(SessionIdleTimeout),
         ["--failed-login-delay"] = nameof(FailedLoginDelay),
         ["--log-file"] = nameof(LogFile),

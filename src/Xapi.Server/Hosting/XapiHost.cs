@@ -1,5 +1,6 @@
 using System.Net;
 using Microsoft.AspNetCore.Builder;
+using Microsoft.AspNetCore.Connections;
 using Microsoft.AspNetCore.Hosting;
 using Microsoft.AspNetCore.Hosting.Server;
 using Microsoft.AspNetCore.Hosting.Server.Features;
@@ -55,6 +56,12 @@ public sealed class XapiHost : IAsyncDisposable
 
     public Uri? HttpsUri { get; private set; }
 
+    /// <summary>The connections each listener holds at most (the option, lowered to fit the descriptor limit).</summary>
+    public int ConnectionsPerListener { get; private init; }
+
+    /// <summary>The process's open-file limit after start-up raised it; null where unknown.</summary>
+    public long? OpenFileLimit { get; private init; }
+
     /// <summary>The root password generated on first boot, when none was configured.</summary>
     public string? GeneratedRootPassword { get; private set; }
 
@@ -103,10 +110,22 @@ public sealed class XapiHost : IAsyncDisposable
         var firstBoot = new FirstBoot(options.DataDir);
         var facts = HostFacts.Read();
 
+        var descriptors = DescriptorLimit.RaiseToHardLimit();
+        var listeners = 1 + (options.UnixSocketPath.Length > 0 ? 1 : 0) + (options.HttpsPort != 0 ? 1 : 0);
+        var connectionsPerListener = DescriptorLimit.ConnectionsPerListener(options.MaxConnections, listeners, descriptors);
+        // Registered last, so Kestrel binds with it rather than its own socket transport.
+        builder.Services.AddSingleton<IConnectionListenerFactory>(services =>
+            new BoundedListenerFactory(() => connectionsPerListener, services.GetRequiredService<ILoggerFactory>(),
+                services.GetService<IMemoryPoolFactory<byte>>()));
         builder.WebHost.ConfigureKestrel(kestrel =>
         {
             kestrel.AddServerHeader = false;
             kestrel.Limits.MaxRequestBodySize = null;
+            kestrel.Limits.KeepAliveTimeout = options.IdleConnectionTimeout;
+            // Kestrel's defaults, stated because the slowloris protection rests on them: headers
+            // complete within 30 s, bodies arrive at 240 bytes/s at least after a 5 s grace.
+            kestrel.Limits.RequestHeadersTimeout = TimeSpan.FromSeconds(30);
+            kestrel.Limits.MinRequestBodyDataRate = new Microsoft.AspNetCore.Server.Kestrel.Core.MinDataRate(240, TimeSpan.FromSeconds(5));
             var address = IPAddress.Parse(options.ListenAddress);
             kestrel.Listen(address, options.HttpPort);
             if (options.UnixSocketPath.Length > 0)
@@ -197,7 +216,14 @@ public sealed class XapiHost : IAsyncDisposable
         // Handlers that do not match the datamodel stop the daemon here, not at a client's call.
         app.Services.GetRequiredService<Dispatcher>();
 
-        var host = new XapiHost(app, serilog, database, options) { GeneratedRootPassword = generated, Journal = journal, Postgres = postgres };
+        var host = new XapiHost(app, serilog, database, options)
+        {
+            GeneratedRootPassword = generated,
+            Journal = journal,
+            Postgres = postgres,
+            ConnectionsPerListener = connectionsPerListener,
+            OpenFileLimit = descriptors,
+        };
         return host;
     }
 
@@ -223,6 +249,8 @@ public sealed class XapiHost : IAsyncDisposable
         }, null, TimeSpan.FromMinutes(1), TimeSpan.FromMinutes(1));
         logger.LogInformation("XenAPI {Major}.{Minor} listening on {Addresses} with data in {DataDir}",
             ApiSchema.ApiVersionMajor, ApiSchema.ApiVersionMinor, addresses, Path.GetFullPath(Options.DataDir));
+        logger.LogInformation("Each listener holds up to {Connections} connections (descriptor limit {Descriptors}); idle ones close after {Idle}",
+            ConnectionsPerListener, OpenFileLimit, Options.IdleConnectionTimeout);
     }
 
     public Task WaitForShutdownAsync(CancellationToken cancellationToken = default) => _app.WaitForShutdownAsync(cancellationToken);
