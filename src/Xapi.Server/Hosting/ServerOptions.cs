@@ -70,6 +70,12 @@ public sealed class ServerOptions
     /// <summary>How long a failed login waits before answering, to slow down guessing.</summary>
     public TimeSpan FailedLoginDelay { get; set; } = TimeSpan.FromSeconds(2);
 
+    /// <summary>
+    /// Password checks that may run at once (each takes tens of milliseconds of CPU); further
+    /// logins wait their turn. Half the cores by default, so the other half keeps serving.
+    /// </summary>
+    public int MaxConcurrentPasswordChecks { get; set; } = Math.Max(1, Environment.ProcessorCount / 2);
+
     /// <summary>PBKDF2 iterations for the root password hash.</summary>
     public int PasswordHashIterations { get; set; } = 210_000;
 

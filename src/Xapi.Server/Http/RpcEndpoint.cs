@@ -44,7 +44,8 @@ public sealed class RpcEndpoint(Dispatcher dispatcher, RpcLimits limits, ILogger
             return;
         }
 
-        var (result, error) = await dispatcher.InvokeAsync(request, context.RequestAborted, LocalPeer.Of(context)?.IsRoot == true);
+        var (result, error) = await dispatcher.InvokeAsync(request, context.RequestAborted, LocalPeer.Of(context)?.IsRoot == true,
+            context.Connection.RemoteIpAddress);
         using var output = new PooledBufferWriter();
         if (isJson)
         {

@@ -23,6 +23,8 @@ public sealed class SessionManager
     private readonly TimeProvider _time;
     private readonly ConcurrentDictionary<string, LiveSession> _live = new(StringComparer.Ordinal);
 
+    private readonly LoginThrottle _throttle;
+
     public SessionManager(XapiDatabase database, PasswordStore passwords, ServerOptions options, ILogger<SessionManager> logger, TimeProvider time)
     {
         _database = database;
@@ -30,20 +32,28 @@ public sealed class SessionManager
         _options = options;
         _logger = logger;
         _time = time;
+        _throttle = new LoginThrottle(options.MaxConcurrentPasswordChecks);
     }
+
+    public LoginThrottle Throttle => _throttle;
 
     public HostRef ThisHost { get; set; } = HostRef.Null;
 
-    public async ValueTask<string> LoginAsync(string user, string password, string originator, CancellationToken cancellationToken = default)
+    /// <param name="source">The client's address: its attempts are taken one at a time, failure delays included.</param>
+    public async ValueTask<string> LoginAsync(string user, string password, string originator, System.Net.IPAddress? source = null,
+        CancellationToken cancellationToken = default)
     {
-        // PBKDF2 is deliberately slow: keep it off the request thread pool's hot path.
-        var valid = user == RootUser && await Task.Run(() => _passwords.Verify(password), cancellationToken).ConfigureAwait(false);
-        if (!valid)
+        using (await _throttle.EnterSourceAsync(source, cancellationToken).ConfigureAwait(false))
         {
-            _logger.LogWarning("Failed login for {User} from {Originator}", user, originator);
-            // Delay without holding a thread, so other clients are served meanwhile.
-            await Task.Delay(_options.FailedLoginDelay, _time, cancellationToken).ConfigureAwait(false);
-            throw XenApiErrors.SessionAuthenticationFailed(user, "Authentication failure");
+            var valid = user == RootUser && await VerifyPasswordAsync(password, cancellationToken).ConfigureAwait(false);
+            if (!valid)
+            {
+                _logger.LogWarning("Failed login for {User} from {Source} ({Originator})", user, source, originator);
+                // Delay without holding a thread, so other clients are served meanwhile; the
+                // source's next attempt waits for it.
+                await Task.Delay(_options.FailedLoginDelay, _time, cancellationToken).ConfigureAwait(false);
+                throw XenApiErrors.SessionAuthenticationFailed(user, "Authentication failure");
+            }
         }
         var reference = CreateSession(user, originator, RoleSet.PoolAdmin, isLocalSuperuser: true);
         _logger.LogInformation("Session {Session} created for {User} ({Originator})", reference, user, originator);
@@ -99,7 +109,9 @@ public sealed class SessionManager
         }
     }
 
-    public bool VerifyPassword(string password) => _passwords.Verify(password);
+    /// <summary>Checks the root password when a check slot is free (checks are deliberately slow).</summary>
+    public ValueTask<bool> VerifyPasswordAsync(string password, CancellationToken cancellationToken = default) =>
+        _throttle.CheckAsync(() => _passwords.Verify(password), cancellationToken);
 
     public void ChangePassword(string newPassword) => _passwords.Change(newPassword);
 
