@@ -152,7 +152,8 @@ public sealed class Dispatcher
             var call = Prepare(target, request.Params);
             // The task outlives the HTTP request, so it gets its own cancellation, driven by task.cancel.
             return _tasks.Start(AsyncPrefix + target.WireName, (task, taskCancellation) =>
-                ExecuteAsync(call, new CallContext(target, _database, call.Session, task, taskCancellation, _tasks, fromLocalRoot) { RemoteAddress = remoteAddress })).Value;
+                ExecuteAsync(call, new CallContext(target, _database, call.Session, task, taskCancellation, _tasks, fromLocalRoot) { RemoteAddress = remoteAddress }),
+                call.Session?.Ref).Value;
         }
         var message = Resolve(method, _byUnderscoreName) ?? throw XenApiErrors.MessageMethodUnknown(method);
         var prepared = Prepare(message, request.Params);

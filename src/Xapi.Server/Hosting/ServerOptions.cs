@@ -67,6 +67,15 @@ public sealed class ServerOptions
 
     public TimeSpan SessionIdleTimeout { get; set; } = TimeSpan.FromHours(24);
 
+    /// <summary>
+    /// Sessions one originator (for root) or one user name may hold, as on real hosts; a login
+    /// beyond it destroys the group's least recently active session without work in progress.
+    /// </summary>
+    public int MaxSessionsPerOriginator { get; set; } = 500;
+
+    /// <summary>Root sessions opened without an originator, together (real hosts: 400).</summary>
+    public int MaxSessionsWithoutOriginator { get; set; } = 400;
+
     /// <summary>How long a failed login waits before answering, to slow down guessing.</summary>
     public TimeSpan FailedLoginDelay { get; set; } = TimeSpan.FromSeconds(2);
 
@@ -79,8 +88,23 @@ public sealed class ServerOptions
     /// <summary>PBKDF2 iterations for the root password hash.</summary>
     public int PasswordHashIterations { get; set; } = 210_000;
 
-    /// <summary>Async calls beyond this many pending tasks answer TOO_MANY_PENDING_TASKS.</summary>
+    /// <summary>
+    /// Async calls and <c>task.create</c> beyond this many pending async tasks plus tasks clients
+    /// created (and have not destroyed) answer TOO_MANY_PENDING_TASKS.
+    /// </summary>
     public int MaxPendingTasks { get; set; } = 1000;
+
+    /// <summary>Characters of name and description that tasks clients created may hold together; beyond, TOO_MANY_PENDING_TASKS.</summary>
+    public long ClientTaskTextLimit { get; set; } = 16L << 20;
+
+    /// <summary>Finished tasks kept at most (real hosts: 200); the oldest go first, at the next collection.</summary>
+    public int MaxFinishedTasks { get; set; } = 200;
+
+    /// <summary>Alerts kept at most (real hosts: 10,000, <c>messages-limit</c>); a new one beyond it removes the oldest.</summary>
+    public int MessageLimit { get; set; } = 10_000;
+
+    /// <summary>Characters of name and body all alerts may hold together; a new one beyond it removes the oldest.</summary>
+    public long MessageTextLimit { get; set; } = 64L << 20;
 
     /// <summary>How long finished tasks stay for clients to read before they are destroyed.</summary>
     public TimeSpan FinishedTaskRetention { get; set; } = TimeSpan.FromHours(1);
@@ -94,6 +118,12 @@ public sealed class ServerOptions
     public string? LogFile { get; set; }
 
     public string LogLevel { get; set; } = "Information";
+
+    /// <summary>Logged values longer than this are cut (with the count of characters left out).</summary>
+    public int MaxLoggedValueLength { get; set; } = 256;
+
+    /// <summary>Lines about unauthenticated failures (failed logins, unparseable requests) written per minute at most, per kind.</summary>
+    public int UnauthenticatedLogLinesPerMinute { get; set; } = 60;
 
     private static readonly Dictionary<string, string> SwitchMappings = new(StringComparer.OrdinalIgnoreCase)
     {

@@ -73,11 +73,13 @@ public sealed class XapiHost : IAsyncDisposable
             .MinimumLevel.Is(Enum.Parse<LogEventLevel>(options.LogLevel, ignoreCase: true))
             .MinimumLevel.Override("Microsoft", LogEventLevel.Warning)
             .Enrich.FromLogContext()
-            .WriteTo.Console(outputTemplate: "[{Timestamp:HH:mm:ss} {Level:u3}] {SourceContext}: {Message:lj}{NewLine}{Exception}");
+            // Last, so it sees every property: clients' values are escaped and cut before any sink.
+            .Enrich.With(new SafeLogValues(options.MaxLoggedValueLength))
+            .WriteTo.Console(outputTemplate: SafeLogValues.ConsoleTemplate);
         var logFile = options.LogFile ?? Path.Combine(options.DataDir, "xapi.log");
         if (logFile.Length > 0)
         {
-            serilogConfig.WriteTo.File(logFile, rollingInterval: RollingInterval.Day, retainedFileCountLimit: 7);
+            serilogConfig.WriteTo.File(logFile, outputTemplate: SafeLogValues.FileTemplate, rollingInterval: RollingInterval.Day, retainedFileCountLimit: 7);
         }
         var serilog = serilogConfig.CreateLogger();
 
@@ -163,7 +165,7 @@ public sealed class XapiHost : IAsyncDisposable
                 services.GetRequiredService<TimeProvider>(),
                 options),
             Task = new TaskApi(services.GetRequiredService<TaskManager>()),
-            Message = new MessageApi(services.GetRequiredService<TimeProvider>()),
+            Message = new MessageApi(services.GetRequiredService<TimeProvider>(), options),
             Pool = new PoolApi(journal),
             Role = new RoleApi(),
         }));
@@ -211,8 +213,12 @@ public sealed class XapiHost : IAsyncDisposable
         }
         FirstBoot.SynchronizeRoles(database);
         var thisHost = new HostRef(firstBoot.HostRef);
-        app.Services.GetRequiredService<SessionManager>().ThisHost = thisHost;
-        app.Services.GetRequiredService<TaskManager>().ThisHost = thisHost;
+        var sessionManager = app.Services.GetRequiredService<SessionManager>();
+        var taskManager = app.Services.GetRequiredService<TaskManager>();
+        sessionManager.ThisHost = thisHost;
+        taskManager.ThisHost = thisHost;
+        sessionManager.SessionEnded += taskManager.DestroyTasksOf;
+        sessionManager.IsBusy = taskManager.HasRunningTasks;
         // Handlers that do not match the datamodel stop the daemon here, not at a client's call.
         app.Services.GetRequiredService<Dispatcher>();
 
@@ -246,12 +252,15 @@ public sealed class XapiHost : IAsyncDisposable
         {
             sessions.ExpireIdle();
             tasks.CollectFinished();
-        }, null, TimeSpan.FromMinutes(1), TimeSpan.FromMinutes(1));
+        }, null, CollectionInterval, CollectionInterval);
         logger.LogInformation("XenAPI {Major}.{Minor} listening on {Addresses} with data in {DataDir}",
             ApiSchema.ApiVersionMajor, ApiSchema.ApiVersionMinor, addresses, Path.GetFullPath(Options.DataDir));
         logger.LogInformation("Each listener holds up to {Connections} connections (descriptor limit {Descriptors}); idle ones close after {Idle}",
             ConnectionsPerListener, OpenFileLimit, Options.IdleConnectionTimeout);
     }
+
+    // How often idle sessions and finished tasks are collected (real hosts' database GC: 30 s).
+    private static readonly TimeSpan CollectionInterval = TimeSpan.FromSeconds(30);
 
     public Task WaitForShutdownAsync(CancellationToken cancellationToken = default) => _app.WaitForShutdownAsync(cancellationToken);
 

@@ -11,8 +11,10 @@ namespace Xapi.Server.Http;
 /// The RPC paths over HTTP: <c>POST /jsonrpc</c> for JSON-RPC and any other POST for XML-RPC.
 /// Bodies are bounded; unparseable requests get an HTTP error, API errors a <c>Failure</c>.
 /// </summary>
-public sealed class RpcEndpoint(Dispatcher dispatcher, RpcLimits limits, ILogger<RpcEndpoint> logger)
+public sealed class RpcEndpoint(Dispatcher dispatcher, RpcLimits limits, ServerOptions options, ILogger<RpcEndpoint> logger)
 {
+    private readonly LogRateLimit _rejectLog = new(options.UnauthenticatedLogLinesPerMinute, TimeSpan.FromMinutes(1));
+
     public async Task HandleAsync(HttpContext context)
     {
         var response = context.Response;
@@ -38,8 +40,11 @@ public sealed class RpcEndpoint(Dispatcher dispatcher, RpcLimits limits, ILogger
         catch (RpcFormatException e)
         {
             // Real servers answer a request they cannot parse with HTTP 500.
-            logger.LogInformation("Rejected unparseable {Dialect} request from {Remote}: {Reason}",
-                isJson ? "JSON-RPC" : "XML-RPC", context.Connection.RemoteIpAddress, e.Message);
+            if (_rejectLog.TryEnter(out var suppressed))
+            {
+                logger.LogInformation("Rejected unparseable {Dialect} request from {Remote}: {Reason}; {Suppressed} earlier rejections not logged",
+                    isJson ? "JSON-RPC" : "XML-RPC", context.Connection.RemoteIpAddress, e.Message, suppressed);
+            }
             await RejectAsync(context, StatusCodes.Status500InternalServerError, e.Message);
             return;
         }
