@@ -32,11 +32,13 @@ public sealed class BoundedListenerFactory : IConnectionListenerFactory, IConnec
         var options = new SocketConnectionFactoryOptions();
         if (memoryPools is not null)
         {
-            // Not public on these options: without it connections get the shared array pool,
-            // with which Kestrel's response writer fails on larger replies.
-            typeof(SocketConnectionFactoryOptions)
+            // Not public on these options, which otherwise give connections the shared array
+            // pool: with it Kestrel's response writer failed to write replies. A framework that
+            // renamed the property must stop the daemon here, not break every reply.
+            var property = typeof(SocketConnectionFactoryOptions)
                 .GetProperty("MemoryPoolFactory", System.Reflection.BindingFlags.Instance | System.Reflection.BindingFlags.NonPublic)
-                ?.SetValue(options, memoryPools);
+                ?? throw new InvalidOperationException("this ASP.NET Core version has no SocketConnectionFactoryOptions.MemoryPoolFactory; update BoundedListenerFactory");
+            property.SetValue(options, memoryPools);
         }
         _contexts = new SocketConnectionContextFactory(options, _logger);
     }
