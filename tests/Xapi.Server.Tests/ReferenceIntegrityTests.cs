@@ -177,6 +177,14 @@ public class ReferenceIntegrityTests(RpcDialect dialect) : LoggedInFixture(diale
         await XenApiAssert.FailsAsync(() => Client.InvokeAsync("PVS_cache_storage.create", record), "INVALID_VALUE", "SR", XType.NullRef);
     }
 
+    [TestCase("host.get_servertime")]
+    [TestCase("host.get_server_localtime")]
+    public async Task The_time_of_a_host_that_does_not_exist_is_refused(string message)
+    {
+        var unknown = UnknownRef();
+        await XenApiAssert.FailsAsync(() => Client.InvokeAsync(message, unknown), "HANDLE_INVALID", "host", unknown);
+    }
+
     /// <summary>
     /// Every implicit write path of every class that takes a reference — create's record fields,
     /// setters, set and map additions — walked from the metadata: an unknown reference is
