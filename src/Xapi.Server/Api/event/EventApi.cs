@@ -64,10 +64,12 @@ public sealed class EventApi(XapiDatabase database, EventHub hub, SessionManager
         var wait = WaitFor(timeout);
         var session = context.RequiredSession.Value;
         var cancellation = context.Cancellation;
-        if (since < 0 || wait <= TimeSpan.Zero)
+        // Most calls of a busy client find events waiting: they need no waiter and no timer.
+        var first = database.Snapshot;
+        var found = Collect(first, subscriptions, since);
+        if (found.Count > 0 || since < 0 || wait <= TimeSpan.Zero)
         {
-            var snapshot = database.Snapshot;
-            return Batch(snapshot, subscriptions, Collect(snapshot, subscriptions, since));
+            return Batch(first, subscriptions, found);
         }
         // One waiter and one timer for the whole call, however many commits wake it.
         using var waiter = hub.Watch(subscriptions.Select(s => s.Class), session);
