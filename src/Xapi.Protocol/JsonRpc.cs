@@ -284,6 +284,21 @@ public static class JsonRpc
     // depth 1 for the result); so does the hand-written writer.
     private static readonly int MaxDepth = new JsonWriterOptions().MaxDepth is var d && d > 0 ? d : 1000;
 
+    /// <summary>One value at <paramref name="depth"/> of a reply (the result is at depth 1).</summary>
+    internal static void WriteValue(IBufferWriter<byte> output, object? value, int depth)
+    {
+        var sink = new Utf8Sink(output);
+        WriteValue(ref sink, value, depth);
+        sink.Flush();
+    }
+
+    internal static void WriteString(IBufferWriter<byte> output, string text)
+    {
+        var sink = new Utf8Sink(output);
+        WriteString(ref sink, text);
+        sink.Flush();
+    }
+
     private static void WriteValue(ref Utf8Sink output, object? value, int depth)
     {
         switch (value)

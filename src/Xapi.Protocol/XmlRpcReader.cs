@@ -258,8 +258,8 @@ public static class XmlRpcReader
                 };
             case "double":
                 var doubleText = reader.ReadElementContentAsString().Trim();
-                return double.TryParse(doubleText, NumberStyles.Float, CultureInfo.InvariantCulture, out var d)
-                    ? d
+                return double.TryParse(doubleText, NumberStyles.Float, CultureInfo.InvariantCulture, out var d) ? d
+                    : TryParseOcamlInfinity(doubleText, out d) ? d
                     : throw new RpcFormatException("bad <double> value");
             case "dateTime.iso8601":
                 var dateText = reader.ReadElementContentAsString().Trim();
@@ -354,6 +354,15 @@ public static class XmlRpcReader
         }
         reader.Read(); // </struct>
         return members;
+    }
+
+    // OCaml clients (and the real server) write infinities as %g does: inf, -inf.
+    private static bool TryParseOcamlInfinity(string text, out double value)
+    {
+        var sign = text.StartsWith('-') ? -1 : 1;
+        var magnitude = text.TrimStart('-', '+');
+        value = sign * double.PositiveInfinity;
+        return magnitude.Equals("inf", StringComparison.OrdinalIgnoreCase) && text.Length - magnitude.Length <= 1;
     }
 }
 

@@ -12,9 +12,9 @@ namespace Xapi.Protocol;
 /// </summary>
 public static class XmlRpcWriter
 {
-    private static ReadOnlySpan<byte> ResponseStart => "<?xml version=\"1.0\"?><methodResponse><params><param><value><struct>"u8;
+    internal static ReadOnlySpan<byte> ResponseStart => "<?xml version=\"1.0\"?><methodResponse><params><param><value><struct>"u8;
 
-    private static ReadOnlySpan<byte> ResponseEnd => "</struct></value></param></params></methodResponse>"u8;
+    internal static ReadOnlySpan<byte> ResponseEnd => "</struct></value></param></params></methodResponse>"u8;
 
     public static void WriteSuccess(IBufferWriter<byte> output, object? value)
     {
@@ -227,7 +227,7 @@ public static class XmlRpcWriter
         output.WriteUtf8(rest);
     }
 
-    private static void WriteEscaped(IBufferWriter<byte> output, string text)
+    internal static void WriteEscaped(IBufferWriter<byte> output, string text)
     {
         var sink = new Utf8Sink(output);
         WriteEscaped(ref sink, text);

@@ -52,6 +52,12 @@ public sealed class ServerOptions
 
     public int MaxNestingDepth { get; set; } = 64;
 
+    /// <summary>
+    /// A reply larger than this is streamed to the client as it is encoded (chunked) instead of
+    /// being held whole, so no reply costs more memory than this, however large it is.
+    /// </summary>
+    public long MaxBufferedReplyBytes { get; set; } = 1 << 20;
+
     public TimeSpan SessionIdleTimeout { get; set; } = TimeSpan.FromHours(24);
 
     /// <summary>How long a failed login waits before answering, to slow down guessing.</summary>
@@ -87,6 +93,7 @@ public sealed class ServerOptions
         ["--postgres"] = nameof(Postgres),
         ["--root-password"] = nameof(RootPassword),
         ["--max-body-bytes"] = nameof(MaxBodyBytes),
+        ["--max-buffered-reply-bytes"] = nameof(MaxBufferedReplyBytes),
         ["--session-idle-timeout"] = nameof(SessionIdleTimeout),
         ["--failed-login-delay"] = nameof(FailedLoginDelay),
         ["--log-file"] = nameof(LogFile),

@@ -126,7 +126,7 @@ public sealed class XapiHost : IAsyncDisposable
         builder.Services.AddSingleton(database);
         builder.Services.AddSingleton(passwords);
         builder.Services.AddSingleton(time ?? TimeProvider.System);
-        builder.Services.AddSingleton(new RpcLimits(options.MaxBodyBytes, options.MaxNestingDepth));
+        builder.Services.AddSingleton(new RpcLimits(options.MaxBodyBytes, options.MaxNestingDepth) { MaxBufferedReplyBytes = options.MaxBufferedReplyBytes });
         builder.Services.AddSingleton<SessionManager>();
         builder.Services.AddSingleton<EventHub>();
         builder.Services.AddSingleton<TaskManager>();

@@ -45,18 +45,18 @@ public sealed class RpcEndpoint(Dispatcher dispatcher, RpcLimits limits, ILogger
         }
 
         var (result, error) = await dispatcher.InvokeAsync(request, context.RequestAborted, LocalPeer.Of(context)?.IsRoot == true);
-        using var output = new PooledBufferWriter();
+        response.ContentType = isJson ? "application/json" : "text/xml";
+        using var output = new StreamedReply(response, limits.MaxBufferedReplyBytes);
         if (isJson)
         {
             if (error is null)
             {
-                JsonRpc.WriteSuccess(output, request, result);
+                await StreamedReplies.WriteJsonRpcSuccessAsync(output, request, result, context.RequestAborted);
             }
             else
             {
                 JsonRpc.WriteFailure(output, request, error);
             }
-            response.ContentType = "application/json";
         }
         else
         {
@@ -68,17 +68,14 @@ public sealed class RpcEndpoint(Dispatcher dispatcher, RpcLimits limits, ILogger
             }
             else if (error is null)
             {
-                XmlRpcWriter.WriteSuccess(output, result);
+                await StreamedReplies.WriteXmlRpcSuccessAsync(output, result, context.RequestAborted);
             }
             else
             {
                 XmlRpcWriter.WriteFailure(output, error.Description);
             }
-            response.ContentType = "text/xml";
         }
-        response.ContentLength = output.WrittenCount;
-        output.CopyTo(response.BodyWriter);
-        await response.BodyWriter.FlushAsync(context.RequestAborted);
+        await output.CompleteAsync(context.RequestAborted);
     }
 
     public static Task PreflightAsync(HttpContext context)
