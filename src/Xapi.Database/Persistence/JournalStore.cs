@@ -838,6 +838,21 @@ public sealed class JournalStore : IDurableLog, IDisposable
         public static extern int Close(int fd);
     }
 
+    /// <summary>
+    /// Closes the files without the final compaction, for a start refused after loading: the data
+    /// dir stays exactly as it was found. Nothing may have been written through this store.
+    /// </summary>
+    public void Abandon()
+    {
+        lock (_queueLock)
+        {
+            _stopping = true;
+            Monitor.Pulse(_queueLock);
+        }
+        _flusher.Join();
+        _journal.Dispose();
+    }
+
     /// <summary>Writes everything queued, compacts, and closes the files.</summary>
     public void Dispose()
     {
