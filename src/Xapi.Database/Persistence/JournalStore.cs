@@ -269,7 +269,7 @@ public sealed class JournalStore : IDurableLog, IDisposable
         if (!salvage)
         {
             throw new DatabaseFormatException(
-                $"{path} is corrupt at offset {damage}: the record there fails its checksum but {following} valid records follow it (generations {runs[0].FirstGeneration}–{runs[^1].LastGeneration}); refusing to start and leaving every file as it is. Start once with --salvage-journal to keep every valid record (the damaged files are kept aside), or restore {_directory} from a backup.");
+                $"{path} is corrupt at offset {damage}: the record there fails its checksum or does not decode, but {following} valid records follow it (generations {runs[0].FirstGeneration}–{runs[^1].LastGeneration}); refusing to start and leaving every file as it is. Start once with --salvage-journal to keep every valid record (the damaged files are kept aside), or restore {_directory} from a backup.");
         }
         return Salvage(path, data, layout, runs, records, lastGeneration);
     }
