@@ -84,11 +84,6 @@ public sealed class JournalStore : IDurableLog, IDisposable
             _logger.LogWarning("Journal {Journal} had a torn or corrupt tail: recovered {Records} whole records and discarded {Bytes} bytes after them",
                 journalPath, replay.Records, replay.Discarded);
         }
-        if (replay.Salvaged > 0)
-        {
-            // The damaged journal is aside; the salvaged state becomes the snapshot the new journal follows.
-            WriteSnapshot(_database.Snapshot, snapshotPath);
-        }
         OpenJournalForAppend(journalPath, replay.RewriteHeader);
         var report = new JournalLoadReport(snapshotGeneration ?? 0, rows, replay.Records, replay.Discarded, _database.Snapshot.Generation, watch.Elapsed)
         {
@@ -839,8 +834,8 @@ public sealed class JournalStore : IDurableLog, IDisposable
     }
 
     /// <summary>
-    /// Closes the files without the final compaction, for a start refused after loading: the data
-    /// dir stays exactly as it was found. Nothing may have been written through this store.
+    /// Closes the files without the final compaction, for a start refused after loading, so the
+    /// data dir stays as it was found. Records already queued are still written.
     /// </summary>
     public void Abandon()
     {
