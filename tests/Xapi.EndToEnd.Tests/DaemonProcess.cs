@@ -8,18 +8,25 @@ namespace Xapi.EndToEnd.Tests;
 public sealed class DaemonProcess : IDisposable
 {
     private readonly Process _process;
+    private readonly System.Collections.Concurrent.ConcurrentQueue<string> _output;
 
-    private DaemonProcess(Process process, Uri uri)
+    private DaemonProcess(Process process, Uri uri, System.Collections.Concurrent.ConcurrentQueue<string> output)
     {
         _process = process;
         Uri = uri;
+        _output = output;
     }
 
     public Uri Uri { get; }
 
-    public static async Task<DaemonProcess> StartAsync(string dataDir, string password, params string[] extra)
+    /// <summary>Lines the daemon wrote so far, stdout and stderr.</summary>
+    public IReadOnlyCollection<string> Output => _output;
+
+    /// <summary>What a run that ended by itself left behind.</summary>
+    public sealed record Exit(int Code, string Output, string Error, TimeSpan Elapsed);
+
+    private static ProcessStartInfo StartInfo(int port, string dataDir, string password, string[] extra)
     {
-        var port = FreePort();
         var start = new ProcessStartInfo("dotnet")
         {
             RedirectStandardOutput = true,
@@ -30,7 +37,33 @@ public sealed class DaemonProcess : IDisposable
         {
             start.ArgumentList.Add(arg);
         }
-        var process = Process.Start(start)!;
+        return start;
+    }
+
+    /// <summary>
+    /// Runs the daemon expecting it to refuse to start: its exit code and output once it exits. A
+    /// daemon still running after 30 s is killed and reported as exit code -1.
+    /// </summary>
+    public static async Task<Exit> RunUntilExitAsync(string dataDir, string password, params string[] extra)
+    {
+        var watch = Stopwatch.StartNew();
+        using var process = Process.Start(StartInfo(FreePort(), dataDir, password, extra))!;
+        var output = process.StandardOutput.ReadToEndAsync();
+        var error = process.StandardError.ReadToEndAsync();
+        await Task.WhenAny(process.WaitForExitAsync(), Task.Delay(TimeSpan.FromSeconds(30)));
+        if (!process.HasExited)
+        {
+            process.Kill();
+            await process.WaitForExitAsync();
+            return new Exit(-1, await output, await error, watch.Elapsed);
+        }
+        return new Exit(process.ExitCode, await output, await error, watch.Elapsed);
+    }
+
+    public static async Task<DaemonProcess> StartAsync(string dataDir, string password, params string[] extra)
+    {
+        var port = FreePort();
+        var process = Process.Start(StartInfo(port, dataDir, password, extra))!;
         var ready = new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously);
         var output = new System.Collections.Concurrent.ConcurrentQueue<string>();
         process.OutputDataReceived += (_, e) =>
@@ -56,7 +89,7 @@ public sealed class DaemonProcess : IDisposable
         process.BeginOutputReadLine();
         process.BeginErrorReadLine();
         await ready.Task.WaitAsync(TimeSpan.FromSeconds(60));
-        return new DaemonProcess(process, new Uri($"http://127.0.0.1:{port}/"));
+        return new DaemonProcess(process, new Uri($"http://127.0.0.1:{port}/"), output);
     }
 
     private static int FreePort()
