@@ -17,6 +17,9 @@ public sealed class DaemonProcess : IDisposable
 
     public Uri Uri { get; }
 
+    /// <summary>Whether the daemon has stopped (crashed, when the test did not kill it).</summary>
+    public bool HasExited => _process.HasExited;
+
     public static async Task<DaemonProcess> StartAsync(string dataDir, string password, params string[] extra)
     {
         var port = FreePort();
