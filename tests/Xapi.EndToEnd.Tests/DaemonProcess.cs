@@ -19,6 +19,9 @@ public sealed class DaemonProcess : IDisposable
 
     public Uri Uri { get; }
 
+    /// <summary>Whether the daemon has stopped (crashed, when the test did not kill it).</summary>
+    public bool HasExited => _process.HasExited;
+
     /// <summary>Lines the daemon wrote so far, stdout and stderr.</summary>
     public IReadOnlyCollection<string> Output => _output;
 

@@ -198,7 +198,10 @@ public ref struct BinaryReader(ReadOnlySpan<byte> data)
             case 5:
                 return False;
             case 6:
-                return new DateTime(ReadSigned(), DateTimeKind.Utc);
+                var ticks = ReadSigned();
+                return ticks >= DateTime.MinValue.Ticks && ticks <= DateTime.MaxValue.Ticks
+                    ? new DateTime(ticks, DateTimeKind.Utc)
+                    : throw new FormatException("date out of range");
             case 7:
                 var itemCount = ReadCount();
                 if (itemCount == 0)

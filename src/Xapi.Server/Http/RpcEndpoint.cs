@@ -24,7 +24,20 @@ public sealed class RpcEndpoint(Dispatcher dispatcher, RpcLimits limits, ILogger
             await RejectAsync(context, StatusCodes.Status413PayloadTooLarge, $"request body of {declared} bytes exceeds the limit of {limits.MaxBodyBytes}");
             return;
         }
-        if (await ReadBodyAsync(context.Request.Body, limits.MaxBodyBytes, context.RequestAborted) is not { } body)
+        ReadOnlyMemory<byte>? read;
+        try
+        {
+            read = await ReadBodyAsync(context.Request.Body, limits.MaxBodyBytes, context.RequestAborted);
+        }
+        catch (Exception e) when (e is BadHttpRequestException or IOException)
+        {
+            // Kestrel's chunked decoder reports bad framing as BadHttpRequestException, but a chunk
+            // size past 2^63 as a plain IOException; either is the client's fault, not ours, so it
+            // gets a 400 and one line, not an unhandled exception and a stack trace.
+            await RejectMalformedBodyAsync(context, e.Message);
+            return;
+        }
+        if (read is not { } body)
         {
             await RejectAsync(context, StatusCodes.Status413PayloadTooLarge, $"request body exceeds the limit of {limits.MaxBodyBytes} bytes");
             return;
@@ -89,6 +102,25 @@ public sealed class RpcEndpoint(Dispatcher dispatcher, RpcLimits limits, ILogger
         headers.AccessControlMaxAge = "86400";
         context.Response.StatusCode = StatusCodes.Status200OK;
         return Task.CompletedTask;
+    }
+
+    private async Task RejectMalformedBodyAsync(HttpContext context, string reason)
+    {
+        if (context.RequestAborted.IsCancellationRequested)
+        {
+            return; // The client went away mid-body: nobody to answer.
+        }
+        logger.LogInformation("Rejected a malformed request body from {Remote}: {Reason}", context.Connection.RemoteIpAddress, reason);
+        // The rest of the stream cannot be framed, so the connection cannot carry another request.
+        context.Response.Headers.Connection = "close";
+        try
+        {
+            await RejectAsync(context, StatusCodes.Status400BadRequest, "malformed request body: " + reason);
+        }
+        catch (Exception e) when (e is IOException or OperationCanceledException)
+        {
+            // The connection broke while answering; nothing more to tell anyone.
+        }
     }
 
     private static async Task RejectAsync(HttpContext context, int status, string reason)
