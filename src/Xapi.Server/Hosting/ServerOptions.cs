@@ -52,6 +52,13 @@ public sealed class ServerOptions
 
     public int MaxNestingDepth { get; set; } = 64;
 
+    /// <summary>
+    /// Largest database dump <c>PUT /pool/xmldbdump</c> accepts. The largest pool the product
+    /// supports (64 hosts × 1,000 VMs, each with a VBD, VDI and VIF) is an 83 MiB dump; this is
+    /// half as much again, and bounds what a restore holds in memory.
+    /// </summary>
+    public long MaxDumpBytes { get; set; } = 128L << 20;
+
     public TimeSpan SessionIdleTimeout { get; set; } = TimeSpan.FromHours(24);
 
     /// <summary>How long a failed login waits before answering, to slow down guessing.</summary>
@@ -87,6 +94,7 @@ public sealed class ServerOptions
         ["--postgres"] = nameof(Postgres),
         ["--root-password"] = nameof(RootPassword),
         ["--max-body-bytes"] = nameof(MaxBodyBytes),
+        ["--max-dump-bytes"] = nameof(MaxDumpBytes),
         ["--session-idle-timeout"] = nameof(SessionIdleTimeout),
         ["--failed-login-delay"] = nameof(FailedLoginDelay),
         ["--log-file"] = nameof(LogFile),
