@@ -22,6 +22,8 @@ public sealed class DatabaseDumpEndpoint(XapiDatabase database, SessionManager s
 {
     public const string Path = "/pool/xmldbdump";
 
+    private readonly SemaphoreSlim _restoring = new(1, 1);
+
     public async Task HandleAsync(HttpContext context)
     {
         if (!await HttpActionAuth.AuthorizeAsync(context, sessions, RoleSet.PoolAdmin))
@@ -37,6 +39,25 @@ public sealed class DatabaseDumpEndpoint(XapiDatabase database, SessionManager s
             await context.Response.Body.WriteAsync(dump.WrittenMemory, context.RequestAborted);
             return;
         }
+        // One restore at a time: each holds a whole dump in memory, so concurrent uploads would
+        // multiply what MaxDumpBytes bounds.
+        if (!_restoring.Wait(0))
+        {
+            await RefuseAsync(context, StatusCodes.Status503ServiceUnavailable, "another database restore is in progress; refusing to restore");
+            return;
+        }
+        try
+        {
+            await RestoreAsync(context);
+        }
+        finally
+        {
+            _restoring.Release();
+        }
+    }
+
+    private async Task RestoreAsync(HttpContext context)
+    {
         byte[]? body;
         try
         {
@@ -45,6 +66,17 @@ public sealed class DatabaseDumpEndpoint(XapiDatabase database, SessionManager s
         catch (BadHttpRequestException e)
         {
             await RefuseAsync(context, e.StatusCode, $"the upload is not a well-formed HTTP body ({e.Message}); refusing to restore");
+            return;
+        }
+        catch (Exception e) when (e is OperationCanceledException or IOException && context.RequestAborted.IsCancellationRequested)
+        {
+            // The client went away mid-upload: nobody to answer, nothing changed.
+            return;
+        }
+        catch (Exception e) when (e is IOException or UnauthorizedAccessException)
+        {
+            logger.LogError(e, "Could not spool a database dump upload in {DataDir}", options.DataDir);
+            await RefuseAsync(context, StatusCodes.Status507InsufficientStorage, "the upload could not be stored while it was read; refusing to restore");
             return;
         }
         if (body is null)
