@@ -77,6 +77,25 @@ public class DatabaseDumpTests
     }
 
     [Test]
+    public async Task A_dry_run_checks_a_dump_and_changes_nothing()
+    {
+        await using var daemon = await TestDaemon.StartAsync();
+        using var client = await daemon.LoginAsync();
+        using var http = new HttpClient { BaseAddress = daemon.Uri };
+        var dump = await http.GetByteArrayAsync($"/pool/xmldbdump?session_id={client.Session}");
+        var added = await client.CreateVmAsync("added after the dump");
+
+        using var upload = new ByteArrayContent(dump);
+        using var response = await http.PutAsync($"/pool/xmldbdump?session_id={client.Session}&dry_run=true", upload);
+        Assert.Multiple(async () =>
+        {
+            Assert.That(response.StatusCode, Is.EqualTo(HttpStatusCode.OK));
+            Assert.That(await response.Content.ReadAsStringAsync(), Does.Contain("nothing changed (dry run)"));
+            Assert.That(await client.InvokeAsync("VM.get_name_label", added), Is.EqualTo("added after the dump"));
+        });
+    }
+
+    [Test]
     public async Task A_second_restore_while_one_is_uploading_is_refused_as_busy()
     {
         await using var daemon = await TestDaemon.StartAsync();

@@ -104,6 +104,12 @@ public sealed class DatabaseDumpEndpoint(XapiDatabase database, SessionManager s
             await RefuseAsync(context, StatusCodes.Status409Conflict, foreign + "; refusing to restore");
             return;
         }
+        // As on real hosts, dry_run=true checks a dump without restoring it.
+        if (context.Request.Query["dry_run"] == "true")
+        {
+            await PlainAsync(context, StatusCodes.Status200OK, $"the dump is valid: {restored.Rows.Count} rows; nothing changed (dry run)");
+            return;
+        }
         var generation = database.Write(tx =>
         {
             foreach (var cls in ApiSchema.Classes.Where(c => c.IsStored && !XapiDatabase.IsTransient(c)))
