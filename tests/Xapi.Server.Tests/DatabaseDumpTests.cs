@@ -3,6 +3,7 @@ using System.Net.Http.Headers;
 using System.Net.Sockets;
 using System.Text;
 using Xapi.Database.Persistence;
+using Xapi.Model;
 
 namespace Xapi.Server.Tests;
 
@@ -73,6 +74,30 @@ public class DatabaseDumpTests
             Assert.That(response.RequestMessage!.Headers.TransferEncodingChunked, Is.True);
             await XenApiAssert.FailsAsync(() => client.InvokeAsync("VM.get_record", added), "HANDLE_INVALID");
             Assert.That(Directory.GetFiles(daemon.Host.Options.DataDir, "*.spool"), Is.Empty);
+        });
+    }
+
+    [Test]
+    public async Task A_dump_taken_after_a_destroy_left_references_behind_restores_with_them_cleared()
+    {
+        await using var daemon = await TestDaemon.StartAsync();
+        using var client = await daemon.LoginAsync();
+        using var http = new HttpClient { BaseAddress = daemon.Uri };
+        var vm = await client.CreateVmAsync("destroyed before the dump");
+        var drive = ApiSchema.Class("VBD").MinimalRecord();
+        drive["VM"] = vm;
+        drive["VDI"] = XType.NullRef;
+        drive["empty"] = true;
+        var vbd = (string)(await client.InvokeAsync("VBD.create", drive))!;
+        await client.InvokeAsync("VM.destroy", vm);
+        var dump = await http.GetByteArrayAsync($"/pool/xmldbdump?session_id={client.Session}");
+
+        using var upload = new ByteArrayContent(dump);
+        using var response = await http.PutAsync($"/pool/xmldbdump?session_id={client.Session}", upload);
+        Assert.Multiple(async () =>
+        {
+            Assert.That(response.StatusCode, Is.EqualTo(HttpStatusCode.OK), await response.Content.ReadAsStringAsync());
+            Assert.That(await client.InvokeAsync("VBD.get_VM", vbd), Is.EqualTo(XType.NullRef));
         });
     }
 

@@ -78,6 +78,70 @@ public static class DumpValidator
         return master == thisHost.Value ? null : $"the dump's pool master is {master}, not this host ({thisHost.Value})";
     }
 
+    /// <summary>
+    /// <paramref name="value"/> as a dump of <paramref name="snapshot"/> holds it: a reference to
+    /// an object that no longer exists becomes <c>OpaqueRef:NULL</c>, or leaves its set or map.
+    /// A destroy leaves such references behind (the VBDs of a destroyed VM still name it), as on
+    /// real hosts; they name nothing a client could read, and a dump holding them would be
+    /// refused by <see cref="Validate"/>, so a backup taken after a destroy could never be restored.
+    /// </summary>
+    public static object? WithoutDanglingReferences(DbSnapshot snapshot, XType type, object? value)
+    {
+        if (!HoldsReferences(type))
+        {
+            return value;
+        }
+        switch (type.Kind)
+        {
+            case XTypeKind.Ref:
+                return Dangles(snapshot, type, value) ? XType.NullRef : value;
+            case XTypeKind.Option:
+                return value is null ? null : WithoutDanglingReferences(snapshot, type.Element!, value);
+            case XTypeKind.Set when value is IReadOnlyList<object?> items:
+                var kept = new List<object?>(items.Count);
+                var dropped = false;
+                foreach (var item in items)
+                {
+                    if (Dangles(snapshot, type.Element!, item))
+                    {
+                        dropped = true;
+                        continue;
+                    }
+                    var cleaned = WithoutDanglingReferences(snapshot, type.Element!, item);
+                    dropped |= !ReferenceEquals(cleaned, item);
+                    kept.Add(cleaned);
+                }
+                return dropped ? kept.ToArray() : value;
+            case XTypeKind.Map when value is ValueMap map:
+                var entries = new Dictionary<object, object?>(map.Count);
+                var changed = false;
+                foreach (var (key, item) in map)
+                {
+                    if (Dangles(snapshot, type.Key!, key))
+                    {
+                        changed = true;
+                        continue;
+                    }
+                    var cleaned = WithoutDanglingReferences(snapshot, type.Element!, item);
+                    changed |= !ReferenceEquals(cleaned, item);
+                    entries[key] = cleaned;
+                }
+                return changed ? new ValueMap(entries) : value;
+            default:
+                return value;
+        }
+    }
+
+    private static readonly System.Collections.Concurrent.ConcurrentDictionary<XType, bool> HoldsReferencesCache = new();
+
+    private static bool HoldsReferences(XType type) => HoldsReferencesCache.GetOrAdd(type, static t =>
+        t.Kind == XTypeKind.Ref || (t.Element is { } element && HoldsReferences(element)) || (t.Key is { } key && HoldsReferences(key)));
+
+    private static bool Dangles(DbSnapshot snapshot, XType type, object? value) =>
+        type.Kind == XTypeKind.Ref && value is string reference && reference != XType.NullRef
+        && ApiSchema.ClassesByName.GetValueOrDefault(type.Name!) is { IsStored: true } target && !XapiDatabase.IsTransient(target)
+        && !snapshot.Exists(target, reference);
+
     private static DatabaseFormatException Invalid(string reason) =>
         new($"the database dump is not valid: {reason}; refusing to restore");
 

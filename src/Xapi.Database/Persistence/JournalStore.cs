@@ -518,6 +518,18 @@ public sealed class JournalStore : IDurableLog, IDisposable
             cls => XapiDatabase.IsTransient(cls) ? [] : snapshot.All(cls).Select(r => (r.Ref, r.Created, r.Modified, r.Values)).ToList());
 
     /// <summary>
+    /// What <c>GET /pool/xmldbdump</c> sends: the snapshot format, with references to objects
+    /// that no longer exist cleared (see <see cref="DumpValidator.WithoutDanglingReferences"/>),
+    /// so that every dump this daemon writes is one <see cref="DumpValidator.Validate"/> accepts.
+    /// </summary>
+    public static ArrayBufferWriter<byte> EncodeRestorableDump(DbSnapshot snapshot) =>
+        Encode(
+            snapshot.Generation,
+            snapshot.Tombstones.Where(t => !XapiDatabase.IsTransient(t.Class)).ToList(),
+            cls => XapiDatabase.IsTransient(cls) ? [] : snapshot.All(cls).Select(r => (r.Ref, r.Created, r.Modified, r.Values)).ToList(),
+            (field, value) => DumpValidator.WithoutDanglingReferences(snapshot, field.Type, value));
+
+    /// <summary>
     /// A dump's rows in the snapshot format, as they are: nothing is checked, so tools and tests
     /// can write what a damaged or hostile dump would hold.
     /// </summary>
@@ -529,7 +541,8 @@ public sealed class JournalStore : IDurableLog, IDisposable
     }
 
     private static ArrayBufferWriter<byte> Encode(long generation, IReadOnlyList<Tombstone> tombstones,
-        Func<ClassMeta, IReadOnlyList<(string Ref, long Created, long Modified, IReadOnlyList<object?> Values)>> rowsOf)
+        Func<ClassMeta, IReadOnlyList<(string Ref, long Created, long Modified, IReadOnlyList<object?> Values)>> rowsOf,
+        Func<FieldMeta, object?, object?>? transform = null)
     {
         var output = new ArrayBufferWriter<byte>(1 << 20);
         output.Write(SnapshotMagic);
@@ -554,9 +567,9 @@ public sealed class JournalStore : IDurableLog, IDisposable
                 BinaryCodec.WriteString(output, reference);
                 BinaryCodec.WriteSigned(output, created);
                 BinaryCodec.WriteSigned(output, modified);
-                foreach (var value in values)
+                for (var i = 0; i < values.Count; i++)
                 {
-                    BinaryCodec.WriteValue(output, value);
+                    BinaryCodec.WriteValue(output, transform is null ? values[i] : transform(cls.Fields[i], values[i]));
                 }
             }
         }

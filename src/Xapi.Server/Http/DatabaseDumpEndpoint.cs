@@ -32,7 +32,7 @@ public sealed class DatabaseDumpEndpoint(XapiDatabase database, SessionManager s
         }
         if (HttpMethods.IsGet(context.Request.Method))
         {
-            var dump = JournalStore.EncodeSnapshot(database.Snapshot);
+            var dump = JournalStore.EncodeRestorableDump(database.Snapshot);
             context.Response.ContentType = "application/octet-stream";
             context.Response.Headers.ContentDisposition = "attachment; filename=\"xapi-db.dump\"";
             context.Response.ContentLength = dump.WrittenCount;
