@@ -767,14 +767,44 @@ public sealed class JournalStore : IDurableLog, IDisposable
     }
 
     /// <summary>The snapshot format in memory: what compaction writes and a database dump sends.</summary>
-    public static ArrayBufferWriter<byte> EncodeSnapshot(DbSnapshot snapshot)
+    public static ArrayBufferWriter<byte> EncodeSnapshot(DbSnapshot snapshot) =>
+        Encode(
+            snapshot.Generation,
+            snapshot.Tombstones.Where(t => !XapiDatabase.IsTransient(t.Class)).ToList(),
+            cls => XapiDatabase.IsTransient(cls) ? [] : snapshot.All(cls).Select(r => (r.Ref, r.Created, r.Modified, r.Values)).ToList());
+
+    /// <summary>
+    /// What <c>GET /pool/xmldbdump</c> sends: the snapshot format, with references to objects
+    /// that no longer exist cleared (see <see cref="DumpValidator.WithoutDanglingReferences"/>),
+    /// so that every dump this daemon writes is one <see cref="DumpValidator.Validate"/> accepts.
+    /// </summary>
+    public static ArrayBufferWriter<byte> EncodeRestorableDump(DbSnapshot snapshot) =>
+        Encode(
+            snapshot.Generation,
+            snapshot.Tombstones.Where(t => !XapiDatabase.IsTransient(t.Class)).ToList(),
+            cls => XapiDatabase.IsTransient(cls) ? [] : snapshot.All(cls).Select(r => (r.Ref, r.Created, r.Modified, r.Values)).ToList(),
+            (field, value) => DumpValidator.WithoutDanglingReferences(snapshot, field.Type, value));
+
+    /// <summary>
+    /// A dump's rows in the snapshot format, as they are: nothing is checked, so tools and tests
+    /// can write what a damaged or hostile dump would hold.
+    /// </summary>
+    public static ArrayBufferWriter<byte> EncodeDump(DatabaseDump dump)
+    {
+        var byClass = dump.Rows.ToLookup(r => r.Class);
+        return Encode(dump.Generation, dump.Tombstones,
+            cls => byClass[cls].Select(r => (r.Ref, r.Created, r.Modified, (IReadOnlyList<object?>)r.Values)).ToList());
+    }
+
+    private static ArrayBufferWriter<byte> Encode(long generation, IReadOnlyList<Tombstone> tombstones,
+        Func<ClassMeta, IReadOnlyList<(string Ref, long Created, long Modified, IReadOnlyList<object?> Values)>> rowsOf,
+        Func<FieldMeta, object?, object?>? transform = null)
     {
         var output = new ArrayBufferWriter<byte>(1 << 20);
         output.Write(SnapshotMagic);
         BinaryCodec.WriteVarint(output, StoredLayout.CurrentVersion);
-        BinaryCodec.WriteSigned(output, snapshot.Generation);
+        BinaryCodec.WriteSigned(output, generation);
         StoredLayout.WriteCurrent(output);
-        var tombstones = snapshot.Tombstones.Where(t => !XapiDatabase.IsTransient(t.Class)).ToList();
         BinaryCodec.WriteVarint(output, (ulong)tombstones.Count);
         foreach (var tombstone in tombstones)
         {
@@ -786,16 +816,16 @@ public sealed class JournalStore : IDurableLog, IDisposable
         }
         foreach (var cls in ApiSchema.Classes)
         {
-            var rows = XapiDatabase.IsTransient(cls) ? [] : snapshot.All(cls).ToList();
+            var rows = rowsOf(cls);
             BinaryCodec.WriteVarint(output, (ulong)rows.Count);
-            foreach (var row in rows)
+            foreach (var (reference, created, modified, values) in rows)
             {
-                BinaryCodec.WriteString(output, row.Ref);
-                BinaryCodec.WriteSigned(output, row.Created);
-                BinaryCodec.WriteSigned(output, row.Modified);
-                foreach (var value in row.Values)
+                BinaryCodec.WriteString(output, reference);
+                BinaryCodec.WriteSigned(output, created);
+                BinaryCodec.WriteSigned(output, modified);
+                for (var i = 0; i < values.Count; i++)
                 {
-                    BinaryCodec.WriteValue(output, value);
+                    BinaryCodec.WriteValue(output, transform is null ? values[i] : transform(cls.Fields[i], values[i]));
                 }
             }
         }

@@ -58,6 +58,13 @@ public sealed class ServerOptions
     /// </summary>
     public long MaxBufferedReplyBytes { get; set; } = 1 << 20;
 
+    /// <summary>
+    /// Largest database dump <c>PUT /pool/xmldbdump</c> accepts. The largest pool the product
+    /// supports (64 hosts × 1,000 VMs, each with a VBD, VDI and VIF) is an 83 MiB dump; this is
+    /// half as much again, and bounds what a restore holds in memory.
+    /// </summary>
+    public long MaxDumpBytes { get; set; } = 128L << 20;
+
     public TimeSpan SessionIdleTimeout { get; set; } = TimeSpan.FromHours(24);
 
     /// <summary>How long a failed login waits before answering, to slow down guessing.</summary>
@@ -100,6 +107,7 @@ public sealed class ServerOptions
         ["--root-password"] = nameof(RootPassword),
         ["--max-body-bytes"] = nameof(MaxBodyBytes),
         ["--max-buffered-reply-bytes"] = nameof(MaxBufferedReplyBytes),
+        ["--max-dump-bytes"] = nameof(MaxDumpBytes),
         ["--session-idle-timeout"] = nameof(SessionIdleTimeout),
         ["--failed-login-delay"] = nameof(FailedLoginDelay),
         ["--log-file"] = nameof(LogFile),
