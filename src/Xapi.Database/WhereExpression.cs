@@ -8,8 +8,17 @@ namespace Xapi.Database;
 /// <c>field "name__label"="foo" and not (field "is_a_template"="true")</c>.
 /// Operands are <c>field "NAME"</c> or a quoted literal; values compare as their text forms.
 /// </summary>
+/// <remarks>
+/// Untrusted text: parentheses and <c>not</c> may nest at most <see cref="MaxDepth"/> deep (the
+/// parser and the evaluator recurse once per level, and a request body holds ~300,000 of
+/// them), and runs of <c>and</c>/<c>or</c> become one flat node rather than a chain as deep as
+/// the run is long. Deeper text is refused as <c>INVALID_VALUE</c>, like any malformed expression.
+/// </remarks>
 public abstract record WhereExpression
 {
+    /// <summary>How deep parentheses and <c>not</c> may nest.</summary>
+    public const int MaxDepth = 256;
+
     public static WhereExpression Parse(string text) => new Parser(text).ParseAll();
 
     public abstract bool Matches(DbSnapshot snapshot, Row row);
@@ -24,14 +33,36 @@ public abstract record WhereExpression
         public override bool Matches(DbSnapshot snapshot, Row row) => !Inner.Matches(snapshot, row);
     }
 
-    public sealed record And(WhereExpression Left, WhereExpression Right) : WhereExpression
+    /// <summary>All terms hold; evaluated left to right, stopping at the first that does not.</summary>
+    public sealed record And(IReadOnlyList<WhereExpression> Terms) : WhereExpression
     {
-        public override bool Matches(DbSnapshot snapshot, Row row) => Left.Matches(snapshot, row) && Right.Matches(snapshot, row);
+        public override bool Matches(DbSnapshot snapshot, Row row)
+        {
+            foreach (var term in Terms)
+            {
+                if (!term.Matches(snapshot, row))
+                {
+                    return false;
+                }
+            }
+            return true;
+        }
     }
 
-    public sealed record Or(WhereExpression Left, WhereExpression Right) : WhereExpression
+    /// <summary>Some term holds; evaluated left to right, stopping at the first that does.</summary>
+    public sealed record Or(IReadOnlyList<WhereExpression> Terms) : WhereExpression
     {
-        public override bool Matches(DbSnapshot snapshot, Row row) => Left.Matches(snapshot, row) || Right.Matches(snapshot, row);
+        public override bool Matches(DbSnapshot snapshot, Row row)
+        {
+            foreach (var term in Terms)
+            {
+                if (term.Matches(snapshot, row))
+                {
+                    return true;
+                }
+            }
+            return false;
+        }
     }
 
     public sealed record Equal(Operand Left, Operand Right) : WhereExpression
@@ -72,6 +103,7 @@ public abstract record WhereExpression
     private sealed class Parser(string text)
     {
         private int _position;
+        private int _depth;
 
         public WhereExpression ParseAll()
         {
@@ -86,38 +118,53 @@ public abstract record WhereExpression
 
         private WhereExpression ParseOr()
         {
-            var left = ParseAnd();
+            var first = ParseAnd();
+            if (!TryKeyword("or"))
+            {
+                return first;
+            }
+            List<WhereExpression> terms = [first, ParseAnd()];
             while (TryKeyword("or"))
             {
-                left = new Or(left, ParseAnd());
+                terms.Add(ParseAnd());
             }
-            return left;
+            return new Or(terms);
         }
 
         private WhereExpression ParseAnd()
         {
-            var left = ParseUnary();
+            var first = ParseUnary();
+            if (!TryKeyword("and"))
+            {
+                return first;
+            }
+            List<WhereExpression> terms = [first, ParseUnary()];
             while (TryKeyword("and"))
             {
-                left = new And(left, ParseUnary());
+                terms.Add(ParseUnary());
             }
-            return left;
+            return new And(terms);
         }
 
         private WhereExpression ParseUnary()
         {
             if (TryKeyword("not"))
             {
-                return new Not(ParseUnary());
+                Enter();
+                var inner = ParseUnary();
+                _depth--;
+                return new Not(inner);
             }
             SkipSpace();
             if (TryChar('('))
             {
+                Enter();
                 var inner = ParseOr();
                 if (!TryChar(')'))
                 {
                     throw Error("expected ')'");
                 }
+                _depth--;
                 return inner;
             }
             if (TryKeyword("true"))
@@ -166,6 +213,14 @@ public abstract record WhereExpression
                 throw Error("unterminated string");
             }
             return sb.ToString();
+        }
+
+        private void Enter()
+        {
+            if (++_depth > MaxDepth)
+            {
+                throw Error($"parentheses and 'not' nested deeper than {MaxDepth}");
+            }
         }
 
         private bool TryKeyword(string keyword)

@@ -100,9 +100,20 @@ public sealed class EnumMeta
 
 public sealed record ErrorMeta(string Code, IReadOnlyList<string>? Params);
 
+/// <summary>
+/// What a client may write into a field holding references, generated from the datamodel and
+/// <c>schema/references.json</c>: every reference names an existing object of its class, or
+/// is OpaqueRef:NULL where <see cref="NullAllowed"/> (or, with <see cref="NullAllowedWhen"/>,
+/// where that bool field of the row being written is true). A refused reference answers
+/// HANDLE_INVALID [class, ref], or INVALID_VALUE [<see cref="InvalidValueName"/>, ref] where
+/// the real server checks the field itself and answers that.
+/// </summary>
+public sealed record ReferenceRule(bool NullAllowed, string? NullAllowedWhen, string? InvalidValueName);
+
 public sealed class FieldMeta
 {
-    public FieldMeta(string name, string type, Qualifier qualifier, bool hasDefault, object? defaultValue, string? manyOf, Lifecycle lifecycle)
+    public FieldMeta(string name, string type, Qualifier qualifier, bool hasDefault, object? defaultValue, string? manyOf, Lifecycle lifecycle,
+        ReferenceRule? references = null)
     {
         Name = name;
         Type = XType.Parse(type);
@@ -111,9 +122,21 @@ public sealed class FieldMeta
         _declaredDefault = defaultValue;
         ManyOf = manyOf;
         Lifecycle = lifecycle;
+        References = references;
     }
 
     public string Name { get; }
+
+    /// <summary>Set for fields holding references (a ref, or refs in a set, map or option).</summary>
+    public ReferenceRule? References { get; }
+
+    /// <summary>Whether OpaqueRef:NULL may be written here, given the row as it will be stored.</summary>
+    public bool AllowsNullIn(IReadOnlyList<object?> row) => References switch
+    {
+        { NullAllowed: true } => true,
+        { NullAllowedWhen: { } when } => row[Owner.FieldsByName[when].Ordinal] is true,
+        _ => false,
+    };
 
     public XType Type { get; }
 

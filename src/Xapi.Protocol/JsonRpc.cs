@@ -57,6 +57,11 @@ public static class JsonRpc
                         break;
                 }
             }
+            if (reader.TokenType != JsonTokenType.EndObject || reader.Read())
+            {
+                // A second value, or a truncated object, is not one call.
+                throw new RpcFormatException("JSON-RPC request is not one object");
+            }
             if (method is null)
             {
                 throw new RpcFormatException("JSON-RPC request has no method");
@@ -283,6 +288,21 @@ public static class JsonRpc
     // Utf8JsonWriter refuses to nest deeper than its MaxDepth, counting the envelope (hence
     // depth 1 for the result); so does the hand-written writer.
     private static readonly int MaxDepth = new JsonWriterOptions().MaxDepth is var d && d > 0 ? d : 1000;
+
+    /// <summary>One value at <paramref name="depth"/> of a reply (the result is at depth 1).</summary>
+    internal static void WriteValue(IBufferWriter<byte> output, object? value, int depth)
+    {
+        var sink = new Utf8Sink(output);
+        WriteValue(ref sink, value, depth);
+        sink.Flush();
+    }
+
+    internal static void WriteString(IBufferWriter<byte> output, string text)
+    {
+        var sink = new Utf8Sink(output);
+        WriteString(ref sink, text);
+        sink.Flush();
+    }
 
     private static void WriteValue(ref Utf8Sink output, object? value, int depth)
     {
@@ -541,14 +561,26 @@ public static class JsonRpc
     /// <summary>Parses a JSON-RPC response; returns the result or throws the XenAPI error it carries.</summary>
     public static object? ReadResponse(ReadOnlyMemory<byte> body, RpcLimits limits)
     {
-        var reader = new Utf8JsonReader(body.Span, new JsonReaderOptions { MaxDepth = limits.MaxDepth + 2 });
-        reader.Read();
-        var value = ReadValue(ref reader, 0, limits) as Dictionary<string, object?> ?? throw new RpcFormatException("response is not an object");
+        Dictionary<string, object?> value;
+        try
+        {
+            var reader = new Utf8JsonReader(body.Span, new JsonReaderOptions { MaxDepth = limits.MaxDepth + 2 });
+            reader.Read();
+            value = ReadValue(ref reader, 0, limits) as Dictionary<string, object?> ?? throw new RpcFormatException("response is not an object");
+            if (reader.Read())
+            {
+                throw new RpcFormatException("text after the JSON-RPC response");
+            }
+        }
+        catch (Exception e) when (e is JsonException or InvalidOperationException)
+        {
+            throw new RpcFormatException("malformed JSON-RPC response: " + e.Message, e);
+        }
         if (value.TryGetValue("error", out var error) && error is not null)
         {
             switch (error)
             {
-                case List<object?> v1:
+                case List<object?> { Count: > 0 } v1:
                     var items = v1.Select(x => XType.ToDisplayString(x)).ToArray();
                     throw new XenApiException(items[0], items[1..]);
                 case Dictionary<string, object?> v2:
@@ -561,6 +593,4 @@ public static class JsonRpc
         }
         return value.GetValueOrDefault("result");
     }
-
-
 }

@@ -19,4 +19,7 @@ public sealed class RpcFormatException(string message, Exception? inner = null) 
 public sealed record RpcLimits(int MaxBodyBytes = 300 * 1024, int MaxDepth = 64)
 {
     public static readonly RpcLimits Default = new();
+
+    /// <summary>Replies up to this size are held and sent with a length; larger ones are streamed as they are encoded.</summary>
+    public long MaxBufferedReplyBytes { get; init; } = 1 << 20;
 }

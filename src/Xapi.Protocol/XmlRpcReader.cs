@@ -1,3 +1,5 @@
+using System.Buffers;
+using System.Buffers.Text;
 using System.Globalization;
 using System.Text;
 using System.Xml;
@@ -9,13 +11,20 @@ namespace Xapi.Protocol;
 /// Parses XML-RPC <c>methodCall</c>s and <c>methodResponse</c>s. DTDs are prohibited (so no entity
 /// expansion and no external resolution), and document size and nesting depth are bounded.
 /// </summary>
+/// <remarks>
+/// Control characters in a call's strings (raw, as Python's xmlrpc.client sends them, or as
+/// character references) are read rather than refused as malformed XML, so that the dispatcher
+/// refuses them with the same XenAPI error as over JSON-RPC. Lone surrogates are not text at all
+/// and make the call malformed, as over JSON-RPC.
+/// </remarks>
 public static class XmlRpcReader
 {
-    private static XmlReaderSettings Settings(RpcLimits limits) => new()
+    private static XmlReaderSettings Settings(RpcLimits limits, int documentChars = 0) => new()
     {
         DtdProcessing = DtdProcessing.Prohibit,
         XmlResolver = null,
-        MaxCharactersInDocument = limits.MaxBodyBytes,
+        MaxCharactersInDocument = Math.Max(limits.MaxBodyBytes, documentChars),
+        CheckCharacters = false,
         MaxCharactersFromEntities = 0,
         IgnoreComments = true,
         IgnoreProcessingInstructions = true,
@@ -26,8 +35,9 @@ public static class XmlRpcReader
     {
         try
         {
+            body = ControlsAsReferences(body);
             using var stream = new ReadOnlyMemoryStream(body);
-            using var reader = XmlReader.Create(stream, Settings(limits));
+            using var reader = XmlReader.Create(stream, Settings(limits, body.Length));
             reader.MoveToContent();
             Expect(reader, "methodCall");
             string? method = null;
@@ -40,7 +50,7 @@ public static class XmlRpcReader
                     switch (reader.LocalName)
                     {
                         case "methodName":
-                            method = reader.ReadElementContentAsString().Trim();
+                            method = Text(reader.ReadElementContentAsString()).Trim();
                             break;
                         case "params":
                             ReadParams(reader, parameters, limits);
@@ -119,6 +129,59 @@ public static class XmlRpcReader
             throw new RpcFormatException("malformed XML-RPC value: " + e.Message, e);
         }
     }
+
+    // A UTF-8 byte below 0x20 is always that control character (multi-byte sequences use only
+    // bytes from 0x80), so a raw one becomes the character reference XmlReader reads when it does
+    // not check characters; so do U+FFFE and U+FFFF (EF BF BE, EF BF BF), which it refuses raw.
+    private static readonly SearchValues<byte> RawSuspects = SearchValues.Create(
+        [0, 1, 2, 3, 4, 5, 6, 7, 8, 11, 12, 14, 15, 16, 17, 18, 19, 20, 21, 22, 23, 24, 25, 26, 27, 28, 29, 30, 31, 0xEF]);
+
+    private static ReadOnlyMemory<byte> ControlsAsReferences(ReadOnlyMemory<byte> body)
+    {
+        var all = body.Span;
+        ArrayBufferWriter<byte>? output = null;
+        var copied = 0;
+        var at = 0;
+        int next;
+        while ((next = all[at..].IndexOfAny(RawSuspects)) >= 0)
+        {
+            var i = at + next;
+            int character;
+            int length;
+            if (all[i] != 0xEF)
+            {
+                (character, length) = (all[i], 1);
+            }
+            else if (i + 2 < all.Length && all[i + 1] == 0xBF && all[i + 2] is 0xBE or 0xBF)
+            {
+                (character, length) = (all[i + 2] == 0xBE ? 0xFFFE : 0xFFFF, 3);
+            }
+            else
+            {
+                at = i + 1;
+                continue;
+            }
+            output ??= new ArrayBufferWriter<byte>(body.Length + 64);
+            output.Write(all[copied..i]);
+            var reference = output.GetSpan(8);
+            "&#"u8.CopyTo(reference);
+            Utf8Formatter.TryFormat(character, reference[2..], out var digits);
+            reference[2 + digits] = (byte)';';
+            output.Advance(3 + digits);
+            copied = at = i + length;
+        }
+        if (output is null)
+        {
+            return body;
+        }
+        output.Write(all[copied..]);
+        return output.WrittenMemory;
+    }
+
+    // With character checks off, a character reference can make a lone surrogate.
+    private static string Text(string text) => XmlText.HasLoneSurrogate(text)
+        ? throw new RpcFormatException("a string holds a lone surrogate, which is not text")
+        : text;
 
     private static void ReadParams(XmlReader reader, List<object?> parameters, RpcLimits limits)
     {
@@ -234,7 +297,7 @@ public static class XmlRpcReader
             }
             return typed;
         }
-        return text?.ToString() ?? "";
+        return text is null ? "" : Text(text.ToString());
     }
 
     private static object? ReadTyped(XmlReader reader, int depth, RpcLimits limits)
@@ -243,7 +306,7 @@ public static class XmlRpcReader
         switch (name)
         {
             case "string":
-                return reader.ReadElementContentAsString();
+                return Text(reader.ReadElementContentAsString());
             case "int" or "i4" or "i8":
                 var intText = reader.ReadElementContentAsString().Trim();
                 return long.TryParse(intText, NumberStyles.AllowLeadingSign, CultureInfo.InvariantCulture, out var l)
@@ -258,8 +321,8 @@ public static class XmlRpcReader
                 };
             case "double":
                 var doubleText = reader.ReadElementContentAsString().Trim();
-                return double.TryParse(doubleText, NumberStyles.Float, CultureInfo.InvariantCulture, out var d)
-                    ? d
+                return double.TryParse(doubleText, NumberStyles.Float, CultureInfo.InvariantCulture, out var d) ? d
+                    : TryParseOcamlInfinity(doubleText, out d) ? d
                     : throw new RpcFormatException("bad <double> value");
             case "dateTime.iso8601":
                 var dateText = reader.ReadElementContentAsString().Trim();
@@ -333,7 +396,7 @@ public static class XmlRpcReader
             {
                 if (reader.LocalName == "name")
                 {
-                    name = reader.ReadElementContentAsString();
+                    name = Text(reader.ReadElementContentAsString());
                 }
                 else if (reader.LocalName == "value")
                 {
@@ -354,6 +417,15 @@ public static class XmlRpcReader
         }
         reader.Read(); // </struct>
         return members;
+    }
+
+    // OCaml clients (and the real server) write infinities as %g does: inf, -inf.
+    private static bool TryParseOcamlInfinity(string text, out double value)
+    {
+        var sign = text.StartsWith('-') ? -1 : 1;
+        var magnitude = text.TrimStart('-', '+');
+        value = sign * double.PositiveInfinity;
+        return magnitude.Equals("inf", StringComparison.OrdinalIgnoreCase) && text.Length - magnitude.Length <= 1;
     }
 }
 

@@ -91,4 +91,56 @@ public class GeneratedCodeTests
         var converted = SchemaImporter.ConvertDefault(literal, type);
         Assert.That(converted?.ToJsonString() ?? "null", Is.EqualTo(expectedJson));
     }
+
+    [TestCase("VDI", "SR", false, null, null, Description = "a required constructor ref without a default")]
+    [TestCase("VBD", "VM", false, null, null)]
+    [TestCase("VM", "suspend_SR", true, null, null, Description = "default OpaqueRef:NULL")]
+    [TestCase("VM", "appliance", true, null, null)]
+    [TestCase("VM", "affinity", true, null, null, Description = "annotated: 'or NULL'")]
+    [TestCase("pool", "default_SR", true, null, null)]
+    [TestCase("VBD", "VDI", false, "empty", null, Description = "annotated: NULL only for an empty drive")]
+    [TestCase("PGPU", "GPU_group", false, null, null, Description = "annotated against its NULL default")]
+    [TestCase("PVS_cache_storage", "SR", false, null, "SR")]
+    [TestCase("Observer", "hosts", false, null, "host")]
+    [TestCase("VM", "VBDs", false, null, null, Description = "refs in a set are never NULL")]
+    public void Reference_rules_come_from_the_datamodel_and_the_annotations(string cls, string field, bool nullAllowed, string? when, string? invalidValue)
+    {
+        var rule = ApiSchema.Class(cls).FieldsByName[field].References;
+        Assert.That(rule, Is.EqualTo(new ReferenceRule(nullAllowed, when, invalidValue)));
+    }
+
+    [Test]
+    public void Every_field_holding_references_has_a_rule_and_no_other_field_has_one()
+    {
+        static bool HoldsRefs(XType t) => t.Kind == XTypeKind.Ref || (t.Element is { } e && HoldsRefs(e)) || (t.Key is { } k && HoldsRefs(k));
+        var fields = ApiSchema.Classes.SelectMany(c => c.Fields).ToList();
+        Assert.That(fields.Where(f => HoldsRefs(f.Type) != (f.References is not null)).Select(f => $"{f.Owner.Name}.{f.Name}"), Is.Empty);
+    }
+
+    [TestCase("{\"VM.no_such_field\": {\"null_allowed\": true, \"why\": \"x\"}}", Description = "no such field")]
+    [TestCase("{\"VM.name_label\": {\"null_allowed\": true, \"why\": \"x\"}}", Description = "not a reference")]
+    [TestCase("{\"VM.affinity\": {\"null_allowed\": true}}", Description = "no reason given")]
+    [TestCase("{\"VM.affinity\": {\"nul_allowed\": true, \"why\": \"x\"}}", Description = "misspelt key")]
+    [TestCase("{\"VBD.VDI\": {\"null_allowed_when\": \"userdevice\", \"why\": \"x\"}}", Description = "condition not a bool field")]
+    [TestCase("{\"VM.VBDs\": {\"null_allowed\": true, \"why\": \"x\"}}", Description = "NULL inside a set")]
+    public void A_reference_annotation_that_does_not_fit_the_schema_stops_the_generator(string fields)
+    {
+        var dir = Directory.CreateTempSubdirectory("xapi-schema-");
+        try
+        {
+            var source = Path.Combine(RepositoryRoot.Path, "schema");
+            foreach (var file in Directory.GetFiles(source, "*", SearchOption.AllDirectories))
+            {
+                var target = Path.Combine(dir.FullName, Path.GetRelativePath(source, file));
+                Directory.CreateDirectory(Path.GetDirectoryName(target)!);
+                File.Copy(file, target);
+            }
+            File.WriteAllText(Path.Combine(dir.FullName, SchemaReader.ReferencesFile), $"{{\"fields\": {fields}}}");
+            Assert.That(() => SchemaReader.Read(dir.FullName), Throws.InvalidOperationException);
+        }
+        finally
+        {
+            dir.Delete(recursive: true);
+        }
+    }
 }

@@ -86,7 +86,7 @@ public class ConnectionFloodTests
                 $"daemon CPU {cpu.TotalMilliseconds:F0} ms in {elapsed.TotalMilliseconds:F0} ms");
             Assert.Multiple(() =>
             {
-                Assert.That(daemon.HasExited, Is.False, daemon.Output);
+                Assert.That(daemon.HasExited, Is.False, string.Join("\n", daemon.Output));
                 Assert.That(failures, Is.Empty);
                 Assert.That(p99, Is.LessThan(P99Budget.TotalMilliseconds), "p99 of the legitimate client (ms)");
                 Assert.That(cpu.TotalSeconds / elapsed.TotalSeconds, Is.LessThan(CpuBudgetCores), "daemon CPU (cores)");

@@ -8,22 +8,46 @@ namespace Xapi.EndToEnd.Tests;
 public sealed class DaemonProcess : IDisposable
 {
     private readonly Process _process;
+    private readonly System.Collections.Concurrent.ConcurrentQueue<string> _output;
 
-    private DaemonProcess(Process process, Uri uri)
+    private DaemonProcess(Process process, Uri uri, System.Collections.Concurrent.ConcurrentQueue<string> output)
     {
         _process = process;
         Uri = uri;
+        _output = output;
     }
 
     public Uri Uri { get; }
 
-    public static Task<DaemonProcess> StartAsync(string dataDir, string password, params string[] extra) =>
-        StartAsync(dataDir, password, openFiles: null, extra);
+    /// <summary>Whether the daemon has stopped (crashed, when the test did not kill it).</summary>
+    public bool HasExited => _process.HasExited;
+
+    /// <summary>Lines the daemon wrote so far, stdout and stderr.</summary>
+    public IReadOnlyCollection<string> Output => _output;
+
+    /// <summary>What a run that ended by itself left behind.</summary>
+    public sealed record Exit(int Code, string Output, string Error, TimeSpan Elapsed);
+
+    /// <summary>CPU time the daemon has used (prlimit execs it, so it is the same process); null once it exited.</summary>
+    public TimeSpan? CpuTime
+    {
+        get
+        {
+            try
+            {
+                _process.Refresh();
+                return _process.TotalProcessorTime;
+            }
+            catch (InvalidOperationException)
+            {
+                return null;
+            }
+        }
+    }
 
     /// <param name="openFiles">Runs the daemon under this open-file limit (soft and hard, with prlimit).</param>
-    public static async Task<DaemonProcess> StartAsync(string dataDir, string password, int? openFiles, params string[] extra)
+    private static ProcessStartInfo StartInfo(int port, string dataDir, string password, string[] extra, int? openFiles = null)
     {
-        var port = FreePort();
         var start = new ProcessStartInfo(openFiles is null ? "dotnet" : "prlimit")
         {
             RedirectStandardOutput = true,
@@ -40,7 +64,37 @@ public sealed class DaemonProcess : IDisposable
         {
             start.ArgumentList.Add(arg);
         }
-        var process = Process.Start(start)!;
+        return start;
+    }
+
+    /// <summary>
+    /// Runs the daemon expecting it to refuse to start: its exit code and output once it exits. A
+    /// daemon still running after 30 s is killed and reported as exit code -1.
+    /// </summary>
+    public static async Task<Exit> RunUntilExitAsync(string dataDir, string password, params string[] extra)
+    {
+        var watch = Stopwatch.StartNew();
+        using var process = Process.Start(StartInfo(FreePort(), dataDir, password, extra))!;
+        var output = process.StandardOutput.ReadToEndAsync();
+        var error = process.StandardError.ReadToEndAsync();
+        await Task.WhenAny(process.WaitForExitAsync(), Task.Delay(TimeSpan.FromSeconds(30)));
+        if (!process.HasExited)
+        {
+            process.Kill();
+            await process.WaitForExitAsync();
+            return new Exit(-1, await output, await error, watch.Elapsed);
+        }
+        return new Exit(process.ExitCode, await output, await error, watch.Elapsed);
+    }
+
+    public static Task<DaemonProcess> StartAsync(string dataDir, string password, params string[] extra) =>
+        StartAsync(dataDir, password, openFiles: null, extra);
+
+    /// <param name="openFiles">Runs the daemon under this open-file limit (soft and hard, with prlimit).</param>
+    public static async Task<DaemonProcess> StartAsync(string dataDir, string password, int? openFiles, params string[] extra)
+    {
+        var port = FreePort();
+        var process = Process.Start(StartInfo(port, dataDir, password, extra, openFiles))!;
         var ready = new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously);
         var output = new System.Collections.Concurrent.ConcurrentQueue<string>();
         process.OutputDataReceived += (_, e) =>
@@ -66,31 +120,7 @@ public sealed class DaemonProcess : IDisposable
         process.BeginOutputReadLine();
         process.BeginErrorReadLine();
         await ready.Task.WaitAsync(TimeSpan.FromSeconds(60));
-        return new DaemonProcess(process, new Uri($"http://127.0.0.1:{port}/")) { _output = output };
-    }
-
-    private System.Collections.Concurrent.ConcurrentQueue<string> _output = new();
-
-    /// <summary>What the daemon printed so far (console log, stack traces).</summary>
-    public string Output => string.Join("\n", _output);
-
-    public bool HasExited => _process.HasExited;
-
-    /// <summary>CPU time the daemon has used (prlimit execs it, so it is the same process); null once it exited.</summary>
-    public TimeSpan? CpuTime
-    {
-        get
-        {
-            try
-            {
-                _process.Refresh();
-                return _process.TotalProcessorTime;
-            }
-            catch (InvalidOperationException)
-            {
-                return null;
-            }
-        }
+        return new DaemonProcess(process, new Uri($"http://127.0.0.1:{port}/"), output);
     }
 
     private static int FreePort()

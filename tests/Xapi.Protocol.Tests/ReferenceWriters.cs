@@ -148,6 +148,8 @@ internal static class ReferenceXmlRpc
                 '>' => "&gt;",
                 '&' => "&amp;",
                 '\r' => "&#13;",
+                // The one deliberate change since (issue 8): what XML 1.0 cannot carry is U+FFFD.
+                (>= '\0' and < ' ' and not '\t' and not '\n') or '\uFFFE' or '\uFFFF' => "\uFFFD",
                 _ => null,
             };
             if (replacement is null)
@@ -155,7 +157,7 @@ internal static class ReferenceXmlRpc
                 continue;
             }
             WriteUtf8(output, text.AsSpan(start, i - start));
-            WriteAscii(output, replacement);
+            WriteUtf8(output, replacement);
             start = i + 1;
         }
         WriteUtf8(output, text.AsSpan(start));

@@ -32,6 +32,56 @@ public class WireEquivalenceTests
             Assert.That(Xml(value, newBuffer()), Is.EqualTo(Xml(reference, null)), "XML-RPC");
             Assert.That(Json(V1, value, newBuffer()), Is.EqualTo(Json(V1, reference, null)), "JSON-RPC v1");
             Assert.That(Json(V2, value, newBuffer()), Is.EqualTo(Json(V2, reference, null)), "JSON-RPC v2");
+            Assert.That(Streamed(w => StreamedReplies.WriteXmlRpcSuccessAsync(w, value, default)), Is.EqualTo(Xml(reference, null)), "XML-RPC, streamed");
+            Assert.That(Streamed(w => StreamedReplies.WriteJsonRpcSuccessAsync(w, V1, value, default)), Is.EqualTo(Json(V1, reference, null)), "JSON-RPC v1, streamed");
+            Assert.That(Streamed(w => StreamedReplies.WriteJsonRpcSuccessAsync(w, V2, value, default)), Is.EqualTo(Json(V2, reference, null)), "JSON-RPC v2, streamed");
+        });
+    }
+
+    private static string Streamed(Func<IReplyWriter, ValueTask> write)
+    {
+        var output = new CheckpointedWriter();
+        write(output).AsTask().GetAwaiter().GetResult();
+        return Hex(output.Buffer.WrittenSpan);
+    }
+
+    /// <summary>Holds everything, and checks that nothing is mid-write at a checkpoint.</summary>
+    private sealed class CheckpointedWriter : IReplyWriter
+    {
+        public ArrayBufferWriter<byte> Buffer { get; } = new();
+
+        public int Checkpoints { get; private set; }
+
+        public void Advance(int count) => Buffer.Advance(count);
+
+        public Memory<byte> GetMemory(int sizeHint = 0) => Buffer.GetMemory(sizeHint);
+
+        public Span<byte> GetSpan(int sizeHint = 0) => Buffer.GetSpan(sizeHint);
+
+        public async ValueTask CheckpointAsync(CancellationToken cancellationToken)
+        {
+            Checkpoints++;
+            // Going asynchronous here is what a flush to a slow client does.
+            if (Checkpoints % 7 == 0)
+            {
+                await Task.Yield();
+            }
+        }
+    }
+
+    [Test]
+    public void A_streamed_reply_reaches_a_checkpoint_after_every_element_of_its_top_containers()
+    {
+        var events = Enumerable.Range(0, 1_000).Select(i => (object?)new ValueMap(new Dictionary<object, object?> { ["id"] = i.ToString(System.Globalization.CultureInfo.InvariantCulture) })).ToList();
+        var value = new ValueMap(new Dictionary<object, object?> { ["events"] = events, ["token"] = "t" });
+        var xml = new CheckpointedWriter();
+        StreamedReplies.WriteXmlRpcSuccessAsync(xml, value, default).AsTask().GetAwaiter().GetResult();
+        var json = new CheckpointedWriter();
+        StreamedReplies.WriteJsonRpcSuccessAsync(json, V2, value, default).AsTask().GetAwaiter().GetResult();
+        Assert.Multiple(() =>
+        {
+            Assert.That(xml.Checkpoints, Is.GreaterThanOrEqualTo(1_000));
+            Assert.That(json.Checkpoints, Is.GreaterThanOrEqualTo(1_000));
         });
     }
 

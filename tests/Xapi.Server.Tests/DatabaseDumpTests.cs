@@ -1,7 +1,9 @@
 using System.Net;
 using System.Net.Http.Headers;
+using System.Net.Sockets;
 using System.Text;
 using Xapi.Database.Persistence;
+using Xapi.Model;
 
 namespace Xapi.Server.Tests;
 
@@ -53,6 +55,130 @@ public class DatabaseDumpTests
             Assert.That(garbage.StatusCode, Is.EqualTo(HttpStatusCode.BadRequest));
             Assert.That(await client.InvokeAsync("VM.get_all"), Is.EquivalentTo((IEnumerable<object?>)vms!));
         });
+    }
+
+    [Test]
+    public async Task A_dump_sent_chunked_restores_like_one_with_a_length_and_leaves_no_file_behind()
+    {
+        await using var daemon = await TestDaemon.StartAsync();
+        using var client = await daemon.LoginAsync();
+        using var http = new HttpClient { BaseAddress = daemon.Uri };
+        var dump = await http.GetByteArrayAsync($"/pool/xmldbdump?session_id={client.Session}");
+        var added = await client.CreateVmAsync("added after the dump");
+
+        using var upload = new ChunkedContent(dump);
+        using var response = await http.PutAsync($"/pool/xmldbdump?session_id={client.Session}", upload);
+        Assert.Multiple(async () =>
+        {
+            Assert.That(response.StatusCode, Is.EqualTo(HttpStatusCode.OK), await response.Content.ReadAsStringAsync());
+            Assert.That(response.RequestMessage!.Headers.TransferEncodingChunked, Is.True);
+            await XenApiAssert.FailsAsync(() => client.InvokeAsync("VM.get_record", added), "HANDLE_INVALID");
+            Assert.That(Directory.GetFiles(daemon.Host.Options.DataDir, "*.spool"), Is.Empty);
+        });
+    }
+
+    [Test]
+    public async Task A_dump_taken_after_a_destroy_left_references_behind_restores_with_them_cleared()
+    {
+        await using var daemon = await TestDaemon.StartAsync();
+        using var client = await daemon.LoginAsync();
+        using var http = new HttpClient { BaseAddress = daemon.Uri };
+        var vm = await client.CreateVmAsync("destroyed before the dump");
+        var drive = ApiSchema.Class("VBD").MinimalRecord();
+        drive["VM"] = vm;
+        drive["VDI"] = XType.NullRef;
+        drive["empty"] = true;
+        var vbd = (string)(await client.InvokeAsync("VBD.create", drive))!;
+        await client.InvokeAsync("VM.destroy", vm);
+        var dump = await http.GetByteArrayAsync($"/pool/xmldbdump?session_id={client.Session}");
+
+        using var upload = new ByteArrayContent(dump);
+        using var response = await http.PutAsync($"/pool/xmldbdump?session_id={client.Session}", upload);
+        Assert.Multiple(async () =>
+        {
+            Assert.That(response.StatusCode, Is.EqualTo(HttpStatusCode.OK), await response.Content.ReadAsStringAsync());
+            Assert.That(await client.InvokeAsync("VBD.get_VM", vbd), Is.EqualTo(XType.NullRef));
+        });
+    }
+
+    [Test]
+    public async Task A_dry_run_checks_a_dump_and_changes_nothing()
+    {
+        await using var daemon = await TestDaemon.StartAsync();
+        using var client = await daemon.LoginAsync();
+        using var http = new HttpClient { BaseAddress = daemon.Uri };
+        var dump = await http.GetByteArrayAsync($"/pool/xmldbdump?session_id={client.Session}");
+        var added = await client.CreateVmAsync("added after the dump");
+
+        using var upload = new ByteArrayContent(dump);
+        using var response = await http.PutAsync($"/pool/xmldbdump?session_id={client.Session}&dry_run=true", upload);
+        Assert.Multiple(async () =>
+        {
+            Assert.That(response.StatusCode, Is.EqualTo(HttpStatusCode.OK));
+            Assert.That(await response.Content.ReadAsStringAsync(), Does.Contain("nothing changed (dry run)"));
+            Assert.That(await client.InvokeAsync("VM.get_name_label", added), Is.EqualTo("added after the dump"));
+        });
+    }
+
+    [Test]
+    public async Task A_second_restore_while_one_is_uploading_is_refused_as_busy()
+    {
+        await using var daemon = await TestDaemon.StartAsync();
+        using var client = await daemon.LoginAsync();
+        using var http = new HttpClient { BaseAddress = daemon.Uri };
+        var dump = await http.GetByteArrayAsync($"/pool/xmldbdump?session_id={client.Session}");
+
+        // The first upload sends half its dump and holds the rest back.
+        using var tcp = new TcpClient();
+        await tcp.ConnectAsync(daemon.Uri.Host, daemon.Uri.Port);
+        var stream = tcp.GetStream();
+        await stream.WriteAsync(Encoding.ASCII.GetBytes(
+            $"PUT /pool/xmldbdump?session_id={client.Session} HTTP/1.1\r\nHost: {daemon.Uri.Authority}\r\nTransfer-Encoding: chunked\r\n\r\n"));
+        async Task SendChunkAsync(ReadOnlyMemory<byte> data)
+        {
+            await stream.WriteAsync(Encoding.ASCII.GetBytes($"{data.Length:x}\r\n"));
+            await stream.WriteAsync(data);
+            await stream.WriteAsync("\r\n"u8.ToArray());
+        }
+        await SendChunkAsync(dump.AsMemory(0, dump.Length / 2));
+
+        // Until the first holds the restore, a second would be read (and refused as garbage).
+        HttpStatusCode second;
+        var deadline = DateTime.UtcNow.AddSeconds(10);
+        do
+        {
+            using var response = await http.PutAsync($"/pool/xmldbdump?session_id={client.Session}", new StringContent("not a dump"));
+            second = response.StatusCode;
+        }
+        while (second != HttpStatusCode.ServiceUnavailable && DateTime.UtcNow < deadline);
+
+        await SendChunkAsync(dump.AsMemory(dump.Length / 2));
+        await stream.WriteAsync("0\r\n\r\n"u8.ToArray());
+        var reply = new byte[1024];
+        var read = await stream.ReadAsync(reply);
+        Assert.Multiple(() =>
+        {
+            Assert.That(second, Is.EqualTo(HttpStatusCode.ServiceUnavailable));
+            Assert.That(Encoding.ASCII.GetString(reply, 0, read), Does.StartWith("HTTP/1.1 200"), "the first restore completes");
+        });
+    }
+
+    /// <summary>A body without a length, so HttpClient sends it chunked.</summary>
+    private sealed class ChunkedContent(byte[] data) : HttpContent
+    {
+        protected override async Task SerializeToStreamAsync(Stream stream, TransportContext? context)
+        {
+            for (var at = 0; at < data.Length; at += 10_000)
+            {
+                await stream.WriteAsync(data.AsMemory(at, Math.Min(10_000, data.Length - at)));
+            }
+        }
+
+        protected override bool TryComputeLength(out long length)
+        {
+            length = 0;
+            return false;
+        }
     }
 
     [Test]

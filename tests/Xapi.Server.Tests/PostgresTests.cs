@@ -79,6 +79,30 @@ public class PostgresTests
         Assert.That(await again.InvokeAsync("VM.get_name_label", vm), Is.EqualTo("from the first master"));
     }
 
+    [TestCase("UPDATE \"VM\" SET \"other_config\" = '\\x08ff' WHERE _ref = @vm", "other_config")]
+    [TestCase("ALTER TABLE \"VM\" ALTER COLUMN \"name_label\" TYPE integer USING length(\"name_label\")", "name_label")]
+    [TestCase("UPDATE xapi_meta SET value = 'soon' WHERE key = 'generation'", "generation")]
+    public async Task A_malformed_row_or_a_column_of_the_wrong_type_stops_the_start_with_the_table_row_and_column(string damage, string named)
+    {
+        var database = await _cluster.CreateDatabaseAsync();
+        string vm;
+        await using (var first = await StartAsync(database))
+        {
+            using var client = await first.LoginAsync();
+            vm = await client.CreateVmAsync("to be damaged");
+        }
+        await using (var connection = new Npgsql.NpgsqlConnection(database + ";Pooling=false"))
+        {
+            await connection.OpenAsync();
+            await using var command = new Npgsql.NpgsqlCommand(damage, connection);
+            command.Parameters.AddWithValue("vm", vm);
+            await command.ExecuteNonQueryAsync();
+        }
+
+        var e = await Assert.ThrowsAsync<Xapi.Database.Persistence.DatabaseFormatException>(() => StartAsync(database));
+        Assert.That(e!.Message, Does.Contain(named).And.Contain("refusing to start").And.Not.Contain("\n"));
+    }
+
     [Test]
     [Category("Slow")]
     [Explicit("stops and restarts PostgreSQL: run by scripts/test.sh, or with --filter TestCategory=Slow")]

@@ -78,7 +78,7 @@ public class RoundTripTests(RpcDialect dialect) : LoggedInFixture(dialect)
             var record = new Dictionary<string, object?>();
             foreach (var field in cls.Fields.Where(f => f.IsConstructorArgument && f.ManyOf is null && f.Name != "uuid"))
             {
-                record[field.Name] = expected[field.Name] = Sample(field.Type, 1);
+                record[field.Name] = expected[field.Name] = await SampleAsync(field.Type, 1);
             }
             var created = (string)(await Client.InvokeAsync($"{cls.Name}.create", record))!;
             Assert.That(created, Does.StartWith("OpaqueRef:"));
@@ -112,10 +112,10 @@ public class RoundTripTests(RpcDialect dialect) : LoggedInFixture(dialect)
     private async Task SetAsync(ClassMeta cls, MessageMeta message, string reference, Dictionary<string, object?> expected)
     {
         var field = message.ImplicitField!;
-        var value = Sample(field.Type, 2);
+        var value = await SampleAsync(field.Type, 2);
         if (ValueEquality.DeepEquals(value, expected[field.Name]))
         {
-            value = Sample(field.Type, 3);
+            value = await SampleAsync(field.Type, 3);
         }
         await Client.InvokeAsync(message.WireName, reference, value);
         expected[field.Name] = value;
@@ -128,8 +128,8 @@ public class RoundTripTests(RpcDialect dialect) : LoggedInFixture(dialect)
     private async Task MapEditAsync(ClassMeta cls, MessageMeta addTo, string reference)
     {
         var field = addTo.ImplicitField!;
-        var key = Sample(field.Type.Key!, 7)!;
-        var value = Sample(field.Type.Element!, 7);
+        var key = (await SampleAsync(field.Type.Key!, 7))!;
+        var value = await SampleAsync(field.Type.Element!, 7);
         await Client.InvokeAsync(addTo.WireName, reference, key, value);
         var map = (ValueMap)field.Type.Coerce((await RecordAsync(cls, reference))[field.Name], field.Name)!;
         Assert.That(map.TryGetValue(key, out var stored) && ValueEquality.DeepEquals(stored, value), Is.True, $"{addTo.WireName} adds the pair");
@@ -143,7 +143,7 @@ public class RoundTripTests(RpcDialect dialect) : LoggedInFixture(dialect)
     private async Task SetEditAsync(ClassMeta cls, MessageMeta add, string reference)
     {
         var field = add.ImplicitField!;
-        var item = Sample(field.Type.Element!, 7);
+        var item = await SampleAsync(field.Type.Element!, 7);
         await Client.InvokeAsync(add.WireName, reference, item);
         var set = (IReadOnlyList<object?>)field.Type.Coerce((await RecordAsync(cls, reference))[field.Name], field.Name)!;
         Assert.That(set.Any(v => ValueEquality.DeepEquals(v, item)), Is.True, $"{add.WireName} adds the item");
@@ -183,6 +183,34 @@ public class RoundTripTests(RpcDialect dialect) : LoggedInFixture(dialect)
             Assert.That(methods, Does.Contain(message.WireName));
             var tooMany = Enumerable.Repeat<object?>("x", message.Params.Count + (message.TakesSession ? 2 : 1)).ToArray();
             await XenApiAssert.FailsAsync(() => Client.CallAsync(message.WireName, tooMany), "MESSAGE_PARAMETER_COUNT_MISMATCH");
+        }
+    }
+
+    private readonly Dictionary<(string Class, int Variant), string> _objects = [];
+
+    /// <summary>
+    /// <see cref="Sample"/>, with every reference naming an existing object of its class (one
+    /// per class and variant, inserted behind the API's back): writes of unknown references
+    /// are refused.
+    /// </summary>
+    private async Task<object?> SampleAsync(XType type, int variant)
+    {
+        switch (type.Kind)
+        {
+            case XTypeKind.Ref:
+                if (!_objects.TryGetValue((type.Name!, variant), out var reference))
+                {
+                    _objects[(type.Name!, variant)] = reference = (await Daemon.InsertAsync(ApiSchema.Class(type.Name!))).Ref;
+                }
+                return reference;
+            case XTypeKind.Set:
+                return new object?[] { await SampleAsync(type.Element!, variant) };
+            case XTypeKind.Map:
+                return ValueMap.FromPairs([new((await SampleAsync(type.Key!, variant))!, await SampleAsync(type.Element!, variant))]);
+            case XTypeKind.Option:
+                return await SampleAsync(type.Element!, variant);
+            default:
+                return Sample(type, variant);
         }
     }
 

@@ -117,4 +117,24 @@ public class ServerOptionsTests
     [Test]
     public void A_missing_config_file_is_a_clear_error() =>
         Assert.Throws<FileNotFoundException>(() => ServerOptions.Load(["--config", "/no/such/file.json"], new Dictionary<string, string?>()));
+
+    [TestCase(new[] { "--salvage-journal" }, true)]
+    [TestCase(new[] { "--salvage-journal", "--http-port", "1234" }, true)]
+    [TestCase(new[] { "--salvage-journal", "false" }, false)]
+    [TestCase(new[] { "--http-port", "1234" }, false)]
+    public void The_salvage_option_is_a_flag_that_may_be_given_bare(string[] args, bool salvage)
+    {
+        var options = ServerOptions.Load(args, new Dictionary<string, string?>());
+        Assert.That(options.SalvageJournal, Is.EqualTo(salvage));
+    }
+
+    [TestCase("--log-level", "Chatty", "LogLevel")]
+    [TestCase("--listen", "not-an-address", "ListenAddress")]
+    [TestCase("--database", "sqlite", "Database")]
+    [TestCase("--http-port", "70000", "HttpPort")]
+    public void A_setting_the_daemon_cannot_use_is_refused_by_name_at_load(string option, string value, string named)
+    {
+        var e = Assert.Throws<FormatException>(() => ServerOptions.Load([option, value], new Dictionary<string, string?>()));
+        Assert.That(e!.Message, Does.Contain(named));
+    }
 }

@@ -323,8 +323,11 @@ public static partial class Generator
             };
             var dv = f.HasDefault ? DefaultExpression(f.Default, f.Type) : "null";
             var manyOf = f.ManyOf is null ? "null" : Literal(f.ManyOf);
+            var references = f.References is { } r
+                ? $", new ReferenceRule({(r.NullAllowed ? "true" : "false")}, {(r.NullAllowedWhen is null ? "null" : Literal(r.NullAllowedWhen))}, {(r.InvalidValueName is null ? "null" : Literal(r.InvalidValueName))})"
+                : "";
             sb.Append(CultureInfo.InvariantCulture,
-                $"            new({Literal(f.Name)}, {Literal(f.Type)}, {qualifier}, {(f.HasDefault ? "true" : "false")}, {dv}, {manyOf}, Lifecycle.{Pascal(f.Lifecycle)}),\n");
+                $"            new({Literal(f.Name)}, {Literal(f.Type)}, {qualifier}, {(f.HasDefault ? "true" : "false")}, {dv}, {manyOf}, Lifecycle.{Pascal(f.Lifecycle)}{references}),\n");
         }
         sb.Append("        ],\n        [\n");
         foreach (var m in cls.Messages)

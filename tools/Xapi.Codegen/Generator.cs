@@ -20,7 +20,7 @@ public static partial class Generator
     [
         "Lifecycle", "Qualifier", "Roles", "RoleSet", "ImplicitKind", "XType", "XTypeKind", "ValueMap", "ValueSet",
         "ApiSchema", "ApiHandlers", "EnumMeta", "FieldMeta", "MessageMeta", "ClassMeta", "ErrorMeta",
-        "ParamMeta", "ErrorCodes", "XenApiErrors", "XenApiException", "DateTimeFormat", "ApiResults", "Typed",
+        "ParamMeta", "ReferenceRule", "ErrorCodes", "XenApiErrors", "XenApiException", "DateTimeFormat", "ApiResults", "Typed",
         "IRowReader", "IRowWriter", "IObjectRef", "IRecordView", "RowAccess",
     ];
 

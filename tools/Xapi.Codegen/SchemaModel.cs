@@ -19,7 +19,20 @@ public sealed record SchemaField(
     bool HasDefault,
     string? ManyOf,
     string Lifecycle,
-    string Description);
+    string Description)
+{
+    /// <summary>For fields holding references: what a client may write into them.</summary>
+    public SchemaReferenceRule? References { get; init; }
+}
+
+/// <summary>
+/// What a client may write into a field holding references: each must name an existing
+/// object, or be OpaqueRef:NULL where <see cref="NullAllowed"/> (or, when
+/// <see cref="NullAllowedWhen"/> names a bool field, where the row's value of it is true).
+/// A refused reference answers HANDLE_INVALID [class, ref], or INVALID_VALUE
+/// [<see cref="InvalidValueName"/>, ref] where the real server answers that.
+/// </summary>
+public sealed record SchemaReferenceRule(bool NullAllowed, string? NullAllowedWhen, string? InvalidValueName);
 
 public sealed record SchemaParam(string Name, string Type, bool Optional, string Description);
 
@@ -70,9 +83,78 @@ public static class SchemaReader
                 n["params"] is JsonArray ps ? ps.Select(p => p!.GetValue<string>()).ToList() : null,
                 n["description"]?.GetValue<string>() ?? ""))
             .ToList();
+        var referencesPath = Path.Combine(schemaDir, ReferencesFile);
+        classes = ApplyReferenceRules(classes, File.Exists(referencesPath) ? JsonNode.Parse(File.ReadAllText(referencesPath))!["fields"]!.AsObject() : []);
         return new Schema(classes, enums, errors,
             order["api_version_major"]!.GetValue<int>(), order["api_version_minor"]!.GetValue<int>());
     }
+
+    /// <summary>The hand-written annotations of reference fields, beside the imported schema.</summary>
+    public const string ReferencesFile = "references.json";
+
+    private static readonly HashSet<string> ReferenceKeys = ["null_allowed", "null_allowed_when", "invalid_value", "why"];
+
+    /// <summary>
+    /// Derives every reference field's rule from the datamodel (a plain ref may be NULL exactly
+    /// when its default is NULL; refs inside sets and maps never), then applies the annotations.
+    /// An annotation that names no such field, or does not fit it, stops the generator.
+    /// </summary>
+    private static List<SchemaClass> ApplyReferenceRules(List<SchemaClass> classes, JsonObject annotations)
+    {
+        var byName = classes.SelectMany(c => c.Fields.Select(f => (Key: $"{c.Name}.{f.Name}", Class: c, Field: f)))
+            .ToDictionary(x => x.Key, StringComparer.Ordinal);
+        foreach (var (key, node) in annotations)
+        {
+            if (!byName.TryGetValue(key, out var target) || !HoldsRefs(target.Field.Type))
+            {
+                throw new InvalidOperationException($"{ReferencesFile}: {key} is not a field holding references");
+            }
+            var annotation = node!.AsObject();
+            if (annotation.Select(p => p.Key).FirstOrDefault(k => !ReferenceKeys.Contains(k)) is { } unknown)
+            {
+                throw new InvalidOperationException($"{ReferencesFile}: {key} has an unknown key '{unknown}'");
+            }
+            if (annotation["why"]?.GetValue<string>() is not { Length: > 0 })
+            {
+                throw new InvalidOperationException($"{ReferencesFile}: {key} must say why");
+            }
+            var plainRef = target.Field.Type.EndsWith(" ref", StringComparison.Ordinal);
+            if (!plainRef && (annotation.ContainsKey("null_allowed") || annotation.ContainsKey("null_allowed_when")))
+            {
+                throw new InvalidOperationException($"{ReferencesFile}: {key} holds references in a set or map, which are never NULL");
+            }
+            if (annotation["null_allowed_when"]?.GetValue<string>() is { } when
+                && target.Class.Fields.FirstOrDefault(f => f.Name == when) is not { Type: "bool" })
+            {
+                throw new InvalidOperationException($"{ReferencesFile}: {key} is NULL when '{when}', which is not a bool field of {target.Class.Name}");
+            }
+        }
+        return classes.Select(c => c with
+        {
+            Fields = c.Fields.Select(f =>
+            {
+                if (!HoldsRefs(f.Type))
+                {
+                    return f;
+                }
+                var annotation = annotations[$"{c.Name}.{f.Name}"]?.AsObject();
+                var derived = f.Type.EndsWith(" ref", StringComparison.Ordinal) && f.HasDefault
+                    && f.Default?.GetValueKind() == JsonValueKind.String && f.Default.GetValue<string>() == NullRef;
+                return f with
+                {
+                    References = new SchemaReferenceRule(
+                        annotation?["null_allowed"]?.GetValue<bool>() ?? derived,
+                        annotation?["null_allowed_when"]?.GetValue<string>(),
+                        annotation?["invalid_value"]?.GetValue<string>()),
+                };
+            }).ToList(),
+        }).ToList();
+    }
+
+    private const string NullRef = "OpaqueRef:NULL";
+
+    /// <summary>Whether a datamodel type is a reference or holds references (in a set, map or option).</summary>
+    public static bool HoldsRefs(string type) => type.Split([' ', '(', ')'], StringSplitOptions.RemoveEmptyEntries).Contains("ref");
 
     private static SchemaClass ReadClass(JsonNode node) => new(
         node["name"]!.GetValue<string>(),

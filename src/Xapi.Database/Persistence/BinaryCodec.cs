@@ -11,6 +11,13 @@ namespace Xapi.Database.Persistence;
 /// </summary>
 public static class BinaryCodec
 {
+    /// <summary>
+    /// How deeply sets and maps may nest, in both directions. The deepest datamodel type nests
+    /// two levels (a map of sets), so this leaves room for schema growth while a crafted dump or
+    /// journal record cannot recurse the decoder off the end of its stack.
+    /// </summary>
+    public const int MaxDepth = 32;
+
     private enum Tag : byte
     {
         Null = 0,
@@ -49,8 +56,16 @@ public static class BinaryCodec
         output.Advance(length);
     }
 
-    public static void WriteValue(IBufferWriter<byte> output, object? value)
+    public static void WriteValue(IBufferWriter<byte> output, object? value) => WriteValue(output, value, 0);
+
+    private static void WriteValue(IBufferWriter<byte> output, object? value, int depth)
     {
+        if (depth > MaxDepth)
+        {
+            // Stored values are coerced to datamodel types, so only a bug gets here: fail the
+            // write rather than the process, and never write what the reader would refuse.
+            throw new InvalidOperationException($"cannot store a value nested deeper than {MaxDepth}");
+        }
         switch (value)
         {
             case null:
@@ -85,8 +100,8 @@ public static class BinaryCodec
                 WriteVarint(output, (ulong)map.Count);
                 foreach (var (k, v) in map)
                 {
-                    WriteValue(output, k);
-                    WriteValue(output, v);
+                    WriteValue(output, k, depth + 1);
+                    WriteValue(output, v, depth + 1);
                 }
                 break;
             case IReadOnlyList<object?> list:
@@ -94,7 +109,7 @@ public static class BinaryCodec
                 WriteVarint(output, (ulong)list.Count);
                 for (var i = 0; i < list.Count; i++)
                 {
-                    WriteValue(output, list[i]);
+                    WriteValue(output, list[i], depth + 1);
                 }
                 break;
             default:
@@ -109,7 +124,11 @@ public static class BinaryCodec
     }
 }
 
-/// <summary>Reads what <see cref="BinaryCodec"/> wrote; throws <see cref="FormatException"/> on anything else.</summary>
+/// <summary>
+/// Reads what <see cref="BinaryCodec"/> wrote. Anything else (truncated, unknown tags, counts
+/// larger than the data, values out of range, nesting deeper than <see cref="BinaryCodec.MaxDepth"/>)
+/// throws <see cref="FormatException"/> and nothing else.
+/// </summary>
 public ref struct BinaryReader(ReadOnlySpan<byte> data)
 {
     // Loading a large pool decodes millions of values; most are booleans, small numbers and
@@ -180,8 +199,16 @@ public ref struct BinaryReader(ReadOnlySpan<byte> data)
         return bytes;
     }
 
-    public object? ReadValue()
+    public object? ReadValue() => ReadValue(0);
+
+    // Recursive, so bounded: a dump is checksummed, not trusted, and 400,000 nested sets once
+    // overflowed the stack and killed the daemon.
+    private object? ReadValue(int depth)
     {
+        if (depth > BinaryCodec.MaxDepth)
+        {
+            throw new FormatException($"value nested deeper than {BinaryCodec.MaxDepth}");
+        }
         switch (ReadByte())
         {
             case 0:
@@ -198,7 +225,10 @@ public ref struct BinaryReader(ReadOnlySpan<byte> data)
             case 5:
                 return False;
             case 6:
-                return new DateTime(ReadSigned(), DateTimeKind.Utc);
+                var ticks = ReadSigned();
+                return ticks >= DateTime.MinValue.Ticks && ticks <= DateTime.MaxValue.Ticks
+                    ? new DateTime(ticks, DateTimeKind.Utc)
+                    : throw new FormatException("date out of range");
             case 7:
                 var itemCount = ReadCount();
                 if (itemCount == 0)
@@ -208,16 +238,18 @@ public ref struct BinaryReader(ReadOnlySpan<byte> data)
                 var items = new object?[itemCount];
                 for (var i = 0; i < items.Length; i++)
                 {
-                    items[i] = ReadValue();
+                    items[i] = ReadValue(depth + 1);
                 }
                 return items;
             case 8:
                 var count = ReadCount();
-                var map = new Dictionary<object, object?>(count);
+                // Sized by what is plausible, not by the count: repeated keys collapse, so a
+                // large count must not reserve memory the data never fills.
+                var map = new Dictionary<object, object?>(Math.Min(count, 64));
                 for (var i = 0; i < count; i++)
                 {
-                    var key = ReadValue() ?? throw new FormatException("null map key");
-                    map[key] = ReadValue();
+                    var key = ReadValue(depth + 1) ?? throw new FormatException("null map key");
+                    map[key] = ReadValue(depth + 1);
                 }
                 return count == 0 ? ValueMap.Empty : new ValueMap(map);
             case 9:

@@ -67,5 +67,9 @@ public sealed class StoredLayout
     }
 }
 
-/// <summary>A database file that cannot be used as it is; the message says what to do.</summary>
+/// <summary>
+/// A database file or dump that cannot be used as it is; the message says what to do. The one
+/// exception <see cref="JournalStore.ReadSnapshot"/> and <see cref="DumpValidator"/> throw for
+/// bad data, whatever the bytes.
+/// </summary>
 public sealed class DatabaseFormatException(string message, Exception? inner = null) : Exception(message, inner);

@@ -103,7 +103,12 @@ public sealed class PostgresStore : IDurableLog, IDisposable
         await using var version = new NpgsqlCommand(
             "INSERT INTO xapi_meta (key, value) VALUES ('format', @v) ON CONFLICT (key) DO NOTHING; SELECT value FROM xapi_meta WHERE key = 'format'", connection);
         version.Parameters.AddWithValue("v", StoredLayout.CurrentVersion.ToString(System.Globalization.CultureInfo.InvariantCulture));
-        var stored = int.Parse((string)(await version.ExecuteScalarAsync(cancellationToken).ConfigureAwait(false))!, System.Globalization.CultureInfo.InvariantCulture);
+        var text = (string)(await version.ExecuteScalarAsync(cancellationToken).ConfigureAwait(false))!;
+        if (!int.TryParse(text, System.Globalization.NumberStyles.None, System.Globalization.CultureInfo.InvariantCulture, out var stored))
+        {
+            throw new DatabaseFormatException(
+                $"the PostgreSQL pool database's xapi_meta 'format' is '{text}', not a format number; refusing to start. Restore the database from a backup.");
+        }
         if (stored > StoredLayout.CurrentVersion)
         {
             throw new DatabaseFormatException(
@@ -115,9 +120,28 @@ public sealed class PostgresStore : IDurableLog, IDisposable
 
     private async Task LoadAsync(CancellationToken cancellationToken)
     {
+        try
+        {
+            await LoadRowsAsync(cancellationToken).ConfigureAwait(false);
+        }
+        catch (PostgresException e) when (e.SqlState is PostgresErrorCodes.UndefinedColumn or PostgresErrorCodes.UndefinedTable or PostgresErrorCodes.DatatypeMismatch)
+        {
+            throw new DatabaseFormatException(
+                $"the PostgreSQL pool database's tables do not match this daemon's schema ({e.MessageText}); refusing to start. Restore the database from a backup.", e);
+        }
+    }
+
+    private async Task LoadRowsAsync(CancellationToken cancellationToken)
+    {
         await using var connection = await _dataSource.OpenConnectionAsync(cancellationToken).ConfigureAwait(false);
         await using var generationCommand = new NpgsqlCommand("SELECT value FROM xapi_meta WHERE key = 'generation'", connection);
-        var generation = await generationCommand.ExecuteScalarAsync(cancellationToken).ConfigureAwait(false) is string text ? long.Parse(text, System.Globalization.CultureInfo.InvariantCulture) : 0;
+        long generation = 0;
+        if (await generationCommand.ExecuteScalarAsync(cancellationToken).ConfigureAwait(false) is string text
+            && (!long.TryParse(text, System.Globalization.NumberStyles.None, System.Globalization.CultureInfo.InvariantCulture, out generation) || generation < 0))
+        {
+            throw new DatabaseFormatException(
+                $"the PostgreSQL pool database's xapi_meta 'generation' is '{text}', not a generation; refusing to start. Restore the database from a backup.");
+        }
         var rows = new List<(ClassMeta Class, string Ref, object?[] Values, long Created, long Modified)>();
         foreach (var cls in StoredClasses)
         {
@@ -126,12 +150,22 @@ public sealed class PostgresStore : IDurableLog, IDisposable
             await using var reader = await select.ExecuteReaderAsync(cancellationToken).ConfigureAwait(false);
             while (await reader.ReadAsync(cancellationToken).ConfigureAwait(false))
             {
+                var reference = reader.GetString(0);
                 var values = new object?[cls.Fields.Count];
                 for (var i = 0; i < values.Length; i++)
                 {
-                    values[i] = reader.IsDBNull(i + 3) ? cls.Fields[i].DefaultValue : FromColumn(cls.Fields[i], reader.GetValue(i + 3));
+                    try
+                    {
+                        values[i] = reader.IsDBNull(i + 3) ? cls.Fields[i].DefaultValue : FromColumn(cls.Fields[i], reader.GetValue(i + 3));
+                    }
+                    catch (Exception e) when (e is FormatException or InvalidCastException)
+                    {
+                        // Served as it is, the value would fail every call that reads it with INTERNAL_ERROR.
+                        throw new DatabaseFormatException(
+                            $"the PostgreSQL pool database holds a malformed value in table \"{cls.Name}\", row {reference}, column \"{cls.Fields[i].Name}\" ({e.Message}); refusing to start. Correct or delete that row, or restore the database from a backup.", e);
+                    }
                 }
-                rows.Add((cls, reader.GetString(0), values, reader.GetInt64(1), reader.GetInt64(2)));
+                rows.Add((cls, reference, values, reader.GetInt64(1), reader.GetInt64(2)));
             }
         }
         var tombstones = new List<Tombstone>();
@@ -165,12 +199,27 @@ public sealed class PostgresStore : IDurableLog, IDisposable
         _logger.LogInformation("Loaded the pool database from PostgreSQL: {Rows} rows at generation {Generation}", rows.Count, generation);
     }
 
+    // The column must hold what the field's type stores (a column altered by hand may not).
     private static object? FromColumn(FieldMeta field, object value) => field.Type.Kind switch
     {
-        XTypeKind.DateTime => DateTime.SpecifyKind((DateTime)value, DateTimeKind.Utc),
-        XTypeKind.Set or XTypeKind.Map or XTypeKind.Record or XTypeKind.Option => new Persistence.BinaryReader((byte[])value).ReadValue(),
+        XTypeKind.DateTime => DateTime.SpecifyKind(As<DateTime>(value, "timestamptz"), DateTimeKind.Utc),
+        XTypeKind.Set or XTypeKind.Map or XTypeKind.Record or XTypeKind.Option => DecodeValue(As<byte[]>(value, "bytea")),
+        XTypeKind.String or XTypeKind.Enum or XTypeKind.Ref => As<string>(value, "text"),
+        XTypeKind.Int => As<long>(value, "bigint"),
+        XTypeKind.Float => As<double>(value, "double precision"),
+        XTypeKind.Bool => As<bool>(value, "boolean"),
         _ => value,
     };
+
+    private static T As<T>(object value, string column) =>
+        value is T typed ? typed : throw new InvalidCastException($"the column holds {value.GetType().Name}, not {column}");
+
+    private static object? DecodeValue(byte[] bytes)
+    {
+        var reader = new Persistence.BinaryReader(bytes);
+        var value = reader.ReadValue();
+        return reader.AtEnd ? value : throw new FormatException("bytes after the value");
+    }
 
     private static object ToColumn(FieldMeta field, object? value)
     {

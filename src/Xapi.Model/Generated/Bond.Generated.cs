@@ -199,10 +199,10 @@ public static partial class ApiSchema
     private static ClassMeta BondClass() => new("Bond", Lifecycle.Published,
         [
             new("uuid", "string", Qualifier.RORuntime, false, null, null, Lifecycle.Published),
-            new("master", "PIF ref", Qualifier.ROConstructor, true, "OpaqueRef:NULL", null, Lifecycle.Published),
-            new("slaves", "PIF ref set", Qualifier.RORuntime, false, null, "PIF.bond_slave_of", Lifecycle.Published),
+            new("master", "PIF ref", Qualifier.ROConstructor, true, "OpaqueRef:NULL", null, Lifecycle.Published, new ReferenceRule(true, null, null)),
+            new("slaves", "PIF ref set", Qualifier.RORuntime, false, null, "PIF.bond_slave_of", Lifecycle.Published, new ReferenceRule(false, null, null)),
             new("other_config", "(string -> string) map", Qualifier.RW, true, ValueMap.Empty, null, Lifecycle.Published),
-            new("primary_slave", "PIF ref", Qualifier.RORuntime, true, "OpaqueRef:NULL", null, Lifecycle.Published),
+            new("primary_slave", "PIF ref", Qualifier.RORuntime, true, "OpaqueRef:NULL", null, Lifecycle.Published, new ReferenceRule(true, null, null)),
             new("mode", "enum bond_mode", Qualifier.RORuntime, true, "balance-slb", null, Lifecycle.Published),
             new("properties", "(string -> string) map", Qualifier.RORuntime, true, ValueMap.Empty, null, Lifecycle.Published),
             new("links_up", "int", Qualifier.RORuntime, true, 0L, null, Lifecycle.Published),

@@ -223,7 +223,7 @@ public static partial class ApiSchema
             new("client_ip", "string", Qualifier.ROConstructor, true, "", null, Lifecycle.Prototyped),
             new("last_access", "datetime", Qualifier.RORuntime, true, XType.Epoch, null, Lifecycle.Prototyped),
             new("groups", "string set", Qualifier.RORuntime, true, new object?[] {  }, null, Lifecycle.Prototyped),
-            new("rate_limit", "Rate_limit ref", Qualifier.RORuntime, true, "OpaqueRef:NULL", null, Lifecycle.Prototyped),
+            new("rate_limit", "Rate_limit ref", Qualifier.RORuntime, true, "OpaqueRef:NULL", null, Lifecycle.Prototyped, new ReferenceRule(true, null, null)),
             new("auto_registered", "bool", Qualifier.RORuntime, true, false, null, Lifecycle.Prototyped),
         ],
         [

@@ -186,7 +186,7 @@ public static partial class ApiSchema
             new("uuid", "string", Qualifier.RORuntime, false, null, null, Lifecycle.Published),
             new("name", "string", Qualifier.RORuntime, true, "", null, Lifecycle.Published),
             new("type", "enum certificate_type", Qualifier.RORuntime, true, "host", null, Lifecycle.Published),
-            new("host", "host ref", Qualifier.ROConstructor, true, "OpaqueRef:NULL", null, Lifecycle.Published),
+            new("host", "host ref", Qualifier.ROConstructor, true, "OpaqueRef:NULL", null, Lifecycle.Published, new ReferenceRule(true, null, null)),
             new("not_before", "datetime", Qualifier.ROConstructor, true, XType.Epoch, null, Lifecycle.Published),
             new("not_after", "datetime", Qualifier.ROConstructor, true, XType.Epoch, null, Lifecycle.Published),
             new("fingerprint", "string", Qualifier.ROConstructor, true, "", null, Lifecycle.Deprecated),

@@ -297,7 +297,7 @@ public static partial class ApiSchema
     private static ClassMeta ClusterClass() => new("Cluster", Lifecycle.Published,
         [
             new("uuid", "string", Qualifier.RORuntime, false, null, null, Lifecycle.Published),
-            new("cluster_hosts", "Cluster_host ref set", Qualifier.RORuntime, false, null, "Cluster_host.cluster", Lifecycle.Published),
+            new("cluster_hosts", "Cluster_host ref set", Qualifier.RORuntime, false, null, "Cluster_host.cluster", Lifecycle.Published, new ReferenceRule(false, null, null)),
             new("pending_forget", "string set", Qualifier.RORuntime, true, new object?[] {  }, null, Lifecycle.Published),
             new("cluster_token", "string", Qualifier.ROConstructor, true, "", null, Lifecycle.Published),
             new("cluster_stack", "string", Qualifier.ROConstructor, true, "corosync", null, Lifecycle.Published),

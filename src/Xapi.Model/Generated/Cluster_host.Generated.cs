@@ -226,10 +226,10 @@ public static partial class ApiSchema
     private static ClassMeta ClusterHostClass() => new("Cluster_host", Lifecycle.Published,
         [
             new("uuid", "string", Qualifier.RORuntime, false, null, null, Lifecycle.Published),
-            new("cluster", "Cluster ref", Qualifier.ROConstructor, true, "OpaqueRef:NULL", null, Lifecycle.Published),
-            new("host", "host ref", Qualifier.ROConstructor, true, "OpaqueRef:NULL", null, Lifecycle.Published),
+            new("cluster", "Cluster ref", Qualifier.ROConstructor, true, "OpaqueRef:NULL", null, Lifecycle.Published, new ReferenceRule(true, null, null)),
+            new("host", "host ref", Qualifier.ROConstructor, true, "OpaqueRef:NULL", null, Lifecycle.Published, new ReferenceRule(true, null, null)),
             new("enabled", "bool", Qualifier.RORuntime, true, false, null, Lifecycle.Published),
-            new("PIF", "PIF ref", Qualifier.ROConstructor, true, "OpaqueRef:NULL", null, Lifecycle.Published),
+            new("PIF", "PIF ref", Qualifier.ROConstructor, true, "OpaqueRef:NULL", null, Lifecycle.Published, new ReferenceRule(true, null, null)),
             new("joined", "bool", Qualifier.RORuntime, true, true, null, Lifecycle.Published),
             new("live", "bool", Qualifier.RORuntime, true, false, null, Lifecycle.Prototyped),
             new("last_update_live", "datetime", Qualifier.RORuntime, true, XType.Epoch, null, Lifecycle.Prototyped),

@@ -112,7 +112,7 @@ public static partial class ApiSchema
     private static ClassMeta DRTaskClass() => new("DR_task", Lifecycle.Published,
         [
             new("uuid", "string", Qualifier.RORuntime, false, null, null, Lifecycle.Published),
-            new("introduced_SRs", "SR ref set", Qualifier.RORuntime, false, null, "SR.introduced_by", Lifecycle.Published),
+            new("introduced_SRs", "SR ref set", Qualifier.RORuntime, false, null, "SR.introduced_by", Lifecycle.Published, new ReferenceRule(false, null, null)),
         ],
         [
             new("get_all_records", true, [], "(DR_task ref -> DR_task record) map", RoleSet.PoolAdmin | RoleSet.PoolOperator | RoleSet.VmPowerAdmin | RoleSet.VmAdmin | RoleSet.VmOperator | RoleSet.ClientCert | RoleSet.ReadOnly, [], ImplicitKind.GetAllRecords, null, false, false, Lifecycle.Published, false),

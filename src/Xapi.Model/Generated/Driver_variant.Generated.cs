@@ -161,7 +161,7 @@ public static partial class ApiSchema
         [
             new("uuid", "string", Qualifier.RORuntime, false, null, null, Lifecycle.Prototyped),
             new("name", "string", Qualifier.RORuntime, false, null, null, Lifecycle.Prototyped),
-            new("driver", "Host_driver ref", Qualifier.RORuntime, false, null, null, Lifecycle.Prototyped),
+            new("driver", "Host_driver ref", Qualifier.RORuntime, false, null, null, Lifecycle.Prototyped, new ReferenceRule(false, null, null)),
             new("version", "string", Qualifier.RORuntime, false, null, null, Lifecycle.Prototyped),
             new("hardware_present", "bool", Qualifier.RORuntime, false, null, null, Lifecycle.Prototyped),
             new("priority", "float", Qualifier.RORuntime, false, null, null, Lifecycle.Prototyped),

@@ -159,7 +159,7 @@ public static partial class ApiSchema
             new("enabled", "bool", Qualifier.RORuntime, true, false, null, Lifecycle.Published),
             new("experimental", "bool", Qualifier.ROConstructor, true, false, null, Lifecycle.Published),
             new("version", "string", Qualifier.ROConstructor, true, "1.0", null, Lifecycle.Published),
-            new("host", "host ref", Qualifier.RORuntime, false, null, null, Lifecycle.Published),
+            new("host", "host ref", Qualifier.RORuntime, false, null, null, Lifecycle.Published, new ReferenceRule(false, null, null)),
         ],
         [
             new("get_all_records", true, [], "(Feature ref -> Feature record) map", RoleSet.PoolAdmin | RoleSet.PoolOperator | RoleSet.VmPowerAdmin | RoleSet.VmAdmin | RoleSet.VmOperator | RoleSet.ClientCert | RoleSet.ReadOnly, [], ImplicitKind.GetAllRecords, null, false, false, Lifecycle.Published, false),

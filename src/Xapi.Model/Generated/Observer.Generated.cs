@@ -201,7 +201,7 @@ public static partial class ApiSchema
             new("uuid", "string", Qualifier.RORuntime, false, null, null, Lifecycle.Prototyped),
             new("name_label", "string", Qualifier.RW, true, "", null, Lifecycle.Published),
             new("name_description", "string", Qualifier.RW, true, "", null, Lifecycle.Published),
-            new("hosts", "host ref set", Qualifier.ROConstructor, true, new object?[] {  }, null, Lifecycle.Prototyped),
+            new("hosts", "host ref set", Qualifier.ROConstructor, true, new object?[] {  }, null, Lifecycle.Prototyped, new ReferenceRule(false, null, "host")),
             new("attributes", "(string -> string) map", Qualifier.ROConstructor, true, ValueMap.Empty, null, Lifecycle.Prototyped),
             new("endpoints", "string set", Qualifier.ROConstructor, true, new object?[] {  }, null, Lifecycle.Prototyped),
             new("components", "string set", Qualifier.ROConstructor, true, new object?[] {  }, null, Lifecycle.Prototyped),

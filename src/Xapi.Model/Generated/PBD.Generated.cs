@@ -163,8 +163,8 @@ public static partial class ApiSchema
     private static ClassMeta PBDClass() => new("PBD", Lifecycle.Published,
         [
             new("uuid", "string", Qualifier.RORuntime, false, null, null, Lifecycle.Published),
-            new("host", "host ref", Qualifier.ROConstructor, false, null, null, Lifecycle.Published),
-            new("SR", "SR ref", Qualifier.ROConstructor, false, null, null, Lifecycle.Published),
+            new("host", "host ref", Qualifier.ROConstructor, false, null, null, Lifecycle.Published, new ReferenceRule(false, null, null)),
+            new("SR", "SR ref", Qualifier.ROConstructor, false, null, null, Lifecycle.Published, new ReferenceRule(false, null, null)),
             new("device_config", "(string -> string) map", Qualifier.ROConstructor, false, null, null, Lifecycle.Published),
             new("currently_attached", "bool", Qualifier.RORuntime, false, null, null, Lifecycle.Published),
             new("other_config", "(string -> string) map", Qualifier.RW, true, ValueMap.Empty, null, Lifecycle.Published),

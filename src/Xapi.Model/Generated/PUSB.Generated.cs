@@ -237,8 +237,8 @@ public static partial class ApiSchema
     private static ClassMeta PUSBClass() => new("PUSB", Lifecycle.Published,
         [
             new("uuid", "string", Qualifier.RORuntime, false, null, null, Lifecycle.Published),
-            new("USB_group", "USB_group ref", Qualifier.ROConstructor, true, "OpaqueRef:NULL", null, Lifecycle.Published),
-            new("host", "host ref", Qualifier.ROConstructor, true, "OpaqueRef:NULL", null, Lifecycle.Published),
+            new("USB_group", "USB_group ref", Qualifier.ROConstructor, true, "OpaqueRef:NULL", null, Lifecycle.Published, new ReferenceRule(true, null, null)),
+            new("host", "host ref", Qualifier.ROConstructor, true, "OpaqueRef:NULL", null, Lifecycle.Published, new ReferenceRule(true, null, null)),
             new("path", "string", Qualifier.ROConstructor, true, "", null, Lifecycle.Published),
             new("vendor_id", "string", Qualifier.ROConstructor, true, "", null, Lifecycle.Published),
             new("vendor_desc", "string", Qualifier.ROConstructor, true, "", null, Lifecycle.Published),

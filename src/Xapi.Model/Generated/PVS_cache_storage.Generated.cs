@@ -144,11 +144,11 @@ public static partial class ApiSchema
     private static ClassMeta PVSCacheStorageClass() => new("PVS_cache_storage", Lifecycle.Published,
         [
             new("uuid", "string", Qualifier.RORuntime, false, null, null, Lifecycle.Published),
-            new("host", "host ref", Qualifier.ROConstructor, true, "OpaqueRef:NULL", null, Lifecycle.Published),
-            new("SR", "SR ref", Qualifier.ROConstructor, true, "OpaqueRef:NULL", null, Lifecycle.Published),
-            new("site", "PVS_site ref", Qualifier.ROConstructor, true, "OpaqueRef:NULL", null, Lifecycle.Published),
+            new("host", "host ref", Qualifier.ROConstructor, true, "OpaqueRef:NULL", null, Lifecycle.Published, new ReferenceRule(false, null, "host")),
+            new("SR", "SR ref", Qualifier.ROConstructor, true, "OpaqueRef:NULL", null, Lifecycle.Published, new ReferenceRule(false, null, "SR")),
+            new("site", "PVS_site ref", Qualifier.ROConstructor, true, "OpaqueRef:NULL", null, Lifecycle.Published, new ReferenceRule(false, null, "site")),
             new("size", "int", Qualifier.ROConstructor, true, 21474836480L, null, Lifecycle.Published),
-            new("VDI", "VDI ref", Qualifier.RORuntime, true, "OpaqueRef:NULL", null, Lifecycle.Published),
+            new("VDI", "VDI ref", Qualifier.RORuntime, true, "OpaqueRef:NULL", null, Lifecycle.Published, new ReferenceRule(true, null, null)),
         ],
         [
             new("get_all_records", true, [], "(PVS_cache_storage ref -> PVS_cache_storage record) map", RoleSet.PoolAdmin | RoleSet.PoolOperator | RoleSet.VmPowerAdmin | RoleSet.VmAdmin | RoleSet.VmOperator | RoleSet.ClientCert | RoleSet.ReadOnly, [], ImplicitKind.GetAllRecords, null, false, false, Lifecycle.Published, false),

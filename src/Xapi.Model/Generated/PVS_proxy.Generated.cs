@@ -147,8 +147,8 @@ public static partial class ApiSchema
     private static ClassMeta PVSProxyClass() => new("PVS_proxy", Lifecycle.Published,
         [
             new("uuid", "string", Qualifier.RORuntime, false, null, null, Lifecycle.Published),
-            new("site", "PVS_site ref", Qualifier.ROConstructor, true, "OpaqueRef:NULL", null, Lifecycle.Published),
-            new("VIF", "VIF ref", Qualifier.ROConstructor, true, "OpaqueRef:NULL", null, Lifecycle.Published),
+            new("site", "PVS_site ref", Qualifier.ROConstructor, true, "OpaqueRef:NULL", null, Lifecycle.Published, new ReferenceRule(true, null, null)),
+            new("VIF", "VIF ref", Qualifier.ROConstructor, true, "OpaqueRef:NULL", null, Lifecycle.Published, new ReferenceRule(true, null, null)),
             new("currently_attached", "bool", Qualifier.RORuntime, true, false, null, Lifecycle.Published),
             new("status", "enum pvs_proxy_status", Qualifier.RORuntime, true, "stopped", null, Lifecycle.Published),
         ],

@@ -152,7 +152,7 @@ public static partial class ApiSchema
             new("addresses", "string set", Qualifier.ROConstructor, true, new object?[] {  }, null, Lifecycle.Published),
             new("first_port", "int", Qualifier.ROConstructor, true, 0L, null, Lifecycle.Published),
             new("last_port", "int", Qualifier.ROConstructor, true, 0L, null, Lifecycle.Published),
-            new("site", "PVS_site ref", Qualifier.ROConstructor, true, "OpaqueRef:NULL", null, Lifecycle.Published),
+            new("site", "PVS_site ref", Qualifier.ROConstructor, true, "OpaqueRef:NULL", null, Lifecycle.Published, new ReferenceRule(true, null, null)),
         ],
         [
             new("get_all_records", true, [], "(PVS_server ref -> PVS_server record) map", RoleSet.PoolAdmin | RoleSet.PoolOperator | RoleSet.VmPowerAdmin | RoleSet.VmAdmin | RoleSet.VmOperator | RoleSet.ClientCert | RoleSet.ReadOnly, [], ImplicitKind.GetAllRecords, null, false, false, Lifecycle.Published, false),

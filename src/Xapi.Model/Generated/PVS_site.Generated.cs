@@ -160,9 +160,9 @@ public static partial class ApiSchema
             new("name_label", "string", Qualifier.RW, true, "", null, Lifecycle.Published),
             new("name_description", "string", Qualifier.RW, true, "", null, Lifecycle.Published),
             new("PVS_uuid", "string", Qualifier.ROConstructor, true, "", null, Lifecycle.Published),
-            new("cache_storage", "PVS_cache_storage ref set", Qualifier.RORuntime, true, new object?[] {  }, "PVS_cache_storage.site", Lifecycle.Published),
-            new("servers", "PVS_server ref set", Qualifier.RORuntime, false, null, "PVS_server.site", Lifecycle.Published),
-            new("proxies", "PVS_proxy ref set", Qualifier.RORuntime, false, null, "PVS_proxy.site", Lifecycle.Published),
+            new("cache_storage", "PVS_cache_storage ref set", Qualifier.RORuntime, true, new object?[] {  }, "PVS_cache_storage.site", Lifecycle.Published, new ReferenceRule(false, null, null)),
+            new("servers", "PVS_server ref set", Qualifier.RORuntime, false, null, "PVS_server.site", Lifecycle.Published, new ReferenceRule(false, null, null)),
+            new("proxies", "PVS_proxy ref set", Qualifier.RORuntime, false, null, "PVS_proxy.site", Lifecycle.Published, new ReferenceRule(false, null, null)),
         ],
         [
             new("get_all_records", true, [], "(PVS_site ref -> PVS_site record) map", RoleSet.PoolAdmin | RoleSet.PoolOperator | RoleSet.VmPowerAdmin | RoleSet.VmAdmin | RoleSet.VmOperator | RoleSet.ClientCert | RoleSet.ReadOnly, [], ImplicitKind.GetAllRecords, null, false, false, Lifecycle.Published, false),

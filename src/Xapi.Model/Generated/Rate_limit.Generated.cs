@@ -168,7 +168,7 @@ public static partial class ApiSchema
             new("uuid", "string", Qualifier.RORuntime, false, null, null, Lifecycle.Prototyped),
             new("name_label", "string", Qualifier.RW, true, "", null, Lifecycle.Prototyped),
             new("name_description", "string", Qualifier.RW, true, "", null, Lifecycle.Prototyped),
-            new("callers", "Caller ref set", Qualifier.RORuntime, false, null, "Caller.rate_limit", Lifecycle.Prototyped),
+            new("callers", "Caller ref set", Qualifier.RORuntime, false, null, "Caller.rate_limit", Lifecycle.Prototyped, new ReferenceRule(false, null, null)),
             new("burst_size", "float", Qualifier.ROConstructor, true, 0d, null, Lifecycle.Prototyped),
             new("fill_rate", "float", Qualifier.ROConstructor, true, 0d, null, Lifecycle.Prototyped),
         ],

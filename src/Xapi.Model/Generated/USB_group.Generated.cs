@@ -148,8 +148,8 @@ public static partial class ApiSchema
             new("uuid", "string", Qualifier.RORuntime, false, null, null, Lifecycle.Published),
             new("name_label", "string", Qualifier.RW, true, "", null, Lifecycle.Published),
             new("name_description", "string", Qualifier.RW, true, "", null, Lifecycle.Published),
-            new("PUSBs", "PUSB ref set", Qualifier.RORuntime, false, null, "PUSB.USB_group", Lifecycle.Published),
-            new("VUSBs", "VUSB ref set", Qualifier.RORuntime, false, null, "VUSB.USB_group", Lifecycle.Published),
+            new("PUSBs", "PUSB ref set", Qualifier.RORuntime, false, null, "PUSB.USB_group", Lifecycle.Published, new ReferenceRule(false, null, null)),
+            new("VUSBs", "VUSB ref set", Qualifier.RORuntime, false, null, "VUSB.USB_group", Lifecycle.Published, new ReferenceRule(false, null, null)),
             new("other_config", "(string -> string) map", Qualifier.RW, true, ValueMap.Empty, null, Lifecycle.Published),
         ],
         [

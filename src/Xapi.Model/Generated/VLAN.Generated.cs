@@ -148,8 +148,8 @@ public static partial class ApiSchema
     private static ClassMeta VLANClass() => new("VLAN", Lifecycle.Published,
         [
             new("uuid", "string", Qualifier.RORuntime, false, null, null, Lifecycle.Published),
-            new("tagged_PIF", "PIF ref", Qualifier.ROConstructor, true, "OpaqueRef:NULL", null, Lifecycle.Published),
-            new("untagged_PIF", "PIF ref", Qualifier.RORuntime, true, "OpaqueRef:NULL", null, Lifecycle.Published),
+            new("tagged_PIF", "PIF ref", Qualifier.ROConstructor, true, "OpaqueRef:NULL", null, Lifecycle.Published, new ReferenceRule(true, null, null)),
+            new("untagged_PIF", "PIF ref", Qualifier.RORuntime, true, "OpaqueRef:NULL", null, Lifecycle.Published, new ReferenceRule(true, null, null)),
             new("tag", "int", Qualifier.ROConstructor, true, -1L, null, Lifecycle.Published),
             new("other_config", "(string -> string) map", Qualifier.RW, true, ValueMap.Empty, null, Lifecycle.Published),
         ],

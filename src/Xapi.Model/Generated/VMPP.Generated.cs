@@ -449,7 +449,7 @@ public static partial class ApiSchema
             new("archive_schedule", "(string -> string) map", Qualifier.ROConstructor, true, ValueMap.Empty, null, Lifecycle.Removed),
             new("is_archive_running", "bool", Qualifier.RORuntime, false, null, null, Lifecycle.Removed),
             new("archive_last_run_time", "datetime", Qualifier.RORuntime, true, XType.Epoch, null, Lifecycle.Removed),
-            new("VMs", "VM ref set", Qualifier.RORuntime, false, null, "VM.protection_policy", Lifecycle.Removed),
+            new("VMs", "VM ref set", Qualifier.RORuntime, false, null, "VM.protection_policy", Lifecycle.Removed, new ReferenceRule(false, null, null)),
             new("is_alarm_enabled", "bool", Qualifier.ROConstructor, true, false, null, Lifecycle.Removed),
             new("alarm_config", "(string -> string) map", Qualifier.ROConstructor, true, ValueMap.Empty, null, Lifecycle.Removed),
             new("recent_alerts", "string set", Qualifier.RORuntime, true, new object?[] {  }, null, Lifecycle.Removed),

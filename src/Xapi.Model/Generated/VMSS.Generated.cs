@@ -242,7 +242,7 @@ public static partial class ApiSchema
             new("frequency", "enum vmss_frequency", Qualifier.ROConstructor, false, null, null, Lifecycle.Published),
             new("schedule", "(string -> string) map", Qualifier.ROConstructor, true, ValueMap.Empty, null, Lifecycle.Published),
             new("last_run_time", "datetime", Qualifier.RORuntime, true, XType.Epoch, null, Lifecycle.Published),
-            new("VMs", "VM ref set", Qualifier.RORuntime, false, null, "VM.snapshot_schedule", Lifecycle.Published),
+            new("VMs", "VM ref set", Qualifier.RORuntime, false, null, "VM.snapshot_schedule", Lifecycle.Published, new ReferenceRule(false, null, null)),
         ],
         [
             new("get_all_records", true, [], "(VMSS ref -> VMSS record) map", RoleSet.PoolAdmin | RoleSet.PoolOperator | RoleSet.VmPowerAdmin | RoleSet.VmAdmin | RoleSet.VmOperator | RoleSet.ClientCert | RoleSet.ReadOnly, [], ImplicitKind.GetAllRecords, null, false, false, Lifecycle.Published, false),

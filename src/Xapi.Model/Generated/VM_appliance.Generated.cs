@@ -189,7 +189,7 @@ public static partial class ApiSchema
             new("name_description", "string", Qualifier.RW, true, "", null, Lifecycle.Published),
             new("allowed_operations", "enum vm_appliance_operation set", Qualifier.RORuntime, true, new object?[] {  }, null, Lifecycle.Published),
             new("current_operations", "(string -> enum vm_appliance_operation) map", Qualifier.RORuntime, true, ValueMap.Empty, null, Lifecycle.Published),
-            new("VMs", "VM ref set", Qualifier.RORuntime, false, null, "VM.appliance", Lifecycle.Published),
+            new("VMs", "VM ref set", Qualifier.RORuntime, false, null, "VM.appliance", Lifecycle.Published, new ReferenceRule(false, null, null)),
         ],
         [
             new("get_all_records", true, [], "(VM_appliance ref -> VM_appliance record) map", RoleSet.PoolAdmin | RoleSet.PoolOperator | RoleSet.VmPowerAdmin | RoleSet.VmAdmin | RoleSet.VmOperator | RoleSet.ClientCert | RoleSet.ReadOnly, [], ImplicitKind.GetAllRecords, null, false, false, Lifecycle.Published, false),

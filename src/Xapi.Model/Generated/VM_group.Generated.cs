@@ -137,7 +137,7 @@ public static partial class ApiSchema
             new("name_label", "string", Qualifier.RW, true, "", null, Lifecycle.Published),
             new("name_description", "string", Qualifier.RW, true, "", null, Lifecycle.Published),
             new("placement", "enum placement_policy", Qualifier.ROConstructor, true, "normal", null, Lifecycle.Prototyped),
-            new("VMs", "VM ref set", Qualifier.RORuntime, false, null, null, Lifecycle.Prototyped),
+            new("VMs", "VM ref set", Qualifier.RORuntime, false, null, null, Lifecycle.Prototyped, new ReferenceRule(false, null, null)),
         ],
         [
             new("get_all_records", true, [], "(VM_group ref -> VM_group record) map", RoleSet.PoolAdmin | RoleSet.PoolOperator | RoleSet.VmPowerAdmin | RoleSet.VmAdmin | RoleSet.VmOperator | RoleSet.ClientCert | RoleSet.ReadOnly, [], ImplicitKind.GetAllRecords, null, false, false, Lifecycle.Prototyped, false),

@@ -136,7 +136,7 @@ public static partial class ApiSchema
             new("uuid", "string", Qualifier.RORuntime, false, null, null, Lifecycle.Published),
             new("protocol", "enum console_protocol", Qualifier.RORuntime, false, null, null, Lifecycle.Published),
             new("location", "string", Qualifier.RORuntime, false, null, null, Lifecycle.Published),
-            new("VM", "VM ref", Qualifier.RORuntime, false, null, null, Lifecycle.Published),
+            new("VM", "VM ref", Qualifier.RORuntime, false, null, null, Lifecycle.Published, new ReferenceRule(false, null, null)),
             new("other_config", "(string -> string) map", Qualifier.RW, false, null, null, Lifecycle.Published),
         ],
         [

@@ -130,8 +130,8 @@ public static partial class ApiSchema
     private static ClassMeta CrashdumpClass() => new("crashdump", Lifecycle.Deprecated,
         [
             new("uuid", "string", Qualifier.RORuntime, false, null, null, Lifecycle.Published),
-            new("VM", "VM ref", Qualifier.ROConstructor, false, null, null, Lifecycle.Published),
-            new("VDI", "VDI ref", Qualifier.ROConstructor, false, null, null, Lifecycle.Published),
+            new("VM", "VM ref", Qualifier.ROConstructor, false, null, null, Lifecycle.Published, new ReferenceRule(false, null, null)),
+            new("VDI", "VDI ref", Qualifier.ROConstructor, false, null, null, Lifecycle.Published, new ReferenceRule(false, null, null)),
             new("other_config", "(string -> string) map", Qualifier.RW, true, ValueMap.Empty, null, Lifecycle.Published),
         ],
         [

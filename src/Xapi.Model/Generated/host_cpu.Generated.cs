@@ -214,7 +214,7 @@ public static partial class ApiSchema
     private static ClassMeta HostCpuClass() => new("host_cpu", Lifecycle.Deprecated,
         [
             new("uuid", "string", Qualifier.RORuntime, false, null, null, Lifecycle.Published),
-            new("host", "host ref", Qualifier.RORuntime, false, null, null, Lifecycle.Published),
+            new("host", "host ref", Qualifier.RORuntime, false, null, null, Lifecycle.Published, new ReferenceRule(false, null, null)),
             new("number", "int", Qualifier.RORuntime, false, null, null, Lifecycle.Published),
             new("vendor", "string", Qualifier.RORuntime, false, null, null, Lifecycle.Published),
             new("speed", "int", Qualifier.RORuntime, false, null, null, Lifecycle.Published),

@@ -148,7 +148,7 @@ public static partial class ApiSchema
     private static ClassMeta HostCrashdumpClass() => new("host_crashdump", Lifecycle.Published,
         [
             new("uuid", "string", Qualifier.RORuntime, false, null, null, Lifecycle.Published),
-            new("host", "host ref", Qualifier.ROConstructor, false, null, null, Lifecycle.Published),
+            new("host", "host ref", Qualifier.ROConstructor, false, null, null, Lifecycle.Published, new ReferenceRule(false, null, null)),
             new("timestamp", "datetime", Qualifier.RORuntime, false, null, null, Lifecycle.Published),
             new("size", "int", Qualifier.RORuntime, false, null, null, Lifecycle.Published),
             new("other_config", "(string -> string) map", Qualifier.RW, true, ValueMap.Empty, null, Lifecycle.Published),

@@ -199,11 +199,11 @@ public static partial class ApiSchema
             new("name_label", "string", Qualifier.ROConstructor, true, "", null, Lifecycle.Published),
             new("name_description", "string", Qualifier.ROConstructor, true, "", null, Lifecycle.Published),
             new("version", "string", Qualifier.ROConstructor, false, null, null, Lifecycle.Published),
-            new("host", "host ref", Qualifier.ROConstructor, false, null, null, Lifecycle.Published),
+            new("host", "host ref", Qualifier.ROConstructor, false, null, null, Lifecycle.Published, new ReferenceRule(false, null, null)),
             new("applied", "bool", Qualifier.RORuntime, false, null, null, Lifecycle.Published),
             new("timestamp_applied", "datetime", Qualifier.RORuntime, false, null, null, Lifecycle.Published),
             new("size", "int", Qualifier.RORuntime, false, null, null, Lifecycle.Published),
-            new("pool_patch", "pool_patch ref", Qualifier.ROConstructor, true, "OpaqueRef:NULL", null, Lifecycle.Published),
+            new("pool_patch", "pool_patch ref", Qualifier.ROConstructor, true, "OpaqueRef:NULL", null, Lifecycle.Published, new ReferenceRule(true, null, null)),
             new("other_config", "(string -> string) map", Qualifier.RW, true, ValueMap.Empty, null, Lifecycle.Published),
         ],
         [

@@ -153,8 +153,8 @@ public static partial class ApiSchema
     private static ClassMeta NetworkSriovClass() => new("network_sriov", Lifecycle.Published,
         [
             new("uuid", "string", Qualifier.RORuntime, false, null, null, Lifecycle.Published),
-            new("physical_PIF", "PIF ref", Qualifier.ROConstructor, true, "OpaqueRef:NULL", null, Lifecycle.Published),
-            new("logical_PIF", "PIF ref", Qualifier.ROConstructor, true, "OpaqueRef:NULL", null, Lifecycle.Published),
+            new("physical_PIF", "PIF ref", Qualifier.ROConstructor, true, "OpaqueRef:NULL", null, Lifecycle.Published, new ReferenceRule(true, null, null)),
+            new("logical_PIF", "PIF ref", Qualifier.ROConstructor, true, "OpaqueRef:NULL", null, Lifecycle.Published, new ReferenceRule(true, null, null)),
             new("requires_reboot", "bool", Qualifier.RORuntime, true, false, null, Lifecycle.Published),
             new("configuration_mode", "enum sriov_configuration_mode", Qualifier.RORuntime, true, "unknown", null, Lifecycle.Published),
         ],

@@ -228,9 +228,9 @@ public static partial class ApiSchema
             new("version", "string", Qualifier.ROConstructor, true, "", null, Lifecycle.Published),
             new("size", "int", Qualifier.RORuntime, true, 0L, null, Lifecycle.Published),
             new("pool_applied", "bool", Qualifier.RORuntime, true, false, null, Lifecycle.Published),
-            new("host_patches", "host_patch ref set", Qualifier.RORuntime, false, null, "host_patch.pool_patch", Lifecycle.Published),
+            new("host_patches", "host_patch ref set", Qualifier.RORuntime, false, null, "host_patch.pool_patch", Lifecycle.Published, new ReferenceRule(false, null, null)),
             new("after_apply_guidance", "enum after_apply_guidance set", Qualifier.RORuntime, true, new object?[] {  }, null, Lifecycle.Published),
-            new("pool_update", "pool_update ref", Qualifier.ROConstructor, true, "OpaqueRef:NULL", null, Lifecycle.Published),
+            new("pool_update", "pool_update ref", Qualifier.ROConstructor, true, "OpaqueRef:NULL", null, Lifecycle.Published, new ReferenceRule(true, null, null)),
             new("other_config", "(string -> string) map", Qualifier.RW, true, ValueMap.Empty, null, Lifecycle.Published),
         ],
         [

@@ -160,7 +160,7 @@ public static partial class ApiSchema
             new("uuid", "string", Qualifier.RORuntime, false, null, null, Lifecycle.Published),
             new("name_label", "string", Qualifier.ROConstructor, true, "", null, Lifecycle.Published),
             new("name_description", "string", Qualifier.ROConstructor, true, "", null, Lifecycle.Published),
-            new("subroles", "role ref set", Qualifier.ROConstructor, true, new object?[] {  }, null, Lifecycle.Published),
+            new("subroles", "role ref set", Qualifier.ROConstructor, true, new object?[] {  }, null, Lifecycle.Published, new ReferenceRule(false, null, null)),
             new("is_internal", "bool", Qualifier.RORuntime, true, false, null, Lifecycle.Published),
         ],
         [

@@ -146,7 +146,7 @@ public static partial class ApiSchema
             new("uuid", "string", Qualifier.RORuntime, false, null, null, Lifecycle.Published),
             new("subject_identifier", "string", Qualifier.ROConstructor, true, "", null, Lifecycle.Published),
             new("other_config", "(string -> string) map", Qualifier.ROConstructor, true, ValueMap.Empty, null, Lifecycle.Published),
-            new("roles", "role ref set", Qualifier.RORuntime, true, new object?[] { "OpaqueRef:0165f154-ba3e-034e-6b27-5d271af109ba" }, null, Lifecycle.Published),
+            new("roles", "role ref set", Qualifier.RORuntime, true, new object?[] { "OpaqueRef:0165f154-ba3e-034e-6b27-5d271af109ba" }, null, Lifecycle.Published, new ReferenceRule(false, null, null)),
         ],
         [
             new("get_all_records", true, [], "(subject ref -> subject record) map", RoleSet.PoolAdmin | RoleSet.PoolOperator | RoleSet.VmPowerAdmin | RoleSet.VmAdmin | RoleSet.VmOperator | RoleSet.ClientCert | RoleSet.ReadOnly, [], ImplicitKind.GetAllRecords, null, false, false, Lifecycle.Published, false),

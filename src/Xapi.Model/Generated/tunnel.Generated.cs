@@ -158,8 +158,8 @@ public static partial class ApiSchema
     private static ClassMeta TunnelClass() => new("tunnel", Lifecycle.Published,
         [
             new("uuid", "string", Qualifier.RORuntime, false, null, null, Lifecycle.Published),
-            new("access_PIF", "PIF ref", Qualifier.ROConstructor, true, "OpaqueRef:NULL", null, Lifecycle.Published),
-            new("transport_PIF", "PIF ref", Qualifier.ROConstructor, true, "OpaqueRef:NULL", null, Lifecycle.Published),
+            new("access_PIF", "PIF ref", Qualifier.ROConstructor, true, "OpaqueRef:NULL", null, Lifecycle.Published, new ReferenceRule(true, null, null)),
+            new("transport_PIF", "PIF ref", Qualifier.ROConstructor, true, "OpaqueRef:NULL", null, Lifecycle.Published, new ReferenceRule(true, null, null)),
             new("status", "(string -> string) map", Qualifier.RW, true, ValueMap.FromPairs([new KeyValuePair<object, object?>("active"!, "false")]), null, Lifecycle.Published),
             new("other_config", "(string -> string) map", Qualifier.RW, true, ValueMap.Empty, null, Lifecycle.Published),
             new("protocol", "enum tunnel_protocol", Qualifier.RW, true, "gre", null, Lifecycle.Published),

@@ -191,6 +191,13 @@ public sealed class Dispatcher
         for (var i = 0; i < args.Length; i++)
         {
             var param = message.Params[i];
+            if (i < received && XmlText.FindUnrepresentable(parameters[i + offset]) is { } unrepresentable)
+            {
+                // Refused here, for every message over both protocols: stored, such a string would
+                // make every later XML-RPC reply that carries it unparseable (the real server
+                // truncates it silently at its first such character instead).
+                throw XenApiErrors.InvalidValue(param.Name, XmlText.Visible(unrepresentable));
+            }
             args[i] = i < received ? param.Type.Coerce(parameters[i + offset], param.Name) : param.DefaultValue;
         }
         return new PreparedCall(message, args, session);

@@ -67,8 +67,15 @@ public sealed class ImplicitMessages(IEnumerable<ICreateRule> createRules)
                 return snapshot.GetField(snapshot.Get(cls, (string)args[0]!), message.ImplicitField!);
             }
             case ImplicitKind.Set:
-                database.Write(tx => tx.Set(cls, (string)args[0]!, message.ImplicitField!, args[1]));
+            {
+                var field = message.ImplicitField!;
+                database.Write(tx => tx.Update(cls, (string)args[0]!, values =>
+                {
+                    values[field.Ordinal] = args[1];
+                    tx.CheckReferences(field, values);
+                }));
                 return null;
+            }
             case ImplicitKind.AddTo:
                 AddToMap(database, cls, message.ImplicitField!, (string)args[0]!, args[1]!, args[2]);
                 return null;
@@ -83,6 +90,7 @@ public sealed class ImplicitMessages(IEnumerable<ICreateRule> createRules)
                 var field = message.ImplicitField!;
                 database.Write(tx => tx.Update(cls, (string)args[0]!, values =>
                 {
+                    tx.CheckReferences(field, field.Type.Element!, args[1]);
                     var set = (IReadOnlyList<object?>)values[field.Ordinal]!;
                     if (!set.Contains(args[1]))
                     {
@@ -128,12 +136,15 @@ public sealed class ImplicitMessages(IEnumerable<ICreateRule> createRules)
                 var uuid = cls.UuidField is { } u ? (string)values[u.Ordinal]! : reference;
                 throw XenApiErrors.MapDuplicateKey(cls.Name, field.Name, uuid, XType.ToDisplayString(key));
             }
+            tx.CheckReferences(field, field.Type.Key!, key);
+            tx.CheckReferences(field, field.Type.Element!, value);
             values[field.Ordinal] = map.With(key, value);
         }));
 
     /// <summary>
     /// Implicit create: constructor and writable fields come from the record; those without a
-    /// datamodel default are mandatory. Runtime-only fields keep their defaults.
+    /// datamodel default are mandatory. Runtime-only fields keep their defaults. Missing fields
+    /// are reported before references, as the real server unmarshals the record first.
     /// </summary>
     private string Create(CallContext context, ClassMeta cls, ValueMap record)
     {
@@ -150,6 +161,15 @@ public sealed class ImplicitMessages(IEnumerable<ICreateRule> createRules)
                 if (field.IsConstructorArgument && field.ManyOf is null && field != cls.UuidField && record.TryGetValue(field.Name, out var value))
                 {
                     values[field.Ordinal] = value;
+                }
+            }
+            // Once every given field is in place: whether a reference may be NULL can depend on
+            // another field of the row (an empty CD drive has no VDI).
+            foreach (var field in cls.Fields)
+            {
+                if (field.References is not null && field.IsConstructorArgument && field.ManyOf is null && record.ContainsKey(field.Name))
+                {
+                    tx.CheckReferences(field, values);
                 }
             }
             rule?.Complete(context, tx, values);

@@ -1,6 +1,5 @@
 using System.Security.Cryptography;
 using System.Text;
-using System.Text.Json;
 using Xapi.Database;
 using Xapi.Model;
 using Xapi.Server.Sessions;
@@ -20,20 +19,9 @@ public sealed class FirstBoot
 
     private readonly string _installationUuid;
 
-    public FirstBoot(string dataDir)
-    {
-        var path = Path.Combine(dataDir, "inventory.json");
-        if (File.Exists(path))
-        {
-            var inventory = JsonSerializer.Deserialize<Dictionary<string, string>>(File.ReadAllText(path)) ?? [];
-            _installationUuid = inventory["INSTALLATION_UUID"];
-        }
-        else
-        {
-            _installationUuid = Guid.NewGuid().ToString("D");
-            File.WriteAllText(path, JsonSerializer.Serialize(new Dictionary<string, string> { ["INSTALLATION_UUID"] = _installationUuid }));
-        }
-    }
+    public FirstBoot(string installationUuid) => _installationUuid = installationUuid;
+
+    public string InstallationUuid => _installationUuid;
 
     public string HostRef => Ref("host");
 

@@ -38,13 +38,13 @@ public sealed record HostFacts(
             cpu.GetValueOrDefault("model", "0"),
             cpu.GetValueOrDefault("stepping", "0"),
             cpu.GetValueOrDefault("flags", ""),
-            (long)double.Parse(cpu.GetValueOrDefault("cpu MHz", "0"), CultureInfo.InvariantCulture),
+            double.TryParse(cpu.GetValueOrDefault("cpu MHz"), NumberStyles.Float, CultureInfo.InvariantCulture, out var mhz) && mhz is > 0 and < 1e6 ? (long)mhz : 0,
             Kilobytes(mem.GetValueOrDefault("MemTotal")) is var total and > 0 ? total : 8L << 30,
             Kilobytes(mem.GetValueOrDefault("MemAvailable")) is var free and > 0 ? free : 4L << 30);
     }
 
     private static long Kilobytes(string? text) =>
-        text is not null && long.TryParse(text.Split(' ', StringSplitOptions.RemoveEmptyEntries)[0], CultureInfo.InvariantCulture, out var kb) ? kb * 1024 : 0;
+        text?.Split(' ', StringSplitOptions.RemoveEmptyEntries) is [var number, ..] && long.TryParse(number, CultureInfo.InvariantCulture, out var kb) && kb is > 0 and < long.MaxValue / 1024 ? kb * 1024 : 0;
 
     // First values win: /proc/cpuinfo repeats its keys once per CPU.
     private static Dictionary<string, string> ReadKeyValues(string path, char separator)

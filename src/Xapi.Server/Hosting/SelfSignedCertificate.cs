@@ -7,13 +7,31 @@ namespace Xapi.Server.Hosting;
 /// <summary>The host's TLS certificate: generated on first boot and kept in the data dir.</summary>
 public static class SelfSignedCertificate
 {
+    private const string FileName = "xapi-ssl.pfx";
+
+    public static bool Exists(string dataDir) => File.Exists(Path.Combine(dataDir, FileName));
+
     public static X509Certificate2 LoadOrCreate(string dataDir, string hostname, out bool created)
     {
-        var path = Path.Combine(dataDir, "xapi-ssl.pfx");
+        var path = Path.Combine(dataDir, FileName);
         created = false;
         if (File.Exists(path))
         {
-            return X509CertificateLoader.LoadPkcs12FromFile(path, password: null);
+            try
+            {
+                var loaded = X509CertificateLoader.LoadPkcs12FromFile(path, password: null);
+                if (!loaded.HasPrivateKey)
+                {
+                    throw new CryptographicException("it holds no private key");
+                }
+                return loaded;
+            }
+            catch (CryptographicException e)
+            {
+                // Not regenerated behind the operator's back: clients may have pinned this certificate.
+                throw new StartupException(
+                    $"{path} is not a usable PKCS#12 certificate ({e.Message}); restore it from a backup, or move it aside to generate a new self-signed one (clients that trusted the old one must accept the new one).", e);
+            }
         }
         using var key = RSA.Create(2048);
         var request = new CertificateRequest($"CN={hostname}", key, HashAlgorithmName.SHA256, RSASignaturePadding.Pkcs1);

@@ -65,6 +65,19 @@ public sealed class ServerOptions
 
     public int MaxNestingDepth { get; set; } = 64;
 
+    /// <summary>
+    /// A reply larger than this is streamed to the client as it is encoded (chunked) instead of
+    /// being held whole, so no reply costs more memory than this, however large it is.
+    /// </summary>
+    public long MaxBufferedReplyBytes { get; set; } = 1 << 20;
+
+    /// <summary>
+    /// Largest database dump <c>PUT /pool/xmldbdump</c> accepts. The largest pool the product
+    /// supports (64 hosts × 1,000 VMs, each with a VBD, VDI and VIF) is an 83 MiB dump; this is
+    /// half as much again, and bounds what a restore holds in memory.
+    /// </summary>
+    public long MaxDumpBytes { get; set; } = 128L << 20;
+
     public TimeSpan SessionIdleTimeout { get; set; } = TimeSpan.FromHours(24);
 
     /// <summary>
@@ -117,6 +130,12 @@ public sealed class ServerOptions
 
     public string? LogFile { get; set; }
 
+    /// <summary>
+    /// For one start after damage in the middle of the journal: keep every valid record (the daemon
+    /// otherwise refuses to start); the damaged files are kept in <c>DATA_DIR/db/damaged-*</c>.
+    /// </summary>
+    public bool SalvageJournal { get; set; }
+
     public string LogLevel { get; set; } = "Information";
 
     /// <summary>Logged values longer than this are cut (with the count of characters left out).</summary>
@@ -137,18 +156,25 @@ public sealed class ServerOptions
         ["--root-password"] = nameof(RootPassword),
         ["--max-body-bytes"] = nameof(MaxBodyBytes),
         ["--max-connections"] = nameof(MaxConnections),
+        ["--max-buffered-reply-bytes"] = nameof(MaxBufferedReplyBytes),
+        ["--max-dump-bytes"] = nameof(MaxDumpBytes),
         ["--session-idle-timeout"] = nameof(SessionIdleTimeout),
         ["--failed-login-delay"] = nameof(FailedLoginDelay),
         ["--log-file"] = nameof(LogFile),
         ["--log-level"] = nameof(LogLevel),
+        ["--salvage-journal"] = nameof(SalvageJournal),
         ["--config"] = "Config",
     };
+
+    // Switches that may be given bare, meaning true.
+    private static readonly HashSet<string> Flags = new(StringComparer.OrdinalIgnoreCase) { "--salvage-journal" };
 
     public static ServerOptions Load(string[] args, IDictionary<string, string?>? environment = null)
     {
         environment ??= Environment.GetEnvironmentVariables().Cast<System.Collections.DictionaryEntry>()
             .ToDictionary(e => (string)e.Key, e => (string?)e.Value);
 
+        args = [.. args.Select((arg, i) => Flags.Contains(arg) && (i + 1 == args.Length || args[i + 1].StartsWith('-')) ? arg + "=true" : arg)];
         var commandLine = new ConfigurationBuilder().AddCommandLine(args, SwitchMappings).Build();
         var envValues = environment
             .Where(kv => kv.Key.StartsWith("XAPI_", StringComparison.Ordinal))
@@ -167,8 +193,41 @@ public sealed class ServerOptions
         builder.AddInMemoryCollection(envValues);
         builder.AddConfiguration(commandLine);
         var options = new ServerOptions();
-        builder.Build().Bind(options);
+        try
+        {
+            builder.Build().Bind(options);
+        }
+        catch (InvalidDataException e)
+        {
+            // A config file that is not JSON: the inner exception says where.
+            throw new FormatException($"config file {configFile} is not valid JSON ({e.InnerException?.Message ?? e.Message})", e);
+        }
+        options.Validate();
         return options;
+    }
+
+    /// <summary>Refuses settings the daemon could only fail on later, with the setting's name.</summary>
+    public void Validate()
+    {
+        static void Require(bool ok, string message)
+        {
+            if (!ok)
+            {
+                throw new FormatException(message);
+            }
+        }
+        Require(HttpPort is >= 0 and <= 65535, $"HttpPort {HttpPort} is not a port number");
+        Require(HttpsPort is >= -1 and <= 65535, $"HttpsPort {HttpsPort} is not a port number");
+        Require(System.Net.IPAddress.TryParse(ListenAddress, out _), $"ListenAddress '{ListenAddress}' is not an IP address");
+        Require(DataDir.Length > 0, "DataDir is empty");
+        Require(Database.ToLowerInvariant() is "journal" or "memory" or "postgres", $"unknown Database '{Database}': use journal, memory or postgres");
+        Require(!Database.Equals("postgres", StringComparison.OrdinalIgnoreCase) || !string.IsNullOrEmpty(Postgres), "--database postgres needs --postgres CONNECTION_STRING");
+        Require(Enum.TryParse<Serilog.Events.LogEventLevel>(LogLevel, ignoreCase: true, out _), $"LogLevel '{LogLevel}' is not one of Verbose, Debug, Information, Warning, Error, Fatal");
+        Require(MaxBodyBytes > 0 && MaxNestingDepth > 0 && MaxPendingTasks > 0 && EventQueueLimit > 0 && TombstoneLimit > 0 && JournalCompactBytes > 0,
+            "MaxBodyBytes, MaxNestingDepth, MaxPendingTasks, EventQueueLimit, TombstoneLimit and JournalCompactBytes must be positive");
+        Require(DurabilityTimeout > TimeSpan.Zero && SessionIdleTimeout > TimeSpan.Zero && FailedLoginDelay >= TimeSpan.Zero && FinishedTaskRetention >= TimeSpan.Zero,
+            "DurabilityTimeout and SessionIdleTimeout must be positive, FailedLoginDelay and FinishedTaskRetention not negative");
+        Require(PasswordHashIterations > 0, "PasswordHashIterations must be positive");
     }
 
     // XAPI_HTTP_PORT -> HttpPort, XAPI_ROOT_PASSWORD -> RootPassword

@@ -68,7 +68,30 @@ public sealed class XapiHost : IAsyncDisposable
     /// <param name="customize">Adjusts the custom message handlers before dispatch starts (tests use it).</param>
     public static XapiHost Create(ServerOptions options, TimeProvider? time = null, Action<ApiHandlers<CallContext>, IServiceProvider>? customize = null)
     {
-        Directory.CreateDirectory(options.DataDir);
+        try
+        {
+            options.Validate();
+        }
+        catch (FormatException e)
+        {
+            throw new StartupException(e.Message, e);
+        }
+        DataDirectory.Prepare(options.DataDir);
+        // Everything the data dir holds is read and checked before anything in it is written, so a
+        // refused start leaves it as it was.
+        var installationUuid = Inventory.Read(options.DataDir);
+        PasswordStore.Check(options.DataDir);
+        var facts = HostFacts.Read();
+        var certificate = options.HttpsPort != 0 && SelfSignedCertificate.Exists(options.DataDir)
+            ? SelfSignedCertificate.LoadOrCreate(options.DataDir, facts.Hostname, out _)
+            : null;
+        var journalDirectory = Path.Combine(options.DataDir, "db");
+        var backend = options.Database.ToLowerInvariant();
+        if (backend == "journal" && installationUuid is not null && !JournalStore.HoldsDatabase(journalDirectory))
+        {
+            throw EmptyDatabaseOverInstallation(options, installationUuid);
+        }
+
         var serilogConfig = new LoggerConfiguration()
             .MinimumLevel.Is(Enum.Parse<LogEventLevel>(options.LogLevel, ignoreCase: true))
             .MinimumLevel.Override("Microsoft", LogEventLevel.Warning)
@@ -82,35 +105,106 @@ public sealed class XapiHost : IAsyncDisposable
             serilogConfig.WriteTo.File(logFile, outputTemplate: SafeLogValues.FileTemplate, rollingInterval: RollingInterval.Day, retainedFileCountLimit: 7);
         }
         var serilog = serilogConfig.CreateLogger();
+        var database = new XapiDatabase(options.TombstoneLimit);
+        JournalStore? journal = null;
+        Xapi.Database.Postgres.PostgresStore? postgres = null;
+        try
+        {
+            var loggerFactory = new Serilog.Extensions.Logging.SerilogLoggerFactory(serilog);
+            switch (backend)
+            {
+                case "journal":
+                    journal = JournalStore.Open(database, journalDirectory,
+                        loggerFactory.CreateLogger<JournalStore>(), options.JournalCompactBytes, options.SalvageJournal);
+                    break;
+                case "postgres":
+                    postgres = OpenPostgres(database, options.Postgres!, loggerFactory.CreateLogger<Xapi.Database.Postgres.PostgresStore>());
+                    break;
+            }
+            var populated = database.Snapshot.All<PoolRecord>().Any();
+            if (!populated && backend == "journal" && installationUuid is not null)
+            {
+                throw EmptyDatabaseOverInstallation(options, installationUuid);
+            }
+            var identity = populated
+                ? Identity(database, options.DataDir, installationUuid, loggerFactory.CreateLogger<XapiHost>())
+                : installationUuid ?? Guid.NewGuid().ToString("D");
+            var host = Build(options, time, customize, serilog, database, journal, postgres, facts, certificate, new FirstBoot(identity), populated);
+            return host;
+        }
+        catch
+        {
+            // Closed without the final compaction: a refused start writes nothing.
+            journal?.Abandon();
+            postgres?.Dispose();
+            serilog.Dispose();
+            throw;
+        }
+    }
 
+    private static StartupException EmptyDatabaseOverInstallation(ServerOptions options, string installationUuid) => new(
+        $"{Path.Combine(options.DataDir, "db")} holds no pool database, but {Inventory.PathIn(options.DataDir)} says this host was installed (installation {installationUuid}); refusing to start a new pool over it. Restore the db directory from a backup, or move {Inventory.FileName} aside to start a new pool.");
+
+    private static Xapi.Database.Postgres.PostgresStore OpenPostgres(XapiDatabase database, string connectionString, Microsoft.Extensions.Logging.ILogger<Xapi.Database.Postgres.PostgresStore> logger)
+    {
+        try
+        {
+            return Xapi.Database.Postgres.PostgresStore.OpenAsync(database, connectionString, logger).GetAwaiter().GetResult();
+        }
+        catch (System.Data.Common.DbException e)
+        {
+            throw new StartupException($"cannot open the PostgreSQL pool database ({e.Message}); check --postgres and that the server is up.", e);
+        }
+        catch (ArgumentException e)
+        {
+            throw new StartupException($"the --postgres connection string is not valid ({e.Message}).", e);
+        }
+    }
+
+    /// <summary>
+    /// Which host of the loaded pool this daemon is. The inventory says, and must name a host the
+    /// database holds. Without one, it is rebuilt when the answer is unambiguous: the database holds
+    /// exactly one host, and that host's ref derives from its uuid as first boot made it, so the
+    /// rebuilt inventory gives back the same identities for every first-boot object.
+    /// </summary>
+    private static string Identity(XapiDatabase database, string dataDir, string? installationUuid, Microsoft.Extensions.Logging.ILogger logger)
+    {
+        var path = Inventory.PathIn(dataDir);
+        var hosts = database.Snapshot.All<HostRecord>().ToList();
+        if (installationUuid is not null)
+        {
+            if (hosts.Any(h => h.Ref.Value == new FirstBoot(installationUuid).HostRef))
+            {
+                return installationUuid;
+            }
+            throw new StartupException(
+                $"{path} names installation {installationUuid}, but the pool database holds no such host (it holds {hosts.Count}: {string.Join(", ", hosts.Select(h => h.Uuid))}); the inventory or the database belongs to another host. Restore this host's {Inventory.FileName}, or move it aside to rebuild it from the database.");
+        }
+        var ours = hosts.Where(h => new FirstBoot(h.Uuid).HostRef == h.Ref.Value).ToList();
+        if (hosts.Count != 1 || ours.Count != 1)
+        {
+            throw new StartupException(
+                $"{path} is missing and the pool database holds {hosts.Count} hosts, so which one this is cannot be told; restore {Inventory.FileName} (its INSTALLATION_UUID is this host's uuid).");
+        }
+        Inventory.Write(dataDir, ours[0].Uuid);
+        logger.LogWarning("{Inventory} was missing; rebuilt it from the pool database's only host {Host}", path, ours[0].Uuid);
+        return ours[0].Uuid;
+    }
+
+    private static XapiHost Build(ServerOptions options, TimeProvider? time, Action<ApiHandlers<CallContext>, IServiceProvider>? customize,
+        Serilog.Core.Logger serilog, XapiDatabase database, JournalStore? journal, Xapi.Database.Postgres.PostgresStore? postgres,
+        HostFacts facts, System.Security.Cryptography.X509Certificates.X509Certificate2? certificate, FirstBoot firstBoot, bool populated)
+    {
         var builder = WebApplication.CreateSlimBuilder();
         builder.Logging.ClearProviders();
         builder.Logging.AddSerilog(serilog);
         builder.Logging.SetMinimumLevel(Microsoft.Extensions.Logging.LogLevel.Trace);
 
         var passwords = PasswordStore.Open(options.DataDir, options.RootPassword, options.PasswordHashIterations, out var generated);
-        var database = new XapiDatabase(options.TombstoneLimit);
-        JournalStore? journal = null;
-        Xapi.Database.Postgres.PostgresStore? postgres = null;
-        var loggerFactory = new Serilog.Extensions.Logging.SerilogLoggerFactory(serilog);
-        switch (options.Database.ToLowerInvariant())
+        if (options.HttpsPort != 0)
         {
-            case "journal":
-                journal = JournalStore.Open(database, Path.Combine(options.DataDir, "db"),
-                    loggerFactory.CreateLogger<JournalStore>(), options.JournalCompactBytes);
-                break;
-            case "memory":
-                break;
-            case "postgres":
-                postgres = Xapi.Database.Postgres.PostgresStore.OpenAsync(database,
-                    options.Postgres ?? throw new InvalidOperationException("--database postgres needs --postgres CONNECTION_STRING"),
-                    loggerFactory.CreateLogger<Xapi.Database.Postgres.PostgresStore>()).GetAwaiter().GetResult();
-                break;
-            default:
-                throw new InvalidOperationException($"unknown database backend '{options.Database}': use journal, memory or postgres");
+            certificate ??= SelfSignedCertificate.LoadOrCreate(options.DataDir, facts.Hostname, out _);
         }
-        var firstBoot = new FirstBoot(options.DataDir);
-        var facts = HostFacts.Read();
 
         var descriptors = DescriptorLimit.RaiseToHardLimit();
         var listeners = 1 + (options.UnixSocketPath.Length > 0 ? 1 : 0) + (options.HttpsPort != 0 ? 1 : 0);
@@ -136,9 +230,8 @@ public sealed class XapiHost : IAsyncDisposable
                 File.Delete(options.UnixSocketPath);
                 kestrel.ListenUnixSocket(options.UnixSocketPath, listen => listen.Use(LocalPeer.Record));
             }
-            if (options.HttpsPort != 0)
+            if (certificate is not null)
             {
-                var certificate = SelfSignedCertificate.LoadOrCreate(options.DataDir, facts.Hostname, out _);
                 kestrel.Listen(address, options.HttpsPort < 0 ? 0 : options.HttpsPort, listen => listen.UseHttps(certificate));
             }
         });
@@ -147,7 +240,7 @@ public sealed class XapiHost : IAsyncDisposable
         builder.Services.AddSingleton(database);
         builder.Services.AddSingleton(passwords);
         builder.Services.AddSingleton(time ?? TimeProvider.System);
-        builder.Services.AddSingleton(new RpcLimits(options.MaxBodyBytes, options.MaxNestingDepth));
+        builder.Services.AddSingleton(new RpcLimits(options.MaxBodyBytes, options.MaxNestingDepth) { MaxBufferedReplyBytes = options.MaxBufferedReplyBytes });
         builder.Services.AddSingleton<SessionManager>();
         builder.Services.AddSingleton<EventHub>();
         builder.Services.AddSingleton<TaskManager>();
@@ -207,9 +300,12 @@ public sealed class XapiHost : IAsyncDisposable
             return Task.CompletedTask;
         });
 
-        if (!database.Snapshot.All<PoolRecord>().Any())
+        if (!populated)
         {
             firstBoot.Populate(database, facts);
+            // Written once first boot is durable: an inventory then always comes with a database.
+            database.WhenVisibleAsync(database.CommittedGeneration).AsTask().GetAwaiter().GetResult();
+            Inventory.Write(options.DataDir, firstBoot.InstallationUuid);
         }
         FirstBoot.SynchronizeRoles(database);
         var thisHost = new HostRef(firstBoot.HostRef);

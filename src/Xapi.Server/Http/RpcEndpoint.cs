@@ -26,7 +26,20 @@ public sealed class RpcEndpoint(Dispatcher dispatcher, RpcLimits limits, ServerO
             await RejectAsync(context, StatusCodes.Status413PayloadTooLarge, $"request body of {declared} bytes exceeds the limit of {limits.MaxBodyBytes}");
             return;
         }
-        if (await ReadBodyAsync(context.Request.Body, limits.MaxBodyBytes, context.RequestAborted) is not { } body)
+        ReadOnlyMemory<byte>? read;
+        try
+        {
+            read = await ReadBodyAsync(context.Request.Body, limits.MaxBodyBytes, context.RequestAborted);
+        }
+        catch (Exception e) when (e is BadHttpRequestException or IOException)
+        {
+            // Kestrel's chunked decoder reports bad framing as BadHttpRequestException, but a chunk
+            // size past 2^63 as a plain IOException; either is the client's fault, not ours, so it
+            // gets a 400 and one line, not an unhandled exception and a stack trace.
+            await RejectMalformedBodyAsync(context, e.Message);
+            return;
+        }
+        if (read is not { } body)
         {
             await RejectAsync(context, StatusCodes.Status413PayloadTooLarge, $"request body exceeds the limit of {limits.MaxBodyBytes} bytes");
             return;
@@ -51,18 +64,18 @@ public sealed class RpcEndpoint(Dispatcher dispatcher, RpcLimits limits, ServerO
 
         var (result, error) = await dispatcher.InvokeAsync(request, context.RequestAborted, LocalPeer.Of(context)?.IsRoot == true,
             context.Connection.RemoteIpAddress);
-        using var output = new PooledBufferWriter();
+        response.ContentType = isJson ? "application/json" : "text/xml";
+        using var output = new StreamedReply(response, limits.MaxBufferedReplyBytes);
         if (isJson)
         {
             if (error is null)
             {
-                JsonRpc.WriteSuccess(output, request, result);
+                await StreamedReplies.WriteJsonRpcSuccessAsync(output, request, result, context.RequestAborted);
             }
             else
             {
                 JsonRpc.WriteFailure(output, request, error);
             }
-            response.ContentType = "application/json";
         }
         else
         {
@@ -74,17 +87,14 @@ public sealed class RpcEndpoint(Dispatcher dispatcher, RpcLimits limits, ServerO
             }
             else if (error is null)
             {
-                XmlRpcWriter.WriteSuccess(output, result);
+                await StreamedReplies.WriteXmlRpcSuccessAsync(output, result, context.RequestAborted);
             }
             else
             {
                 XmlRpcWriter.WriteFailure(output, error.Description);
             }
-            response.ContentType = "text/xml";
         }
-        response.ContentLength = output.WrittenCount;
-        output.CopyTo(response.BodyWriter);
-        await response.BodyWriter.FlushAsync(context.RequestAborted);
+        await output.CompleteAsync(context.RequestAborted);
     }
 
     public static Task PreflightAsync(HttpContext context)
@@ -98,6 +108,29 @@ public sealed class RpcEndpoint(Dispatcher dispatcher, RpcLimits limits, ServerO
         headers.AccessControlMaxAge = "86400";
         context.Response.StatusCode = StatusCodes.Status200OK;
         return Task.CompletedTask;
+    }
+
+    private async Task RejectMalformedBodyAsync(HttpContext context, string reason)
+    {
+        if (context.RequestAborted.IsCancellationRequested)
+        {
+            return; // The client went away mid-body: nobody to answer.
+        }
+        if (_rejectLog.TryEnter(out var suppressed))
+        {
+            logger.LogInformation("Rejected a malformed request body from {Remote}: {Reason}; {Suppressed} earlier rejections not logged",
+                context.Connection.RemoteIpAddress, reason, suppressed);
+        }
+        // The rest of the stream cannot be framed, so the connection cannot carry another request.
+        context.Response.Headers.Connection = "close";
+        try
+        {
+            await RejectAsync(context, StatusCodes.Status400BadRequest, "malformed request body: " + reason);
+        }
+        catch (Exception e) when (e is IOException or OperationCanceledException)
+        {
+            // The connection broke while answering; nothing more to tell anyone.
+        }
     }
 
     private static async Task RejectAsync(HttpContext context, int status, string reason)

@@ -23,13 +23,28 @@ public sealed class PasswordStore
         _stored = stored;
     }
 
+    private const string FileName = "root-password";
+
+    /// <summary>Refuses a stored password file that holds no usable hash, before anything is written.</summary>
+    public static void Check(string dataDir)
+    {
+        var path = Path.Combine(dataDir, FileName);
+        if (File.Exists(path) && !TryParse(File.ReadAllText(path).Trim(), out _, out _, out _))
+        {
+            // Every login would fail; say so now rather than answer each one with an internal error.
+            throw new Hosting.StartupException(
+                $"{path} does not hold a {Scheme} password hash; restore it from a backup, or move it aside and start with --root-password to set a new root password.");
+        }
+    }
+
     /// <summary>Loads the stored hash, or sets the first-boot password (returned when it was generated).</summary>
     public static PasswordStore Open(string dataDir, string? initialPassword, int iterations, out string? generatedPassword)
     {
-        var path = Path.Combine(dataDir, "root-password");
+        var path = Path.Combine(dataDir, FileName);
         generatedPassword = null;
         if (File.Exists(path))
         {
+            Check(dataDir);
             return new PasswordStore(path, iterations, File.ReadAllText(path).Trim());
         }
         var password = initialPassword;
@@ -49,16 +64,34 @@ public sealed class PasswordStore
         {
             stored = _stored;
         }
-        var parts = stored.Split('$');
-        if (parts.Length != 4 || parts[0] != Scheme)
+        if (!TryParse(stored, out var iterations, out var salt, out var expected))
         {
             return false;
         }
-        var iterations = int.Parse(parts[1], CultureInfo.InvariantCulture);
-        var salt = Convert.FromBase64String(parts[2]);
-        var expected = Convert.FromBase64String(parts[3]);
         var actual = Rfc2898DeriveBytes.Pbkdf2(Encoding.UTF8.GetBytes(password), salt, iterations, HashAlgorithmName.SHA256, expected.Length);
         return CryptographicOperations.FixedTimeEquals(actual, expected);
+    }
+
+    private static bool TryParse(string stored, out int iterations, out byte[] salt, out byte[] hash)
+    {
+        iterations = 0;
+        salt = hash = [];
+        var parts = stored.Split('$');
+        if (parts.Length != 4 || parts[0] != Scheme
+            || !int.TryParse(parts[1], NumberStyles.None, CultureInfo.InvariantCulture, out iterations) || iterations <= 0)
+        {
+            return false;
+        }
+        try
+        {
+            salt = Convert.FromBase64String(parts[2]);
+            hash = Convert.FromBase64String(parts[3]);
+        }
+        catch (FormatException)
+        {
+            return false;
+        }
+        return salt.Length > 0 && hash.Length > 0;
     }
 
     public void Change(string newPassword)

@@ -42,6 +42,9 @@ public sealed class EventApi(XapiDatabase database, EventHub hub, SessionManager
         public HashSet<Subscription> Subscriptions { get; } = [];
 
         public long Position { get; set; }
+
+        // The event.next call blocked on these subscriptions, if any.
+        public EventHub.Waiter? Blocked { get; set; }
     }
 
     private readonly System.Collections.Concurrent.ConcurrentDictionary<string, Registration> _registrations = new(StringComparer.Ordinal);
@@ -51,28 +54,48 @@ public sealed class EventApi(XapiDatabase database, EventHub hub, SessionManager
 
     private sealed record Subscription(ClassMeta Class, string? Ref);
 
+    /// <summary>The longest event.from waits: the real server's default, which it also uses for a timeout it cannot read.</summary>
+    public static readonly TimeSpan MaxTimeout = TimeSpan.FromHours(24);
+
     public async ValueTask<ValueMap> From(CallContext context, IReadOnlyList<string> classes, string token, double timeout)
     {
         var subscriptions = ParseSubscriptions(classes);
         var since = ParseToken(token);
-        var deadline = time.GetUtcNow() + TimeSpan.FromSeconds(Math.Clamp(timeout, 0, 24 * 3600));
+        var wait = WaitFor(timeout);
+        var session = context.RequiredSession.Value;
         var cancellation = context.Cancellation;
+        // Most calls of a busy client find events waiting: they need no waiter and no timer.
+        var first = database.Snapshot;
+        var found = Collect(first, subscriptions, since);
+        if (found.Count > 0 || since < 0 || wait <= TimeSpan.Zero)
+        {
+            return Batch(first, subscriptions, found);
+        }
+        // One waiter and one timer for the whole call, however many commits wake it.
+        using var waiter = hub.Watch(subscriptions.Select(s => s.Class), session);
+        using var expiry = new CancellationTokenSource(wait, time);
+        using var onExpiry = expiry.Token.UnsafeRegister(static w => ((EventHub.Waiter)w!).Wake(), waiter);
+        using var onCancel = cancellation.UnsafeRegister(static w => ((EventHub.Waiter)w!).Wake(), waiter);
         while (true)
         {
-            // Take the wake-up signal before the snapshot, so no commit falls between them.
-            var nextCommit = hub.NextCommit;
+            // Arm before the snapshot, so no commit falls between them.
+            var woken = waiter.Arm();
             var snapshot = database.Snapshot;
             var events = Collect(snapshot, subscriptions, since);
-            var remaining = deadline - time.GetUtcNow();
-            if (events.Count > 0 || since < 0 || remaining <= TimeSpan.Zero)
+            if (events.Count > 0 || expiry.IsCancellationRequested)
             {
                 return Batch(snapshot, subscriptions, events);
             }
-            await Task.WhenAny(nextCommit, Task.Delay(remaining, time, cancellation)).ConfigureAwait(false);
+            await woken.ConfigureAwait(false);
             cancellation.ThrowIfCancellationRequested();
-            sessions.Validate(context.RequiredSession.Value);
+            sessions.Validate(session);
         }
     }
+
+    // The real server reads the timeout as a time span and waits its 24-hour default when it
+    // cannot: NaN, an infinity, a negative number or one too large. Longer waits are cut to 24 hours.
+    internal static TimeSpan WaitFor(double timeout) =>
+        double.IsFinite(timeout) && timeout >= 0 && timeout < MaxTimeout.TotalSeconds ? TimeSpan.FromSeconds(timeout) : MaxTimeout;
 
     public ValueTask<string> Inject(CallContext context, string @class, string @ref)
     {
@@ -91,10 +114,13 @@ public sealed class EventApi(XapiDatabase database, EventHub hub, SessionManager
     public ValueTask Register(CallContext context, IReadOnlyList<string> classes)
     {
         var subscriptions = ParseSubscriptions(classes);
-        var registration = _registrations.GetOrAdd(context.RequiredSession.Value, _ => new Registration { Position = database.Snapshot.Generation });
+        var session = context.RequiredSession.Value;
+        var registration = _registrations.GetOrAdd(session, _ => NewRegistration());
         lock (registration)
         {
             registration.Subscriptions.UnionWith(subscriptions);
+            // A blocked event.next now watches more: let it look again.
+            registration.Blocked?.Wake();
         }
         return ValueTask.CompletedTask;
     }
@@ -107,10 +133,33 @@ public sealed class EventApi(XapiDatabase database, EventHub hub, SessionManager
             lock (registration)
             {
                 registration.Subscriptions.ExceptWith(subscriptions);
+                registration.Blocked?.Wake();
             }
         }
         return ValueTask.CompletedTask;
     }
+
+    // Registrations of sessions that have ended are dropped now and then, so that sessions which
+    // register and never log out cannot pile them up: amortised, the check costs O(1) per registration.
+    private Registration NewRegistration()
+    {
+        if (_registrations.Count >= Volatile.Read(ref _pruneAt))
+        {
+            var snapshot = database.Snapshot;
+            foreach (var session in _registrations.Keys)
+            {
+                if (!snapshot.Exists(SessionRef.Class, session))
+                {
+                    _registrations.TryRemove(session, out _);
+                }
+            }
+            Volatile.Write(ref _pruneAt, Math.Max(PruneFloor, _registrations.Count * 2));
+        }
+        return new Registration { Position = database.Snapshot.Generation };
+    }
+
+    private const int PruneFloor = 1024;
+    private int _pruneAt = PruneFloor;
 
     /// <summary>
     /// The legacy interface: blocks until something registered for changes, then returns those
@@ -127,47 +176,84 @@ public sealed class EventApi(XapiDatabase database, EventHub hub, SessionManager
         var cancellation = context.Cancellation;
         while (true)
         {
-            var nextCommit = hub.NextCommit;
-            var snapshot = database.Snapshot;
             List<Subscription> subscriptions;
             long position;
+            EventHub.Waiter waiter;
             lock (registration)
             {
                 subscriptions = [.. registration.Subscriptions];
                 position = registration.Position;
+                // Watched from before the snapshot, so no commit falls between them.
+                waiter = hub.Watch(subscriptions.Select(s => s.Class), session);
+                registration.Blocked = waiter;
             }
-            var events = Collect(snapshot, subscriptions, position, idAsString: false);
-            if (events.Count > options.EventQueueLimit)
+            try
+            {
+                var woken = waiter.Arm();
+                var snapshot = database.Snapshot;
+                var events = Collect(snapshot, subscriptions, position, idAsString: false);
+                if (events.Count > options.EventQueueLimit)
+                {
+                    lock (registration)
+                    {
+                        registration.Position = snapshot.Generation;
+                    }
+                    throw XenApiErrors.EventsLost();
+                }
+                if (events.Count > 0)
+                {
+                    lock (registration)
+                    {
+                        registration.Position = Math.Max(registration.Position, snapshot.Generation);
+                    }
+                    return events;
+                }
+                using (cancellation.UnsafeRegister(static w => ((EventHub.Waiter)w!).Wake(), waiter))
+                {
+                    await woken.ConfigureAwait(false);
+                }
+                cancellation.ThrowIfCancellationRequested();
+            }
+            finally
             {
                 lock (registration)
                 {
-                    registration.Position = snapshot.Generation;
+                    if (registration.Blocked == waiter)
+                    {
+                        registration.Blocked = null;
+                    }
                 }
-                throw XenApiErrors.EventsLost();
+                waiter.Dispose();
             }
-            if (events.Count > 0)
+            try
             {
-                lock (registration)
-                {
-                    registration.Position = Math.Max(registration.Position, snapshot.Generation);
-                }
-                return events;
+                sessions.Validate(session);
             }
-            await nextCommit.WaitAsync(cancellation).ConfigureAwait(false);
-            sessions.Validate(context.RequiredSession.Value);
+            catch (XenApiException)
+            {
+                _registrations.TryRemove(session, out _);
+                throw;
+            }
         }
     }
 
     public ValueTask<long> GetCurrentId(CallContext context) => ValueTask.FromResult(database.Snapshot.Generation);
 
+    // Each distinct subscription once, however often the client repeats it: a body of
+    // ["*", "*", ...] must not cost the number of classes times the number of entries.
     private static List<Subscription> ParseSubscriptions(IReadOnlyList<string> classes)
     {
-        var result = new List<Subscription>();
+        var result = new HashSet<Subscription>();
+        var everything = false;
         foreach (var text in classes)
         {
             if (text == "*")
             {
-                result.AddRange(ApiSchema.Classes.Where(c => c.IsStored && !Unwatched.Contains(c)).Select(c => new Subscription(c, null)));
+                if (!everything)
+                {
+                    everything = true;
+                    result.UnionWith(Everything);
+                }
                 continue;
             }
             var slash = text.IndexOf('/');
@@ -178,8 +264,11 @@ public sealed class EventApi(XapiDatabase database, EventHub hub, SessionManager
             }
             result.Add(new Subscription(cls, slash < 0 ? null : text[(slash + 1)..]));
         }
-        return result;
+        return [.. result];
     }
+
+    private static readonly Subscription[] Everything =
+        [.. ApiSchema.Classes.Where(c => c.IsStored && !Unwatched.Contains(c)).Select(c => new Subscription(c, null))];
 
     // Returns -1 for the empty token (send everything as "add").
     private static long ParseToken(string token)
@@ -203,6 +292,7 @@ public sealed class EventApi(XapiDatabase database, EventHub hub, SessionManager
     private static List<object?> Collect(DbSnapshot snapshot, IEnumerable<Subscription> subscriptions, long since, bool idAsString = true)
     {
         var events = new List<(long Generation, object? Event)>();
+        Dictionary<ClassMeta, (bool All, HashSet<string> Refs)>? deletable = null;
         var byClass = subscriptions.GroupBy(s => s.Class);
         foreach (var group in byClass)
         {
@@ -222,15 +312,20 @@ public sealed class EventApi(XapiDatabase database, EventHub hub, SessionManager
                     events.Add((row.Modified, Event(row.Modified, cls, operation, row.Ref, row.Uuid, snapshot.ToRecord(row), idAsString)));
                 }
             }
-            if (since < 0)
+            if (since >= 0)
             {
-                continue;
+                (deletable ??= [])[cls] = (all, refs);
             }
+        }
+        if (deletable is not null)
+        {
+            // One pass over the remembered deletes for every class, rather than one per class.
             foreach (var tombstone in snapshot.Tombstones)
             {
-                if (tombstone.Class == cls && tombstone.Deleted > since && tombstone.Created <= since && (all || refs.Contains(tombstone.Ref)))
+                if (tombstone.Deleted > since && tombstone.Created <= since && deletable.TryGetValue(tombstone.Class, out var watch)
+                    && (watch.All || watch.Refs.Contains(tombstone.Ref)))
                 {
-                    events.Add((tombstone.Deleted, Event(tombstone.Deleted, cls, DelOperation, tombstone.Ref, tombstone.Uuid, null, idAsString)));
+                    events.Add((tombstone.Deleted, Event(tombstone.Deleted, tombstone.Class, DelOperation, tombstone.Ref, tombstone.Uuid, null, idAsString)));
                 }
             }
         }

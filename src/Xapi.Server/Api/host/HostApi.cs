@@ -5,9 +5,18 @@ namespace Xapi.Server.Api;
 
 public sealed class HostApi(TimeProvider time) : IHostApi<CallContext>
 {
-    public ValueTask<DateTime> GetServertime(CallContext context, HostRef host) => ValueTask.FromResult(Whole(time.GetUtcNow().UtcDateTime));
+    // The real server forwards to the named host, so a host that does not exist is HANDLE_INVALID.
+    public ValueTask<DateTime> GetServertime(CallContext context, HostRef host)
+    {
+        context.Snapshot.Get(host);
+        return ValueTask.FromResult(Whole(time.GetUtcNow().UtcDateTime));
+    }
 
-    public ValueTask<DateTime> GetServerLocaltime(CallContext context, HostRef host) => ValueTask.FromResult(Whole(time.GetLocalNow().DateTime));
+    public ValueTask<DateTime> GetServerLocaltime(CallContext context, HostRef host)
+    {
+        context.Snapshot.Get(host);
+        return ValueTask.FromResult(Whole(time.GetLocalNow().DateTime));
+    }
 
     /// <summary>
     /// The method list, as <c>system.listMethods</c> gives it. (Real hosts answer
