@@ -28,13 +28,37 @@ public sealed class DaemonProcess : IDisposable
     /// <summary>What a run that ended by itself left behind.</summary>
     public sealed record Exit(int Code, string Output, string Error, TimeSpan Elapsed);
 
-    private static ProcessStartInfo StartInfo(int port, string dataDir, string password, string[] extra)
+    /// <summary>CPU time the daemon has used (prlimit execs it, so it is the same process); null once it exited.</summary>
+    public TimeSpan? CpuTime
     {
-        var start = new ProcessStartInfo("dotnet")
+        get
+        {
+            try
+            {
+                _process.Refresh();
+                return _process.TotalProcessorTime;
+            }
+            catch (InvalidOperationException)
+            {
+                return null;
+            }
+        }
+    }
+
+    /// <param name="openFiles">Runs the daemon under this open-file limit (soft and hard, with prlimit).</param>
+    private static ProcessStartInfo StartInfo(int port, string dataDir, string password, string[] extra, int? openFiles = null)
+    {
+        var start = new ProcessStartInfo(openFiles is null ? "dotnet" : "prlimit")
         {
             RedirectStandardOutput = true,
             RedirectStandardError = true,
         };
+        if (openFiles is { } limit)
+        {
+            start.ArgumentList.Add(string.Create(System.Globalization.CultureInfo.InvariantCulture, $"--nofile={limit}:{limit}"));
+            start.ArgumentList.Add("--");
+            start.ArgumentList.Add("dotnet");
+        }
         start.ArgumentList.Add(Path.Combine(AppContext.BaseDirectory, "xapi-dotnet.dll"));
         foreach (var arg in new[] { "--http-port", port.ToString(System.Globalization.CultureInfo.InvariantCulture), "--listen", "127.0.0.1", "--data-dir", dataDir, "--root-password", password, "--log-file", "" }.Concat(extra))
         {
@@ -63,10 +87,14 @@ public sealed class DaemonProcess : IDisposable
         return new Exit(process.ExitCode, await output, await error, watch.Elapsed);
     }
 
-    public static async Task<DaemonProcess> StartAsync(string dataDir, string password, params string[] extra)
+    public static Task<DaemonProcess> StartAsync(string dataDir, string password, params string[] extra) =>
+        StartAsync(dataDir, password, openFiles: null, extra);
+
+    /// <param name="openFiles">Runs the daemon under this open-file limit (soft and hard, with prlimit).</param>
+    public static async Task<DaemonProcess> StartAsync(string dataDir, string password, int? openFiles, params string[] extra)
     {
         var port = FreePort();
-        var process = Process.Start(StartInfo(port, dataDir, password, extra))!;
+        var process = Process.Start(StartInfo(port, dataDir, password, extra, openFiles))!;
         var ready = new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously);
         var output = new System.Collections.Concurrent.ConcurrentQueue<string>();
         process.OutputDataReceived += (_, e) =>

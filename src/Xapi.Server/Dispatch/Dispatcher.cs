@@ -103,10 +103,11 @@ public sealed class Dispatcher
     public static bool IsListMethods(RpcRequest request) => request.MethodName == ListMethodsName;
 
     /// <summary>Runs a call; a call that wrote answers only once its writes are durable.</summary>
-    public async ValueTask<object?> DispatchAsync(RpcRequest request, CancellationToken cancellationToken, bool fromLocalRoot = false)
+    public async ValueTask<object?> DispatchAsync(RpcRequest request, CancellationToken cancellationToken, bool fromLocalRoot = false,
+        System.Net.IPAddress? remoteAddress = null)
     {
         using var writes = WriteTracking.Begin();
-        var result = await DispatchCoreAsync(request, cancellationToken, fromLocalRoot).ConfigureAwait(false);
+        var result = await DispatchCoreAsync(request, cancellationToken, fromLocalRoot, remoteAddress).ConfigureAwait(false);
         await WhenDurableAsync(writes.Generation, cancellationToken).ConfigureAwait(false);
         return result;
     }
@@ -130,7 +131,8 @@ public sealed class Dispatcher
         }
     }
 
-    private async ValueTask<object?> DispatchCoreAsync(RpcRequest request, CancellationToken cancellationToken, bool fromLocalRoot)
+    private async ValueTask<object?> DispatchCoreAsync(RpcRequest request, CancellationToken cancellationToken, bool fromLocalRoot,
+        System.Net.IPAddress? remoteAddress)
     {
         var method = request.MethodName;
         switch (method)
@@ -150,11 +152,12 @@ public sealed class Dispatcher
             var call = Prepare(target, request.Params);
             // The task outlives the HTTP request, so it gets its own cancellation, driven by task.cancel.
             return _tasks.Start(AsyncPrefix + target.WireName, (task, taskCancellation) =>
-                ExecuteAsync(call, new CallContext(target, _database, call.Session, task, taskCancellation, _tasks, fromLocalRoot))).Value;
+                ExecuteAsync(call, new CallContext(target, _database, call.Session, task, taskCancellation, _tasks, fromLocalRoot) { RemoteAddress = remoteAddress }),
+                call.Session?.Ref).Value;
         }
         var message = Resolve(method, _byUnderscoreName) ?? throw XenApiErrors.MessageMethodUnknown(method);
         var prepared = Prepare(message, request.Params);
-        return await ExecuteAsync(prepared, new CallContext(message, _database, prepared.Session, null, cancellationToken, _tasks, fromLocalRoot)).ConfigureAwait(false);
+        return await ExecuteAsync(prepared, new CallContext(message, _database, prepared.Session, null, cancellationToken, _tasks, fromLocalRoot) { RemoteAddress = remoteAddress }).ConfigureAwait(false);
     }
 
     private sealed record PreparedCall(MessageMeta Message, object?[] Args, LiveSession? Session);
@@ -221,11 +224,13 @@ public sealed class Dispatcher
 
     /// <summary>Runs a call and turns every outcome into a result or a XenAPI error.</summary>
     /// <param name="fromLocalRoot">The call came over the local socket from a root process.</param>
-    public async ValueTask<(object? Result, XenApiException? Error)> InvokeAsync(RpcRequest request, CancellationToken cancellationToken, bool fromLocalRoot = false)
+    /// <param name="remoteAddress">The client's address over TCP, for per-source limits; null on the local socket.</param>
+    public async ValueTask<(object? Result, XenApiException? Error)> InvokeAsync(RpcRequest request, CancellationToken cancellationToken, bool fromLocalRoot = false,
+        System.Net.IPAddress? remoteAddress = null)
     {
         try
         {
-            return (await DispatchAsync(request, cancellationToken, fromLocalRoot).ConfigureAwait(false), null);
+            return (await DispatchAsync(request, cancellationToken, fromLocalRoot, remoteAddress).ConfigureAwait(false), null);
         }
         catch (XenApiException e)
         {

@@ -50,6 +50,19 @@ public sealed class ServerOptions
 
     public int MaxBodyBytes { get; set; } = 300 * 1024;
 
+    /// <summary>
+    /// Connections each listener (HTTP, HTTPS, local socket) holds at most; when full it stops
+    /// accepting and new clients wait in the kernel's backlog. Real hosts hold 800 on TCP. Lowered
+    /// at start so that all listeners fit in the process's descriptor limit.
+    /// </summary>
+    public int MaxConnections { get; set; } = 800;
+
+    /// <summary>
+    /// A connection that sends no request for this long is closed (real hosts: 10 s without a
+    /// header byte), so idle connections give their place back.
+    /// </summary>
+    public TimeSpan IdleConnectionTimeout { get; set; } = TimeSpan.FromSeconds(10);
+
     public int MaxNestingDepth { get; set; } = 64;
 
     /// <summary>
@@ -67,14 +80,44 @@ public sealed class ServerOptions
 
     public TimeSpan SessionIdleTimeout { get; set; } = TimeSpan.FromHours(24);
 
+    /// <summary>
+    /// Sessions one originator (for root) or one user name may hold, as on real hosts; a login
+    /// beyond it destroys the group's least recently active session without work in progress.
+    /// </summary>
+    public int MaxSessionsPerOriginator { get; set; } = 500;
+
+    /// <summary>Root sessions opened without an originator, together (real hosts: 400).</summary>
+    public int MaxSessionsWithoutOriginator { get; set; } = 400;
+
     /// <summary>How long a failed login waits before answering, to slow down guessing.</summary>
     public TimeSpan FailedLoginDelay { get; set; } = TimeSpan.FromSeconds(2);
+
+    /// <summary>
+    /// Password checks that may run at once (each takes tens of milliseconds of CPU); further
+    /// logins wait their turn. Half the cores by default, so the other half keeps serving.
+    /// </summary>
+    public int MaxConcurrentPasswordChecks { get; set; } = Math.Max(1, Environment.ProcessorCount / 2);
 
     /// <summary>PBKDF2 iterations for the root password hash.</summary>
     public int PasswordHashIterations { get; set; } = 210_000;
 
-    /// <summary>Async calls beyond this many pending tasks answer TOO_MANY_PENDING_TASKS.</summary>
+    /// <summary>
+    /// Async calls and <c>task.create</c> beyond this many pending async tasks plus tasks clients
+    /// created (and have not destroyed) answer TOO_MANY_PENDING_TASKS.
+    /// </summary>
     public int MaxPendingTasks { get; set; } = 1000;
+
+    /// <summary>Characters of name and description that tasks clients created may hold together; beyond, TOO_MANY_PENDING_TASKS.</summary>
+    public long ClientTaskTextLimit { get; set; } = 16L << 20;
+
+    /// <summary>Finished tasks kept at most (real hosts: 200); the oldest go first, at the next collection.</summary>
+    public int MaxFinishedTasks { get; set; } = 200;
+
+    /// <summary>Alerts kept at most (real hosts: 10,000, <c>messages-limit</c>); a new one beyond it removes the oldest.</summary>
+    public int MessageLimit { get; set; } = 10_000;
+
+    /// <summary>Characters of name and body all alerts may hold together; a new one beyond it removes the oldest.</summary>
+    public long MessageTextLimit { get; set; } = 64L << 20;
 
     /// <summary>How long finished tasks stay for clients to read before they are destroyed.</summary>
     public TimeSpan FinishedTaskRetention { get; set; } = TimeSpan.FromHours(1);
@@ -95,6 +138,12 @@ public sealed class ServerOptions
 
     public string LogLevel { get; set; } = "Information";
 
+    /// <summary>Logged values longer than this are cut (with the count of characters left out).</summary>
+    public int MaxLoggedValueLength { get; set; } = 256;
+
+    /// <summary>Lines about unauthenticated failures (failed logins, unparseable requests) written per minute at most, per kind.</summary>
+    public int UnauthenticatedLogLinesPerMinute { get; set; } = 60;
+
     private static readonly Dictionary<string, string> SwitchMappings = new(StringComparer.OrdinalIgnoreCase)
     {
         ["--http-port"] = nameof(HttpPort),
@@ -106,6 +155,7 @@ public sealed class ServerOptions
         ["--postgres"] = nameof(Postgres),
         ["--root-password"] = nameof(RootPassword),
         ["--max-body-bytes"] = nameof(MaxBodyBytes),
+        ["--max-connections"] = nameof(MaxConnections),
         ["--max-buffered-reply-bytes"] = nameof(MaxBufferedReplyBytes),
         ["--max-dump-bytes"] = nameof(MaxDumpBytes),
         ["--session-idle-timeout"] = nameof(SessionIdleTimeout),

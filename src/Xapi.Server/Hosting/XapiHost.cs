@@ -1,5 +1,6 @@
 using System.Net;
 using Microsoft.AspNetCore.Builder;
+using Microsoft.AspNetCore.Connections;
 using Microsoft.AspNetCore.Hosting;
 using Microsoft.AspNetCore.Hosting.Server;
 using Microsoft.AspNetCore.Hosting.Server.Features;
@@ -55,6 +56,12 @@ public sealed class XapiHost : IAsyncDisposable
 
     public Uri? HttpsUri { get; private set; }
 
+    /// <summary>The connections each listener holds at most (the option, lowered to fit the descriptor limit).</summary>
+    public int ConnectionsPerListener { get; private init; }
+
+    /// <summary>The process's open-file limit after start-up raised it; null where unknown.</summary>
+    public long? OpenFileLimit { get; private init; }
+
     /// <summary>The root password generated on first boot, when none was configured.</summary>
     public string? GeneratedRootPassword { get; private set; }
 
@@ -89,11 +96,13 @@ public sealed class XapiHost : IAsyncDisposable
             .MinimumLevel.Is(Enum.Parse<LogEventLevel>(options.LogLevel, ignoreCase: true))
             .MinimumLevel.Override("Microsoft", LogEventLevel.Warning)
             .Enrich.FromLogContext()
-            .WriteTo.Console(outputTemplate: "[{Timestamp:HH:mm:ss} {Level:u3}] {SourceContext}: {Message:lj}{NewLine}{Exception}");
+            // Last, so it sees every property: clients' values are escaped and cut before any sink.
+            .Enrich.With(new SafeLogValues(options.MaxLoggedValueLength))
+            .WriteTo.Console(outputTemplate: SafeLogValues.ConsoleTemplate);
         var logFile = options.LogFile ?? Path.Combine(options.DataDir, "xapi.log");
         if (logFile.Length > 0)
         {
-            serilogConfig.WriteTo.File(logFile, rollingInterval: RollingInterval.Day, retainedFileCountLimit: 7);
+            serilogConfig.WriteTo.File(logFile, outputTemplate: SafeLogValues.FileTemplate, rollingInterval: RollingInterval.Day, retainedFileCountLimit: 7);
         }
         var serilog = serilogConfig.CreateLogger();
         var database = new XapiDatabase(options.TombstoneLimit);
@@ -197,10 +206,22 @@ public sealed class XapiHost : IAsyncDisposable
             certificate ??= SelfSignedCertificate.LoadOrCreate(options.DataDir, facts.Hostname, out _);
         }
 
+        var descriptors = DescriptorLimit.RaiseToHardLimit();
+        var listeners = 1 + (options.UnixSocketPath.Length > 0 ? 1 : 0) + (options.HttpsPort != 0 ? 1 : 0);
+        var connectionsPerListener = DescriptorLimit.ConnectionsPerListener(options.MaxConnections, listeners, descriptors);
+        // Registered last, so Kestrel binds with it rather than its own socket transport.
+        builder.Services.AddSingleton<IConnectionListenerFactory>(services =>
+            new BoundedListenerFactory(() => connectionsPerListener, services.GetRequiredService<ILoggerFactory>(),
+                services.GetService<IMemoryPoolFactory<byte>>()));
         builder.WebHost.ConfigureKestrel(kestrel =>
         {
             kestrel.AddServerHeader = false;
             kestrel.Limits.MaxRequestBodySize = null;
+            kestrel.Limits.KeepAliveTimeout = options.IdleConnectionTimeout;
+            // Kestrel's defaults, stated because the slowloris protection rests on them: headers
+            // complete within 30 s, bodies arrive at 240 bytes/s at least after a 5 s grace.
+            kestrel.Limits.RequestHeadersTimeout = TimeSpan.FromSeconds(30);
+            kestrel.Limits.MinRequestBodyDataRate = new Microsoft.AspNetCore.Server.Kestrel.Core.MinDataRate(240, TimeSpan.FromSeconds(5));
             var address = IPAddress.Parse(options.ListenAddress);
             kestrel.Listen(address, options.HttpPort);
             if (options.UnixSocketPath.Length > 0)
@@ -237,7 +258,7 @@ public sealed class XapiHost : IAsyncDisposable
                 services.GetRequiredService<TimeProvider>(),
                 options),
             Task = new TaskApi(services.GetRequiredService<TaskManager>()),
-            Message = new MessageApi(services.GetRequiredService<TimeProvider>()),
+            Message = new MessageApi(services.GetRequiredService<TimeProvider>(), options),
             Pool = new PoolApi(journal),
             Role = new RoleApi(),
         }));
@@ -288,12 +309,23 @@ public sealed class XapiHost : IAsyncDisposable
         }
         FirstBoot.SynchronizeRoles(database);
         var thisHost = new HostRef(firstBoot.HostRef);
-        app.Services.GetRequiredService<SessionManager>().ThisHost = thisHost;
-        app.Services.GetRequiredService<TaskManager>().ThisHost = thisHost;
+        var sessionManager = app.Services.GetRequiredService<SessionManager>();
+        var taskManager = app.Services.GetRequiredService<TaskManager>();
+        sessionManager.ThisHost = thisHost;
+        taskManager.ThisHost = thisHost;
+        sessionManager.SessionEnded += taskManager.DestroyTasksOf;
+        sessionManager.IsBusy = taskManager.HasRunningTasks;
         // Handlers that do not match the datamodel stop the daemon here, not at a client's call.
         app.Services.GetRequiredService<Dispatcher>();
 
-        var host = new XapiHost(app, serilog, database, options) { GeneratedRootPassword = generated, Journal = journal, Postgres = postgres };
+        var host = new XapiHost(app, serilog, database, options)
+        {
+            GeneratedRootPassword = generated,
+            Journal = journal,
+            Postgres = postgres,
+            ConnectionsPerListener = connectionsPerListener,
+            OpenFileLimit = descriptors,
+        };
         return host;
     }
 
@@ -316,10 +348,15 @@ public sealed class XapiHost : IAsyncDisposable
         {
             sessions.ExpireIdle();
             tasks.CollectFinished();
-        }, null, TimeSpan.FromMinutes(1), TimeSpan.FromMinutes(1));
+        }, null, CollectionInterval, CollectionInterval);
         logger.LogInformation("XenAPI {Major}.{Minor} listening on {Addresses} with data in {DataDir}",
             ApiSchema.ApiVersionMajor, ApiSchema.ApiVersionMinor, addresses, Path.GetFullPath(Options.DataDir));
+        logger.LogInformation("Each listener holds up to {Connections} connections (descriptor limit {Descriptors}); idle ones close after {Idle}",
+            ConnectionsPerListener, OpenFileLimit, Options.IdleConnectionTimeout);
     }
+
+    // How often idle sessions and finished tasks are collected (real hosts' database GC: 30 s).
+    private static readonly TimeSpan CollectionInterval = TimeSpan.FromSeconds(30);
 
     public Task WaitForShutdownAsync(CancellationToken cancellationToken = default) => _app.WaitForShutdownAsync(cancellationToken);
 

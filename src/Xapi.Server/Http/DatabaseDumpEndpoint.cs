@@ -230,7 +230,7 @@ public static class HttpActionAuth
             {
                 var credentials = Encoding.UTF8.GetString(Convert.FromBase64String(header[6..].Trim()));
                 var colon = credentials.IndexOf(':');
-                sessionRef = temporary = await sessions.LoginAsync(credentials[..Math.Max(colon, 0)], credentials[(colon + 1)..], "http-basic", context.RequestAborted);
+                sessionRef = temporary = await sessions.LoginAsync(credentials[..Math.Max(colon, 0)], credentials[(colon + 1)..], "http-basic", context.Connection.RemoteIpAddress, context.RequestAborted);
             }
             var session = sessions.Validate(sessionRef);
             if (!Roles.All.Any(r => (r.Role & (required | RoleSet.PoolAdmin)) != 0 && session.May(r.Name)))

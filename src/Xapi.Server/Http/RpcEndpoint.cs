@@ -11,8 +11,10 @@ namespace Xapi.Server.Http;
 /// The RPC paths over HTTP: <c>POST /jsonrpc</c> for JSON-RPC and any other POST for XML-RPC.
 /// Bodies are bounded; unparseable requests get an HTTP error, API errors a <c>Failure</c>.
 /// </summary>
-public sealed class RpcEndpoint(Dispatcher dispatcher, RpcLimits limits, ILogger<RpcEndpoint> logger)
+public sealed class RpcEndpoint(Dispatcher dispatcher, RpcLimits limits, ServerOptions options, ILogger<RpcEndpoint> logger)
 {
+    private readonly LogRateLimit _rejectLog = new(options.UnauthenticatedLogLinesPerMinute, TimeSpan.FromMinutes(1));
+
     public async Task HandleAsync(HttpContext context)
     {
         var response = context.Response;
@@ -51,13 +53,17 @@ public sealed class RpcEndpoint(Dispatcher dispatcher, RpcLimits limits, ILogger
         catch (RpcFormatException e)
         {
             // Real servers answer a request they cannot parse with HTTP 500.
-            logger.LogInformation("Rejected unparseable {Dialect} request from {Remote}: {Reason}",
-                isJson ? "JSON-RPC" : "XML-RPC", context.Connection.RemoteIpAddress, e.Message);
+            if (_rejectLog.TryEnter(out var suppressed))
+            {
+                logger.LogInformation("Rejected unparseable {Dialect} request from {Remote}: {Reason}; {Suppressed} earlier rejections not logged",
+                    isJson ? "JSON-RPC" : "XML-RPC", context.Connection.RemoteIpAddress, e.Message, suppressed);
+            }
             await RejectAsync(context, StatusCodes.Status500InternalServerError, e.Message);
             return;
         }
 
-        var (result, error) = await dispatcher.InvokeAsync(request, context.RequestAborted, LocalPeer.Of(context)?.IsRoot == true);
+        var (result, error) = await dispatcher.InvokeAsync(request, context.RequestAborted, LocalPeer.Of(context)?.IsRoot == true,
+            context.Connection.RemoteIpAddress);
         response.ContentType = isJson ? "application/json" : "text/xml";
         using var output = new StreamedReply(response, limits.MaxBufferedReplyBytes);
         if (isJson)
@@ -110,7 +116,11 @@ public sealed class RpcEndpoint(Dispatcher dispatcher, RpcLimits limits, ILogger
         {
             return; // The client went away mid-body: nobody to answer.
         }
-        logger.LogInformation("Rejected a malformed request body from {Remote}: {Reason}", context.Connection.RemoteIpAddress, reason);
+        if (_rejectLog.TryEnter(out var suppressed))
+        {
+            logger.LogInformation("Rejected a malformed request body from {Remote}: {Reason}; {Suppressed} earlier rejections not logged",
+                context.Connection.RemoteIpAddress, reason, suppressed);
+        }
         // The rest of the stream cannot be framed, so the connection cannot carry another request.
         context.Response.Headers.Connection = "close";
         try

@@ -22,6 +22,9 @@ public sealed class SessionManager
     private readonly ILogger _logger;
     private readonly TimeProvider _time;
     private readonly ConcurrentDictionary<string, LiveSession> _live = new(StringComparer.Ordinal);
+    private readonly Dictionary<string, HashSet<LiveSession>> _groups = new(StringComparer.Ordinal);
+
+    private readonly LoginThrottle _throttle;
 
     public SessionManager(XapiDatabase database, PasswordStore passwords, ServerOptions options, ILogger<SessionManager> logger, TimeProvider time)
     {
@@ -30,23 +33,38 @@ public sealed class SessionManager
         _options = options;
         _logger = logger;
         _time = time;
+        _throttle = new LoginThrottle(options.MaxConcurrentPasswordChecks);
+        _failureLog = new LogRateLimit(options.UnauthenticatedLogLinesPerMinute, TimeSpan.FromMinutes(1));
     }
+
+    private readonly LogRateLimit _failureLog;
+
+    public LoginThrottle Throttle => _throttle;
 
     public HostRef ThisHost { get; set; } = HostRef.Null;
 
-    public async ValueTask<string> LoginAsync(string user, string password, string originator, CancellationToken cancellationToken = default)
+    /// <param name="source">The client's address: its attempts are taken one at a time, failure delays included.</param>
+    public async ValueTask<string> LoginAsync(string user, string password, string originator, System.Net.IPAddress? source = null,
+        CancellationToken cancellationToken = default)
     {
-        // PBKDF2 is deliberately slow: keep it off the request thread pool's hot path.
-        var valid = user == RootUser && await Task.Run(() => _passwords.Verify(password), cancellationToken).ConfigureAwait(false);
-        if (!valid)
+        using (await _throttle.EnterSourceAsync(source, cancellationToken).ConfigureAwait(false))
         {
-            _logger.LogWarning("Failed login for {User} from {Originator}", user, originator);
-            // Delay without holding a thread, so other clients are served meanwhile.
-            await Task.Delay(_options.FailedLoginDelay, _time, cancellationToken).ConfigureAwait(false);
-            throw XenApiErrors.SessionAuthenticationFailed(user, "Authentication failure");
+            var valid = user == RootUser && await VerifyPasswordAsync(password, cancellationToken).ConfigureAwait(false);
+            if (!valid)
+            {
+                if (_failureLog.TryEnter(out var suppressed))
+                {
+                    _logger.LogWarning("Failed login for {User} from {Source} ({Originator}); {Suppressed} earlier failures not logged",
+                        user, source, originator, suppressed);
+                }
+                // Delay without holding a thread, so other clients are served meanwhile; the
+                // source's next attempt waits for it.
+                await Task.Delay(_options.FailedLoginDelay, _time, cancellationToken).ConfigureAwait(false);
+                throw XenApiErrors.SessionAuthenticationFailed(user, "Authentication failure");
+            }
         }
         var reference = CreateSession(user, originator, RoleSet.PoolAdmin, isLocalSuperuser: true);
-        _logger.LogInformation("Session {Session} created for {User} ({Originator})", reference, user, originator);
+        _logger.LogInformation("Session {Session} created for {User} from {Source} ({Originator})", TrackingId(reference), user, source, originator);
         return reference;
     }
 
@@ -68,9 +86,76 @@ public sealed class SessionManager
             session.RbacPermissions = permissions;
             session.Originator = originator;
         }));
-        _live[reference.Value] = new LiveSession(reference.Value, user, isLocalSuperuser, permissions.ToFrozenSet(StringComparer.Ordinal), now.Ticks);
+        var (group, limit) = GroupOf(user, originator);
+        var live = new LiveSession(reference.Value, user, isLocalSuperuser, permissions.ToFrozenSet(StringComparer.Ordinal), now.Ticks) { Group = group };
+        _live[reference.Value] = live;
+        foreach (var oldest in JoinGroup(live, limit))
+        {
+            _logger.LogInformation("Session {Session} destroyed: more than {Limit} sessions in group {Group}", TrackingId(oldest.Ref), limit, group);
+            Logout(oldest.Ref, quiet: true);
+        }
         return reference.Value;
     }
+
+    /// <summary>
+    /// The group a session counts in, and the group's limit, as real hosts group them: sessions
+    /// of root (or of no user name) by originator, those without an originator together, and
+    /// every other user's by user name.
+    /// </summary>
+    private (string Group, int Limit) GroupOf(string user, string originator)
+    {
+        var asRoot = user.Length == 0 || user == RootUser;
+        return asRoot && originator.Length == 0 ? ("external", _options.MaxSessionsWithoutOriginator)
+            : asRoot ? ("originator:" + originator, _options.MaxSessionsPerOriginator)
+            : ("username:" + user, _options.MaxSessionsPerOriginator);
+    }
+
+    // Adds a session to its group and picks the sessions to destroy when the group is over its
+    // limit: the least recently active, skipping those with work in progress, never the new one.
+    private List<LiveSession> JoinGroup(LiveSession session, int limit)
+    {
+        lock (_groups)
+        {
+            if (!_groups.TryGetValue(session.Group, out var members))
+            {
+                _groups[session.Group] = members = [];
+            }
+            members.Add(session);
+            if (members.Count <= limit)
+            {
+                return [];
+            }
+            return members
+                .Where(m => m != session && !IsBusy(m.Ref))
+                .OrderBy(m => Interlocked.Read(ref m.LastActiveTicks))
+                .Take(members.Count - limit)
+                .ToList();
+        }
+    }
+
+    private void LeaveGroup(LiveSession session)
+    {
+        lock (_groups)
+        {
+            if (_groups.TryGetValue(session.Group, out var members) && members.Remove(session) && members.Count == 0)
+            {
+                _groups.Remove(session.Group);
+            }
+        }
+    }
+
+    /// <summary>Whether a session has work in progress (a pending task): such a session is not destroyed to make room.</summary>
+    public Func<string, bool> IsBusy { get; set; } = static _ => false;
+
+    /// <summary>Raised with a session's ref when it ends (logout, idle expiry, or destroyed to make room).</summary>
+    public event Action<string>? SessionEnded;
+
+    /// <summary>
+    /// What logs show instead of a session ref, which is a credential: a digest that links the
+    /// lines of one session and cannot be turned back into the ref (real hosts do the same).
+    /// </summary>
+    public static string TrackingId(string reference) =>
+        Convert.ToHexStringLower(System.Security.Cryptography.SHA256.HashData(System.Text.Encoding.UTF8.GetBytes(reference)).AsSpan(0, 8));
 
     /// <summary>Checks a call's session; SESSION_INVALID when it is unknown, logged out or expired.</summary>
     public LiveSession Validate(object? sessionArgument)
@@ -83,10 +168,13 @@ public sealed class SessionManager
         throw XenApiErrors.SessionInvalid(sessionArgument as string ?? XType.ToDisplayString(sessionArgument));
     }
 
-    public void Logout(string reference)
+    public void Logout(string reference) => Logout(reference, quiet: false);
+
+    private void Logout(string reference, bool quiet)
     {
-        if (_live.TryRemove(reference, out _))
+        if (_live.TryRemove(reference, out var live))
         {
+            LeaveGroup(live);
             var session = new SessionRef(reference);
             _database.Write(tx =>
             {
@@ -95,11 +183,17 @@ public sealed class SessionManager
                     tx.Delete(session);
                 }
             });
-            _logger.LogInformation("Session {Session} logged out", reference);
+            SessionEnded?.Invoke(reference);
+            if (!quiet)
+            {
+                _logger.LogInformation("Session {Session} logged out", TrackingId(reference));
+            }
         }
     }
 
-    public bool VerifyPassword(string password) => _passwords.Verify(password);
+    /// <summary>Checks the root password when a check slot is free (checks are deliberately slow).</summary>
+    public ValueTask<bool> VerifyPasswordAsync(string password, CancellationToken cancellationToken = default) =>
+        _throttle.CheckAsync(() => _passwords.Verify(password), cancellationToken);
 
     public void ChangePassword(string newPassword) => _passwords.Change(newPassword);
 
@@ -110,8 +204,8 @@ public sealed class SessionManager
         var expired = _live.Values.Where(s => now - Interlocked.Read(ref s.LastActiveTicks) > _options.SessionIdleTimeout.Ticks).ToList();
         foreach (var session in expired)
         {
-            _logger.LogInformation("Session {Session} expired after {Timeout} idle", session.Ref, _options.SessionIdleTimeout);
-            Logout(session.Ref);
+            _logger.LogInformation("Session {Session} expired after {Timeout} idle", TrackingId(session.Ref), _options.SessionIdleTimeout);
+            Logout(session.Ref, quiet: true);
         }
         _database.Write(tx =>
         {
@@ -145,6 +239,9 @@ public sealed class LiveSession(string reference, string userName, bool isLocalS
     public FrozenSet<string> Permissions { get; } = permissions;
 
     public long LastActiveTicks = lastActiveTicks;
+
+    /// <summary>The group the session counts in for the per-user limit (see <see cref="SessionManager"/>).</summary>
+    public string Group { get; init; } = "";
 
     public bool May(string permission) => IsLocalSuperuser || Permissions.Contains(permission);
 }

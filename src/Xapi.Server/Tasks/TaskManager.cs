@@ -23,6 +23,17 @@ public sealed class TaskManager
     private readonly ILogger _logger;
     private readonly ConcurrentDictionary<TaskRef, CancellationTokenSource> _pending = new();
 
+    // The session each task was created in; a session's tasks go with it.
+    private readonly ConcurrentDictionary<TaskRef, string> _owners = new();
+
+    // Tasks clients made with task.create, and the characters of text they hold: nothing the
+    // daemon runs finishes them, so they count against the pending limit until destroyed.
+    private readonly ConcurrentDictionary<TaskRef, int> _clientTasks = new();
+    private long _clientTaskChars;
+
+    // Async tasks whose session ended while they ran: destroyed when they finish.
+    private readonly ConcurrentDictionary<TaskRef, byte> _destroyWhenDone = new();
+
     public TaskManager(XapiDatabase database, ServerOptions options, TimeProvider time, ILogger<TaskManager> logger)
     {
         _database = database;
@@ -35,15 +46,102 @@ public sealed class TaskManager
 
     public int PendingCount => _pending.Count;
 
-    /// <summary>Creates a pending task row, for async calls and for clients' own tasks.</summary>
-    public TaskRef Create(string label, string description, bool cancellable, TaskRef? parent = null)
+    /// <summary>A task a client creates with <c>task.create</c>, bounded in number and in text.</summary>
+    public TaskRef CreateForClient(string label, string description, string? session)
     {
-        if (_pending.Count >= _options.MaxPendingTasks)
+        var chars = label.Length + description.Length;
+        if (!HasRoomFor(chars))
+        {
+            // Places held by tasks destroyed behind our back (a restored dump) are freed first.
+            ForgetMissing();
+            if (!HasRoomFor(chars))
+            {
+                throw XenApiErrors.TooManyPendingTasks();
+            }
+        }
+        var task = Create(label, description, cancellable: true, owner: session);
+        _clientTasks[task] = chars;
+        Interlocked.Add(ref _clientTaskChars, chars);
+        return task;
+    }
+
+    private bool HasRoomFor(int chars) =>
+        _pending.Count + _clientTasks.Count < _options.MaxPendingTasks
+        && Interlocked.Read(ref _clientTaskChars) + chars <= _options.ClientTaskTextLimit;
+
+    private void ForgetMissing()
+    {
+        var snapshot = _database.Snapshot;
+        foreach (var task in _clientTasks.Keys.Concat(_owners.Keys).Where(t => !snapshot.Exists(TaskRef.Class, t.Value)).ToList())
+        {
+            Forget(task);
+        }
+    }
+
+    /// <summary>Drops what the manager remembers of a task whose row is gone.</summary>
+    public void Forget(TaskRef task)
+    {
+        _owners.TryRemove(task, out _);
+        _destroyWhenDone.TryRemove(task, out _);
+        if (_clientTasks.TryRemove(task, out var chars))
+        {
+            Interlocked.Add(ref _clientTaskChars, -chars);
+        }
+    }
+
+    /// <summary>Destroys a task row (task.destroy).</summary>
+    public void Destroy(TaskRef task)
+    {
+        _database.Write(tx => tx.Delete(task));
+        Forget(task);
+    }
+
+    /// <summary>Whether a session has an async call still running (its session is then kept when sessions are cut).</summary>
+    public bool HasRunningTasks(string session) =>
+        !_pending.IsEmpty && _pending.Keys.Any(t => _owners.TryGetValue(t, out var owner) && owner == session);
+
+    /// <summary>
+    /// A session ended: its tasks go with it, as the issue requires (real hosts leave them to
+    /// the task GC). Async calls still running finish first and are destroyed when they do.
+    /// </summary>
+    public void DestroyTasksOf(string session)
+    {
+        var owned = _owners.Where(o => o.Value == session).Select(o => o.Key).ToList();
+        if (owned.Count == 0)
+        {
+            return;
+        }
+        var running = owned.Where(t => _pending.ContainsKey(t)).ToList();
+        foreach (var task in running)
+        {
+            _destroyWhenDone[task] = 0;
+        }
+        var done = owned.Except(running).ToList();
+        _database.Write(tx =>
+        {
+            foreach (var task in done)
+            {
+                if (tx.Exists(task))
+                {
+                    tx.Delete(task);
+                }
+            }
+        });
+        foreach (var task in done)
+        {
+            Forget(task);
+        }
+    }
+
+    /// <summary>Creates a pending task row, for async calls and for clients' own tasks.</summary>
+    public TaskRef Create(string label, string description, bool cancellable, TaskRef? parent = null, string? owner = null)
+    {
+        if (_pending.Count + _clientTasks.Count >= _options.MaxPendingTasks)
         {
             throw XenApiErrors.TooManyPendingTasks();
         }
         var now = Now();
-        return _database.Write(tx => tx.CreateTask(task =>
+        var created = _database.Write(tx => tx.CreateTask(task =>
         {
             task.NameLabel = label;
             task.NameDescription = description;
@@ -54,13 +152,19 @@ public sealed class TaskManager
             task.SubtaskOf = parent ?? TaskRef.Null;
             task.AllowedOperations = cancellable ? [TaskAllowedOperations.Cancel] : [];
         }));
+        if (owner is not null)
+        {
+            _owners[created] = owner;
+        }
+        return created;
     }
 
     /// <summary>Starts <paramref name="work"/> under a new task and returns the task's ref at once.</summary>
-    public TaskRef Start(string label, Func<TaskRef, CancellationToken, ValueTask<object?>> work)
+    /// <param name="owner">The session of the call; the task goes when the session does.</param>
+    public TaskRef Start(string label, Func<TaskRef, CancellationToken, ValueTask<object?>> work, string? owner = null)
     {
         var cancellation = new CancellationTokenSource();
-        var reference = Create(label, "", cancellable: true);
+        var reference = Create(label, "", cancellable: true, owner: owner);
         _pending[reference] = cancellation;
         // The work must not inherit the request's context (its write tracking among it): it
         // outlives the request, which answers with the task at once.
@@ -89,6 +193,10 @@ public sealed class TaskManager
             {
                 _pending.TryRemove(reference, out _);
                 cancellation.Dispose();
+                if (_destroyWhenDone.ContainsKey(reference))
+                {
+                    Destroy(reference);
+                }
             }
         });
         return reference;
@@ -152,22 +260,33 @@ public sealed class TaskManager
         });
     }
 
-    /// <summary>Destroys tasks that finished longer ago than the retention time.</summary>
+    /// <summary>
+    /// Destroys tasks that finished longer ago than the retention time and, as real hosts do,
+    /// the oldest finished ones beyond <see cref="ServerOptions.MaxFinishedTasks"/>.
+    /// </summary>
     public int CollectFinished()
     {
         var cutoff = Now() - _options.FinishedTaskRetention;
-        return _database.Write(tx =>
+        var collected = _database.Write(tx =>
         {
-            var old = tx.All<TaskRecord>()
-                .Where(t => t.Status is TaskStatusType.Success or TaskStatusType.Failure or TaskStatusType.Cancelled && t.Finished < cutoff)
-                .Select(t => t.Ref)
+            var finished = tx.All<TaskRecord>()
+                .Where(t => t.Status is TaskStatusType.Success or TaskStatusType.Failure or TaskStatusType.Cancelled)
+                .Select(t => (t.Ref, t.Finished))
                 .ToList();
+            var old = finished.Where(t => t.Finished < cutoff).Select(t => t.Ref).ToHashSet();
+            var young = finished.Where(t => !old.Contains(t.Ref)).OrderByDescending(t => t.Finished).ToList();
+            old.UnionWith(young.Skip(_options.MaxFinishedTasks).Select(t => t.Ref));
             foreach (var task in old)
             {
                 tx.Delete(task);
             }
-            return old.Count;
+            return old;
         });
+        foreach (var task in collected)
+        {
+            Forget(task);
+        }
+        return collected.Count;
     }
 
     private DateTime Now()

@@ -5,7 +5,7 @@ using Xapi.Server.Dispatch;
 namespace Xapi.Server.Api;
 
 /// <summary>Alerts: named, prioritised notes about an object, shown by GUIs and kept in the database.</summary>
-public sealed class MessageApi(TimeProvider time) : IMessageApi<CallContext>
+public sealed class MessageApi(TimeProvider time, Hosting.ServerOptions options) : IMessageApi<CallContext>
 {
     // destroy_all's filters are named after the fields they match, plus a time window.
     private static readonly string ClsFilter = MessageRef.Class.Fields[MessageFields.Cls].Name;
@@ -23,16 +23,60 @@ public sealed class MessageApi(TimeProvider time) : IMessageApi<CallContext>
             throw XenApiErrors.UuidInvalid(target.Name, objUuid);
         }
         var now = time.GetUtcNow().UtcDateTime;
-        return ValueTask.FromResult(context.Write(tx => tx.CreateMessage(message =>
+        return ValueTask.FromResult(context.Write(tx =>
         {
-            message.Name = name;
-            message.Priority = priority;
-            message.Cls = cls;
-            message.ObjUuid = objUuid;
-            message.Timestamp = new DateTime(now.Ticks - now.Ticks % TimeSpan.TicksPerSecond, DateTimeKind.Utc);
-            message.Body = body;
-        })));
+            var created = tx.CreateMessage(message =>
+            {
+                message.Name = name;
+                message.Priority = priority;
+                message.Cls = cls;
+                message.ObjUuid = objUuid;
+                message.Timestamp = new DateTime(now.Ticks - now.Ticks % TimeSpan.TicksPerSecond, DateTimeKind.Utc);
+                message.Body = body;
+            });
+            RemoveOldest(tx, created);
+            return created;
+        }));
     }
+
+    /// <summary>
+    /// Keeps alerts within their count (as real hosts' <c>messages-limit</c>) and their total
+    /// text, removing the oldest first; the caller still gets success, as on real hosts, whose
+    /// message GC removes the oldest beyond the limit.
+    /// </summary>
+    private void RemoveOldest(Transaction tx, MessageRef created)
+    {
+        var count = 0;
+        long chars = 0;
+        foreach (var row in tx.All(MessageRef.Class))
+        {
+            count++;
+            chars += TextOf(row);
+        }
+        if (count <= options.MessageLimit && chars <= options.MessageTextLimit)
+        {
+            return;
+        }
+        foreach (var row in tx.All(MessageRef.Class).OrderBy(r => r.Created).ToList())
+        {
+            if (count <= options.MessageLimit && chars <= options.MessageTextLimit)
+            {
+                break;
+            }
+            if (row.Ref == created.Value)
+            {
+                continue;
+            }
+            tx.Delete(MessageRef.Class, row.Ref);
+            count--;
+            chars -= TextOf(row);
+        }
+    }
+
+    private static readonly int NameField = MessageFields.Name;
+    private static readonly int BodyField = MessageFields.Body;
+
+    private static long TextOf(Row row) => ((string?)row.Values[NameField])?.Length + ((string?)row.Values[BodyField])?.Length ?? 0;
 
     public ValueTask<ValueMap> GetSince(CallContext context, DateTime since) =>
         ValueTask.FromResult(Records(context.Snapshot, m => m.Timestamp > since));

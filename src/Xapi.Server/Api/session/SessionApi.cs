@@ -13,7 +13,7 @@ public sealed class SessionApi(SessionManager sessions) : ISessionApi<CallContex
     public async ValueTask<SessionRef> LoginWithPassword(CallContext context, string uname, string pwd, string version, string originator) =>
         context.FromLocalRoot
             ? new(sessions.CreateSession(uname, originator, RoleSet.PoolAdmin, isLocalSuperuser: true))
-            : new(await sessions.LoginAsync(uname, pwd, originator, context.Cancellation).ConfigureAwait(false));
+            : new(await sessions.LoginAsync(uname, pwd, originator, context.RemoteAddress, context.Cancellation).ConfigureAwait(false));
 
     public ValueTask Logout(CallContext context)
     {
@@ -30,7 +30,7 @@ public sealed class SessionApi(SessionManager sessions) : ISessionApi<CallContex
         {
             throw XenApiErrors.UserIsNotLocalSuperuser("Only the local superuser can change the root password");
         }
-        if (!await Task.Run(() => sessions.VerifyPassword(oldPwd)).ConfigureAwait(false))
+        if (!await sessions.VerifyPasswordAsync(oldPwd, context.Cancellation).ConfigureAwait(false))
         {
             throw XenApiErrors.ChangePasswordRejected("Authentication information cannot be recovered");
         }

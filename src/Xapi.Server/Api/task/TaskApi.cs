@@ -7,7 +7,7 @@ namespace Xapi.Server.Api;
 public sealed class TaskApi(TaskManager tasks) : ITaskApi<CallContext>
 {
     public ValueTask<TaskRef> Create(CallContext context, string label, string description) =>
-        ValueTask.FromResult(tasks.Create(label, description, cancellable: true));
+        ValueTask.FromResult(tasks.CreateForClient(label, description, context.Session?.Value));
 
     public ValueTask Cancel(CallContext context, TaskRef task)
     {
@@ -17,7 +17,7 @@ public sealed class TaskApi(TaskManager tasks) : ITaskApi<CallContext>
 
     public ValueTask Destroy(CallContext context, TaskRef self)
     {
-        context.Write(tx => tx.Delete(self));
+        tasks.Destroy(self);
         return ValueTask.CompletedTask;
     }
 }
