@@ -36,8 +36,7 @@ public static class XmlRpcReader
         try
         {
             body = ControlsAsReferences(body);
-            using var stream = new ReadOnlyMemoryStream(body);
-            using var reader = XmlReader.Create(stream, Settings(limits, body.Length));
+            using var reader = OpenUtf8(body.Span, Settings(limits, body.Length));
             reader.MoveToContent();
             Expect(reader, "methodCall");
             string? method = null;
@@ -81,8 +80,7 @@ public static class XmlRpcReader
     {
         try
         {
-            using var stream = new ReadOnlyMemoryStream(body);
-            using var reader = XmlReader.Create(stream, Settings(limits));
+            using var reader = OpenUtf8(body.Span, Settings(limits));
             reader.MoveToContent();
             Expect(reader, "methodResponse");
             reader.Read();
@@ -111,6 +109,10 @@ public static class XmlRpcReader
         {
             throw new RpcFormatException("malformed XML-RPC response: " + e.Message, e);
         }
+        catch (DecoderFallbackException e)
+        {
+            throw new RpcFormatException("response is not valid UTF-8", e);
+        }
     }
 
     /// <summary>Parses a bare <c>&lt;value&gt;</c> fragment, as task results carry them.</summary>
@@ -118,9 +120,7 @@ public static class XmlRpcReader
     {
         try
         {
-            var bytes = Encoding.UTF8.GetBytes(fragment);
-            using var stream = new MemoryStream(bytes);
-            using var reader = XmlReader.Create(stream, Settings(limits));
+            using var reader = XmlReader.Create(new StringReader(fragment), Settings(limits));
             reader.MoveToContent();
             return ReadValue(reader, 0, limits);
         }
@@ -128,6 +128,20 @@ public static class XmlRpcReader
         {
             throw new RpcFormatException("malformed XML-RPC value: " + e.Message, e);
         }
+    }
+
+    private static readonly UTF8Encoding StrictUtf8 = new(encoderShouldEmitUTF8Identifier: false, throwOnInvalidBytes: true);
+
+    // XML-RPC bodies are UTF-8. Decoding them here, strictly, and reading text means XmlReader
+    // never switches decoders on an encoding declaration: a damaged declaration (a byte-order
+    // mark inside it) made that switch throw ArgumentOutOfRangeException from inside System.Xml.
+    private static XmlReader OpenUtf8(ReadOnlySpan<byte> body, XmlReaderSettings settings)
+    {
+        if (body.StartsWith("\xEF\xBB\xBF"u8))
+        {
+            body = body[3..];
+        }
+        return XmlReader.Create(new StringReader(StrictUtf8.GetString(body)), settings);
     }
 
     // A UTF-8 byte below 0x20 is always that control character (multi-byte sequences use only

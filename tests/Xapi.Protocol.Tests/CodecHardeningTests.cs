@@ -22,4 +22,19 @@ public class CodecHardeningTests
     public void A_json_rpc_error_response_is_the_xenapi_error_it_carries() =>
         Assert.That(() => JsonRpc.ReadResponse("{\"result\":null,\"error\":[\"SESSION_INVALID\",\"x\"],\"id\":1}"u8.ToArray(), RpcLimits.Default),
             Throws.TypeOf<XenApiException>().With.Property("Code").EqualTo("SESSION_INVALID"));
+
+    // Found by the fuzz run (seed 1271913401): a byte-order mark inside the XML declaration made
+    // System.Xml's encoding switch throw ArgumentOutOfRangeException.
+    [Test]
+    public void A_byte_order_mark_inside_the_xml_declaration_is_read_or_refused_as_malformed()
+    {
+        var alone = Encoding.UTF8.GetBytes("<?xml version=\"1.0\uFEFF\"?>");
+        var call = Encoding.UTF8.GetBytes("<?xml version=\"1.0\uFEFF\"?><methodCall><methodName>system.isAlive</methodName></methodCall>");
+        Assert.Multiple(() =>
+        {
+            Assert.That(() => XmlRpcReader.ReadCall(alone, RpcLimits.Default), Throws.TypeOf<RpcFormatException>());
+            Assert.That(() => XmlRpcReader.ReadResponse(alone, RpcLimits.Default), Throws.TypeOf<RpcFormatException>());
+            Assert.That(XmlRpcReader.ReadCall(call, RpcLimits.Default).MethodName, Is.EqualTo("system.isAlive"));
+        });
+    }
 }
