@@ -85,12 +85,11 @@ public static class DumpValidator
     /// real hosts; they name nothing a client could read, and a dump holding them would be
     /// refused by <see cref="Validate"/>, so a backup taken after a destroy could never be restored.
     /// </summary>
-    public static object? WithoutDanglingReferences(DbSnapshot snapshot, XType type, object? value)
+    public static object? WithoutDanglingReferences(DbSnapshot snapshot, FieldMeta field, object? value) =>
+        field.References is null ? value : WithoutDanglingReferences(snapshot, field.Type, value);
+
+    private static object? WithoutDanglingReferences(DbSnapshot snapshot, XType type, object? value)
     {
-        if (!HoldsReferences(type))
-        {
-            return value;
-        }
         switch (type.Kind)
         {
             case XTypeKind.Ref:
@@ -131,11 +130,6 @@ public static class DumpValidator
                 return value;
         }
     }
-
-    private static readonly System.Collections.Concurrent.ConcurrentDictionary<XType, bool> HoldsReferencesCache = new();
-
-    private static bool HoldsReferences(XType type) => HoldsReferencesCache.GetOrAdd(type, static t =>
-        t.Kind == XTypeKind.Ref || (t.Element is { } element && HoldsReferences(element)) || (t.Key is { } key && HoldsReferences(key)));
 
     private static bool Dangles(DbSnapshot snapshot, XType type, object? value) =>
         type.Kind == XTypeKind.Ref && value is string reference && reference != XType.NullRef

@@ -783,7 +783,7 @@ public sealed class JournalStore : IDurableLog, IDisposable
             snapshot.Generation,
             snapshot.Tombstones.Where(t => !XapiDatabase.IsTransient(t.Class)).ToList(),
             cls => XapiDatabase.IsTransient(cls) ? [] : snapshot.All(cls).Select(r => (r.Ref, r.Created, r.Modified, r.Values)).ToList(),
-            (field, value) => DumpValidator.WithoutDanglingReferences(snapshot, field.Type, value));
+            (field, value) => DumpValidator.WithoutDanglingReferences(snapshot, field, value));
 
     /// <summary>
     /// A dump's rows in the snapshot format, as they are: nothing is checked, so tools and tests
