@@ -1,0 +1,297 @@
+using System.Text.Json;
+using Microsoft.Extensions.Logging;
+using Xapi.Storage.DataPath;
+using Xapi.Storage.Formats.Qcow2;
+
+namespace Xapi.Storage.Drivers.Ext;
+
+/// <summary>
+/// The local file SR: thin-provisioned qcow2 images in a directory (<c>&lt;location&gt;/&lt;sr-uuid&gt;</c>),
+/// snapshots and clones as copy-on-write chains, a garbage collector that coalesces chains.
+/// Snapshots take SM's shape: the source's data becomes a hidden read-only base, and the
+/// source and the new VDI are both empty overlays on it, so every visible VDI is a leaf.
+/// </summary>
+public sealed partial class ExtDriver : SrDriver
+{
+    /// <summary>device_config key: the directory SRs of this type are made in.</summary>
+    public const string LocationKey = "location";
+
+    /// <summary>VHD's limit, kept so every VDI can be exported as VHD.</summary>
+    public const long MaxVirtualSize = 2040L << 30;
+
+    /// <summary>Sizes round up to the VHD block, as SM does.</summary>
+    public const long SizeGranularity = 2L << 20;
+
+    /// <summary>Deeper chains are refused (SM's limit), so reads never walk very long chains.</summary>
+    public const int MaxChainDepth = 30;
+
+    private const string HiddenMarker = ".hidden";
+    private const string MetadataFile = ".sr.json";
+
+    public override SmDescription Description { get; } = new(
+        "ext", "Local EXT3 VHD", "SR plugin which represents disks as qcow2 files stored on a local path", "xapi-dotnet", "1.0",
+        [
+            new(SmFeatures.SrProbe), new(SmFeatures.SrSupportsLocalCaching), new(SmFeatures.SrUpdate), new(SmFeatures.ThinProvisioning),
+            new(SmFeatures.VdiActivate), new(SmFeatures.VdiAttach), new(SmFeatures.VdiClone), new(SmFeatures.VdiCreate),
+            new(SmFeatures.VdiDeactivate), new(SmFeatures.VdiDelete), new(SmFeatures.VdiDetach), new(SmFeatures.VdiGenerateConfig),
+            new(SmFeatures.VdiMirror), new(SmFeatures.VdiResize), new(SmFeatures.VdiSnapshot), new(SmFeatures.VdiUpdate),
+        ],
+        [new(LocationKey, "local directory path (required) (e.g. /var/lib/xapi/sr)")]);
+
+    public static SrDirectory DirectoryOf(SrContext sr) =>
+        new(Path.Combine(SrDirectory.CheckClientDirectory(sr.Config(LocationKey), LocationKey), sr.Uuid));
+
+    public override ValueTask<IReadOnlyDictionary<string, string>?> CreateAsync(SrContext sr, long physicalSize, CancellationToken cancellationToken)
+    {
+        var location = SrDirectory.CheckClientDirectory(sr.Config(LocationKey), LocationKey);
+        var directory = DirectoryOf(sr);
+        Directory.CreateDirectory(location);
+        if (new DirectoryInfo(location).LinkTarget is not null)
+        {
+            throw new SmException(SmErrors.FileSrCreate, "Failed to create the SR directory", $"{location} is a symbolic link");
+        }
+        if (Directory.Exists(directory.Root) && Directory.EnumerateFileSystemEntries(directory.Root).Any())
+        {
+            throw new SmException(SmErrors.SrExists, "The SR already exists", directory.Root);
+        }
+        Directory.CreateDirectory(directory.Root);
+        Directory.CreateDirectory(directory.JournalDirectory);
+        SrDirectory.WriteDurably(Path.Combine(directory.Root, MetadataFile), JsonSerializer.Serialize(new SrMetadata(physicalSize > 0 ? physicalSize : null)));
+        SrDirectory.SyncDirectory(location);
+        return ValueTask.FromResult<IReadOnlyDictionary<string, string>?>(null);
+    }
+
+    public override async ValueTask DeleteAsync(SrContext sr, CancellationToken cancellationToken)
+    {
+        var directory = DirectoryOf(sr);
+        if (!Directory.Exists(directory.Root))
+        {
+            return;
+        }
+        directory.CheckRoot();
+        var chain = await Chain.ReadAsync(directory, sr.Logger, cancellationToken).ConfigureAwait(false);
+        if (chain.Nodes.Values.Any(n => !n.Hidden))
+        {
+            throw new SmException(SmErrors.SrNotEmpty, "The SR is not empty");
+        }
+        Directory.Delete(directory.Root, recursive: true);
+        SrDirectory.SyncDirectory(Path.GetDirectoryName(directory.Root)!);
+    }
+
+    public override async ValueTask AttachAsync(SrContext sr, CancellationToken cancellationToken)
+    {
+        var directory = DirectoryOf(sr);
+        directory.CheckRoot();
+        Directory.CreateDirectory(directory.JournalDirectory);
+        await RecoverAsync(sr, directory, cancellationToken).ConfigureAwait(false);
+    }
+
+    public override ValueTask<string> ProbeAsync(ProbeContext probe, CancellationToken cancellationToken)
+    {
+        var location = SrDirectory.CheckClientDirectory(probe.DeviceConfig.GetValueOrDefault(LocationKey), LocationKey);
+        var xml = new System.Text.StringBuilder("<?xml version=\"1.0\" ?>\n<SRlist>\n");
+        if (Directory.Exists(location))
+        {
+            foreach (var entry in new DirectoryInfo(location).EnumerateDirectories().Where(d => d.LinkTarget is null && SrDirectory.IsUuid(d.Name)).OrderBy(d => d.Name, StringComparer.Ordinal))
+            {
+                xml.Append("\t<SR>\n\t\t<UUID>").Append(entry.Name).Append("</UUID>\n\t</SR>\n");
+            }
+        }
+        xml.Append("</SRlist>\n");
+        return ValueTask.FromResult(xml.ToString());
+    }
+
+    public override async ValueTask<SrScan> ScanAsync(SrContext sr, CancellationToken cancellationToken)
+    {
+        var directory = DirectoryOf(sr);
+        directory.CheckRoot();
+        var chain = await Chain.ReadAsync(directory, sr.Logger, cancellationToken).ConfigureAwait(false);
+        return new SrScan(chain.Nodes.Values.Select(n => n.Info).ToList(), Stat(directory));
+    }
+
+    public override ValueTask<SrStat> StatAsync(SrContext sr, CancellationToken cancellationToken)
+    {
+        var directory = DirectoryOf(sr);
+        directory.CheckRoot();
+        return ValueTask.FromResult(Stat(directory));
+    }
+
+    /// <summary>
+    /// The SR's size is its quota (SR.create's physical_size) or else its filesystem's; what it
+    /// uses is what its own files occupy on disk.
+    /// </summary>
+    private static SrStat Stat(SrDirectory directory)
+    {
+        var used = Directory.EnumerateFiles(directory.Root, "*", SearchOption.AllDirectories).Sum(SrDirectory.AllocatedBytes);
+        var (fsSize, _) = SrDirectory.FileSystemSpace(directory.Root);
+        var quota = ReadMetadata(directory).Quota;
+        return new SrStat(quota ?? fsSize, used);
+    }
+
+    /// <summary>Bytes the SR can still take: within its quota and what the filesystem has free.</summary>
+    public static long Available(SrDirectory directory)
+    {
+        var stat = Stat(directory);
+        var (_, fsAvailable) = SrDirectory.FileSystemSpace(directory.Root);
+        return Math.Max(0, Math.Min(stat.PhysicalSize - stat.PhysicalUtilisation, fsAvailable));
+    }
+
+    private static SrMetadata ReadMetadata(SrDirectory directory)
+    {
+        var path = Path.Combine(directory.Root, MetadataFile);
+        return SrDirectory.IsRegularFile(path) ? JsonSerializer.Deserialize<SrMetadata>(File.ReadAllText(path)) ?? new SrMetadata(null) : new SrMetadata(null);
+    }
+
+    private sealed record SrMetadata(long? Quota);
+
+    public static long CheckedSize(long requested)
+    {
+        if (requested < 0 || requested > MaxVirtualSize)
+        {
+            throw new SmException(SmErrors.VdiSize, "VDI Invalid size", $"VDI size must be between 1 MB and {MaxVirtualSize >> 20} MB");
+        }
+        return Math.Max(SizeGranularity, (requested + SizeGranularity - 1) / SizeGranularity * SizeGranularity);
+    }
+
+    public override async ValueTask<VdiInfo> CreateVdiAsync(SrContext sr, VdiSpec spec, CancellationToken cancellationToken)
+    {
+        var directory = DirectoryOf(sr);
+        directory.CheckRoot();
+        var size = CheckedSize(spec.VirtualSize);
+        var path = directory.PathOf(spec.Uuid, QemuImg.Extension);
+        if (File.Exists(path) || new FileInfo(path).LinkTarget is not null)
+        {
+            throw new SmException(SmErrors.VdiExists, "The VDI already exists", spec.Uuid);
+        }
+        var temporary = path + ".tmp";
+        File.Delete(temporary);
+        await QemuImg.CreateAsync(temporary, size, cancellationToken).ConfigureAwait(false);
+        File.Move(temporary, path);
+        directory.SyncDirectory();
+        return await InfoAsync(directory, spec.Uuid, cancellationToken).ConfigureAwait(false) with { ReadOnly = spec.ReadOnly, Type = spec.Type };
+    }
+
+    public override async ValueTask DeleteVdiAsync(SrContext sr, VdiInfo vdi, CancellationToken cancellationToken)
+    {
+        var directory = DirectoryOf(sr);
+        directory.CheckRoot();
+        var chain = await Chain.ReadAsync(directory, sr.Logger, cancellationToken).ConfigureAwait(false);
+        if (!chain.Nodes.TryGetValue(vdi.Uuid, out var node))
+        {
+            return;
+        }
+        if (chain.ChildrenOf(vdi.Uuid).Count > 0)
+        {
+            // Other images read through this one: it becomes garbage for the collector instead.
+            MarkHidden(directory, vdi.Uuid);
+            return;
+        }
+        File.Delete(node.Path);
+        File.Delete(directory.PathOf(vdi.Uuid, HiddenMarker));
+        directory.SyncDirectory();
+    }
+
+    public override async ValueTask<VdiInfo> ResizeVdiAsync(SrContext sr, VdiInfo vdi, long newSize, CancellationToken cancellationToken)
+    {
+        var directory = DirectoryOf(sr);
+        directory.CheckRoot();
+        var current = await InfoAsync(directory, vdi.Uuid, cancellationToken).ConfigureAwait(false);
+        if (current.Hidden)
+        {
+            throw new SmException(SmErrors.VdiUnavailable, "The VDI is not available", "a hidden chain node cannot be resized");
+        }
+        var size = CheckedSize(newSize);
+        if (size < current.VirtualSize)
+        {
+            throw new SmException(SmErrors.VdiSize, "VDI Invalid size", "shrinking not allowed");
+        }
+        if (size == current.VirtualSize)
+        {
+            return current;
+        }
+        await QemuImg.ResizeAsync(directory.PathOf(vdi.Uuid, QemuImg.Extension), size, cancellationToken).ConfigureAwait(false);
+        return await InfoAsync(directory, vdi.Uuid, cancellationToken).ConfigureAwait(false);
+    }
+
+    public override ValueTask<VdiAttachment> AttachVdiAsync(SrContext sr, VdiInfo vdi, bool writable, CancellationToken cancellationToken)
+    {
+        var directory = DirectoryOf(sr);
+        var path = directory.PathOf(vdi.Uuid, QemuImg.Extension);
+        if (!SrDirectory.IsRegularFile(path))
+        {
+            throw new SmException(SmErrors.VdiMissing, "The VDI is not available", vdi.Uuid);
+        }
+        return ValueTask.FromResult(new VdiAttachment(path, QemuImg.Format, !writable));
+    }
+
+    public override async ValueTask<IDiskImage> OpenAsync(SrContext sr, VdiInfo vdi, bool writable, CancellationToken cancellationToken)
+    {
+        var directory = DirectoryOf(sr);
+        directory.CheckRoot();
+        // The whole chain is checked before qemu opens it, so no backing name leads outside the SR.
+        var chain = await Chain.ReadAsync(directory, sr.Logger, cancellationToken).ConfigureAwait(false);
+        if (!chain.Nodes.TryGetValue(vdi.Uuid, out var node))
+        {
+            throw new SmException(SmErrors.VdiMissing, "The VDI is not available", vdi.Uuid);
+        }
+        Directory.CreateDirectory(sr.RuntimeDirectory);
+        return await QemuNbdImage.OpenAsync(node.Path, QemuImg.Format, writable, sr.RuntimeDirectory, cancellationToken).ConfigureAwait(false);
+    }
+
+    public override async ValueTask<IReadOnlyList<DiskExtent>?> ChangedExtentsAsync(SrContext sr, VdiInfo vdi, VdiInfo baseVdi, CancellationToken cancellationToken)
+    {
+        var directory = DirectoryOf(sr);
+        var chain = await Chain.ReadAsync(directory, sr.Logger, cancellationToken).ConfigureAwait(false);
+        var ours = chain.Ancestry(vdi.Uuid);
+        var theirs = chain.Ancestry(baseVdi.Uuid);
+        var common = ours.FirstOrDefault(theirs.Contains);
+        if (common is null)
+        {
+            return null;
+        }
+        var changed = new List<DiskExtent>();
+        changed.AddRange(await AboveAsync(chain, vdi.Uuid, ours.IndexOf(common), cancellationToken).ConfigureAwait(false));
+        changed.AddRange(await AboveAsync(chain, baseVdi.Uuid, theirs.IndexOf(common), cancellationToken).ConfigureAwait(false));
+        var size = chain.Nodes[vdi.Uuid].Info.VirtualSize;
+        return Merge(changed, size);
+    }
+
+    /// <summary>The extents the top <paramref name="depth"/> layers above a node hold.</summary>
+    private static async Task<IEnumerable<DiskExtent>> AboveAsync(Chain chain, string uuid, int depth, CancellationToken cancellationToken)
+    {
+        var map = await QemuImg.MapAsync(chain.Nodes[uuid].Path, cancellationToken).ConfigureAwait(false);
+        return map.Where(e => e.Present && e.Depth < depth).Select(e => new DiskExtent(e.Start, e.Length, Zero: false));
+    }
+
+    private static List<DiskExtent> Merge(List<DiskExtent> extents, long size)
+    {
+        var merged = new List<DiskExtent>();
+        foreach (var extent in extents.Where(e => e.Offset < size).OrderBy(e => e.Offset))
+        {
+            var clipped = extent with { Length = Math.Min(extent.Length, size - extent.Offset) };
+            if (merged.Count > 0 && merged[^1].End >= clipped.Offset)
+            {
+                var last = merged[^1];
+                merged[^1] = last with { Length = Math.Max(last.End, clipped.End) - last.Offset };
+            }
+            else
+            {
+                merged.Add(clipped);
+            }
+        }
+        return merged;
+    }
+
+    private static async Task<VdiInfo> InfoAsync(SrDirectory directory, string uuid, CancellationToken cancellationToken)
+    {
+        var chain = await Chain.ReadAsync(directory, null, cancellationToken).ConfigureAwait(false);
+        return chain.Nodes.TryGetValue(uuid, out var node)
+            ? node.Info
+            : throw new SmException(SmErrors.VdiMissing, "The VDI is not available", uuid);
+    }
+
+    private static void MarkHidden(SrDirectory directory, string uuid)
+    {
+        SrDirectory.WriteDurably(directory.PathOf(uuid, HiddenMarker), "");
+    }
+}
