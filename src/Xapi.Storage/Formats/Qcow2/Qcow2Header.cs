@@ -10,7 +10,7 @@ namespace Xapi.Storage.Formats.Qcow2;
 /// </summary>
 public readonly record struct Qcow2Header(long VirtualSize, string? BackingFile)
 {
-    private static ReadOnlySpan<byte> Magic => "QFI\xfb"u8;
+    private static ReadOnlySpan<byte> Magic => [0x51, 0x46, 0x49, 0xFB];
 
     /// <summary>Reads the header; false when the file is not a qcow2 image or is damaged.</summary>
     public static bool TryRead(string path, out Qcow2Header header)
