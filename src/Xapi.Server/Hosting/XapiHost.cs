@@ -284,10 +284,12 @@ public sealed class XapiHost : IAsyncDisposable
         builder.Services.AddSingleton<Dispatcher>();
         builder.Services.AddSingleton<RpcEndpoint>();
         builder.Services.AddSingleton<DatabaseDumpEndpoint>();
+        builder.Services.AddSingleton<VdiTransferEndpoint>();
 
         var app = builder.Build();
         var rpc = app.Services.GetRequiredService<RpcEndpoint>();
         var dump = app.Services.GetRequiredService<DatabaseDumpEndpoint>();
+        var transfer = app.Services.GetRequiredService<VdiTransferEndpoint>();
         // One terminal handler and no endpoint routing: routing a POST on "/" past a GET route
         // cost more than the whole XenAPI call.
         app.Run(context =>
@@ -300,6 +302,11 @@ public sealed class XapiHost : IAsyncDisposable
             if (HttpMethods.IsPost(method))
             {
                 return rpc.HandleAsync(context);
+            }
+            if ((context.Request.Path == VdiTransferEndpoint.ImportPath && HttpMethods.IsPut(method))
+                || (context.Request.Path == VdiTransferEndpoint.ExportPath && HttpMethods.IsGet(method)))
+            {
+                return transfer.HandleAsync(context);
             }
             if (HttpMethods.IsOptions(method))
             {
