@@ -180,6 +180,21 @@ public sealed class QemuNbdImage : IDiskImage
                     // qemu-nbd has not bound or not listened yet: it prints nothing when ready,
                     // so the socket is the only sign; ask again soon, up to the deadline.
                 }
+                catch (IOException ex)
+                {
+                    // qemu-nbd listens before it opens the image, so a bad image shows as a
+                    // dropped handshake: its exit status and stderr say why.
+                    try
+                    {
+                        await exited.WaitAsync(deadline.Token).ConfigureAwait(false);
+                    }
+                    catch (OperationCanceledException) when (!cancellationToken.IsCancellationRequested)
+                    {
+                        throw new IOException($"qemu-nbd dropped the NBD handshake: {stderr}", ex);
+                    }
+                    await process.WaitForExitAsync(CancellationToken.None).ConfigureAwait(false);
+                    throw new IOException($"qemu-nbd exited with status {process.ExitCode} before serving: {stderr}", ex);
+                }
                 await Task.WhenAny(exited, Task.Delay(delay, deadline.Token)).ConfigureAwait(false);
                 delay = TimeSpan.FromTicks(Math.Min(delay.Ticks * 2, TimeSpan.FromMilliseconds(50).Ticks));
                 deadline.Token.ThrowIfCancellationRequested();

@@ -248,10 +248,10 @@ public sealed class QemuNbdImageTests
 
             parent.Kill();
             await parent.WaitForExitAsync();
-            // qemu-nbd holds the stdout pipe it inherited: end of file means it is gone.
+            // qemu-nbd holds the stdout pipe it inherited until it exits: end of file means it
+            // is gone (/proc may still show it for a moment while the kernel finishes the exit).
             var rest = parent.StandardOutput.ReadToEndAsync();
             Assert.That(await Task.WhenAny(rest, Task.Delay(TimeSpan.FromSeconds(10))), Is.SameAs(rest), "qemu-nbd outlived its parent");
-            Assert.That(ProcessAlive(pid), Is.False);
         }
         finally
         {
