@@ -94,8 +94,9 @@ public class VhdFuzzTests
                 refused++;
             }
         }
-        Assert.That(accepted, Is.Positive, "some damage is harmless (data bytes)");
-        Assert.That(refused, Is.Positive);
+        TestContext.Out.WriteLine($"{accepted} accepted, {refused} refused");
+        Assert.That(accepted, Is.GreaterThan(25), "some damage is harmless (data bytes)");
+        Assert.That(refused, Is.GreaterThan(250), "most damage to metadata is caught");
         Assert.That(new FileInfo(target).Length, Is.EqualTo(64L * 1024), "the target did not grow");
     }
 
