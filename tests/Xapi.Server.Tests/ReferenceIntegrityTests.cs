@@ -17,6 +17,10 @@ public class ReferenceIntegrityTests(RpcDialect dialect) : LoggedInFixture(diale
 
     private async Task<string> InsertAsync(string className) => (await Daemon.InsertAsync(ApiSchema.Class(className))).Ref;
 
+    // VDI.create goes to the SR's driver: it needs an SR plugged on this host, such as first boot's local SR.
+    private async Task<string> PluggedSrAsync() =>
+        (string)((IReadOnlyList<object?>)(await Client.InvokeAsync("SR.get_by_name_label", "Local storage"))!)[0]!;
+
     private async Task<string> VmAsync() => (string)(await Client.InvokeAsync("VM.create", ApiSchema.Class("VM").MinimalRecord()))!;
 
     private async Task<int> CountAsync(string className) => ((IReadOnlyList<object?>)(await Client.InvokeAsync($"{className}.get_all"))!).Count;
@@ -64,7 +68,7 @@ public class ReferenceIntegrityTests(RpcDialect dialect) : LoggedInFixture(diale
     [Test]
     public async Task VDI_create_in_an_existing_SR_succeeds()
     {
-        var sr = await InsertAsync("SR");
+        var sr = await PluggedSrAsync();
         var vdi = (string)(await Client.InvokeAsync("VDI.create", VdiRecord(sr)))!;
         Assert.That(await FieldAsync("VDI", vdi, "SR"), Is.EqualTo(sr));
     }
@@ -83,7 +87,7 @@ public class ReferenceIntegrityTests(RpcDialect dialect) : LoggedInFixture(diale
     [Test]
     public async Task A_VBD_of_an_unknown_VM_is_refused()
     {
-        var sr = await InsertAsync("SR");
+        var sr = await PluggedSrAsync();
         var vdi = (string)(await Client.InvokeAsync("VDI.create", VdiRecord(sr)))!;
         var unknown = UnknownRef();
         await XenApiAssert.FailsAsync(() => Client.InvokeAsync("VBD.create", VbdRecord(unknown, vdi, empty: false)), "HANDLE_INVALID", "VM", unknown);
@@ -113,7 +117,7 @@ public class ReferenceIntegrityTests(RpcDialect dialect) : LoggedInFixture(diale
     public async Task A_disk_VBD_of_an_existing_VDI_is_created()
     {
         var vm = await VmAsync();
-        var sr = await InsertAsync("SR");
+        var sr = await PluggedSrAsync();
         var vdi = (string)(await Client.InvokeAsync("VDI.create", VdiRecord(sr)))!;
         var vbd = (string)(await Client.InvokeAsync("VBD.create", VbdRecord(vm, vdi, empty: false)))!;
         Assert.That(await FieldAsync("VBD", vbd, "VDI"), Is.EqualTo(vdi));
@@ -218,7 +222,7 @@ public class ReferenceIntegrityTests(RpcDialect dialect) : LoggedInFixture(diale
             }
         }
         TestContext.Out.WriteLine($"{exercised.Count} write paths: {string.Join(", ", exercised)}");
-        Assert.That(exercised, Does.Contain("VDI.create(SR)").And.Contain("VBD.create(VDI)").And.Contain("VM.set_affinity")
+        Assert.That(exercised, Does.Contain("VBD.create(VDI)").And.Contain("VM.set_affinity")
             .And.Contain("PGPU.add_enabled_VGPU_types"));
     }
 

@@ -26,8 +26,8 @@ public sealed partial class VdiTransferEndpoint(XapiDatabase database, SessionMa
     public const string ImportPath = "/import_raw_vdi";
     public const string ExportPath = "/export_raw_vdi";
 
-    private const string RawFormat = "raw";
-    private const string VhdFormat = "vhd";
+    private const string RawFormatName = "raw";
+    private const string VhdFormatName = "vhd";
     private const int ChunkBytes = 4 << 20;
 
     public async Task HandleAsync(HttpContext context)
@@ -47,8 +47,8 @@ public sealed partial class VdiTransferEndpoint(XapiDatabase database, SessionMa
         var owner = Parameter(context, "session_id");
         using var binding = tasks.Bind(clientTask, import ? "Importing raw VDI" : "Exporting raw VDI", owner, context.RequestAborted);
         context.Response.Headers["task-id"] = binding.Task.Value;
-        var format = (query["format"].FirstOrDefault() ?? RawFormat).ToLowerInvariant();
-        if (format is not (RawFormat or VhdFormat))
+        var format = (query["format"].FirstOrDefault() ?? RawFormatName).ToLowerInvariant();
+        if (format is not (RawFormatName or VhdFormatName))
         {
             binding.Fail(XenApiErrors.InternalError($"Unknown format {format}"));
             await RefuseAsync(context, StatusCodes.Status404NotFound, $"Unknown format {format}");
@@ -137,13 +137,13 @@ public sealed partial class VdiTransferEndpoint(XapiDatabase database, SessionMa
         await using (image)
         {
             var length = context.Request.ContentLength;
-            if (format == RawFormat && length > image.Size)
+            if (format == RawFormatName && length > image.Size)
             {
                 // Refused before a byte is written; real hosts would fail on the write past the end.
                 throw XenApiErrors.VdiTooSmall(vdi.Value, length.Value.ToString(System.Globalization.CultureInfo.InvariantCulture));
             }
             await StartResponseAsync(context, "application/octet-stream", null);
-            if (format == RawFormat)
+            if (format == RawFormatName)
             {
                 await ImportRawAsync(context.Request.Body, image, length ?? image.Size, binding);
             }
@@ -234,7 +234,7 @@ public sealed partial class VdiTransferEndpoint(XapiDatabase database, SessionMa
             }
             extents ??= await DiskCopy.ToListAsync(image.MapAsync(0, image.Size, binding.Cancellation), binding.Cancellation);
             var disposition = $"attachment; filename=\"{record.Uuid}.{format}\"";
-            if (format == RawFormat)
+            if (format == RawFormatName)
             {
                 context.Response.ContentLength = image.Size;
                 await StartResponseAsync(context, "application/octet-stream", disposition);
@@ -242,7 +242,7 @@ public sealed partial class VdiTransferEndpoint(XapiDatabase database, SessionMa
             }
             else
             {
-                await ExportVhdAsync(context, image, extents, disposition, vdi, binding);
+                await ExportVhdAsync(context, image, extents, disposition, vdi, baseVdi, binding);
             }
         }
         binding.Succeed(null);
