@@ -130,6 +130,9 @@ public sealed class ServerOptions
 
     public string? LogFile { get; set; }
 
+    /// <summary>The NBD server's port (10809 on real hosts); a negative value turns it off, 0 picks a free port.</summary>
+    public int NbdPort { get; set; } = Xapi.Storage.Nbd.NbdServerOptions.StandardPort;
+
     /// <summary>Where first boot makes the local SR (an <c>ext</c> SR: qcow2 images); default <c>DATA_DIR/sr</c>.</summary>
     public string? LocalSrPath { get; set; }
 
@@ -168,6 +171,7 @@ public sealed class ServerOptions
         ["--failed-login-delay"] = nameof(FailedLoginDelay),
         ["--log-file"] = nameof(LogFile),
         ["--local-sr-path"] = nameof(LocalSrPath),
+        ["--nbd-port"] = nameof(NbdPort),
         ["--iso-sr-path"] = nameof(IsoSrPath),
         ["--log-level"] = nameof(LogLevel),
         ["--salvage-journal"] = nameof(SalvageJournal),

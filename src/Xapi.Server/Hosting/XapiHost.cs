@@ -51,6 +51,11 @@ public sealed class XapiHost : IAsyncDisposable
 
     public IServiceProvider Services => _app.Services;
 
+    private System.Security.Cryptography.X509Certificates.X509Certificate2? NbdCertificate { get; init; }
+
+    /// <summary>The NBD server's address once started; null when it is off.</summary>
+    public IPEndPoint? NbdEndPoint => _app.Services.GetRequiredService<NbdEndpoint>().EndPoint;
+
     /// <summary>The plain-HTTP address actually bound (useful with port 0).</summary>
     public Uri HttpUri { get; private set; } = null!;
 
@@ -285,6 +290,7 @@ public sealed class XapiHost : IAsyncDisposable
         builder.Services.AddSingleton<RpcEndpoint>();
         builder.Services.AddSingleton<DatabaseDumpEndpoint>();
         builder.Services.AddSingleton<VdiTransferEndpoint>();
+        builder.Services.AddSingleton<NbdEndpoint>();
 
         var app = builder.Build();
         var rpc = app.Services.GetRequiredService<RpcEndpoint>();
@@ -345,8 +351,11 @@ public sealed class XapiHost : IAsyncDisposable
         // Handlers that do not match the datamodel stop the daemon here, not at a client's call.
         app.Services.GetRequiredService<Dispatcher>();
 
+        var nbd = app.Services.GetRequiredService<NbdEndpoint>();
+        app.Services.GetRequiredService<VDIApi>().Nbd = nbd;
         var host = new XapiHost(app, serilog, database, options)
         {
+            NbdCertificate = certificate,
             GeneratedRootPassword = generated,
             Journal = journal,
             Postgres = postgres,
@@ -370,6 +379,7 @@ public sealed class XapiHost : IAsyncDisposable
         // Storage is plugged before clients are served, so none sees an SR half recovered.
         await _app.Services.GetRequiredService<StorageBoot>().PlugAllAsync(Database, cancellationToken);
         await _app.StartAsync(cancellationToken);
+        _app.Services.GetRequiredService<NbdEndpoint>().Start(NbdCertificate);
         var addresses = _app.Services.GetRequiredService<IServer>().Features.Get<IServerAddressesFeature>()!.Addresses.ToList();
         var logger = _app.Services.GetRequiredService<ILogger<XapiHost>>();
         HttpUri = ToClientUri(addresses.First(a => a.StartsWith("http:", StringComparison.Ordinal)));
@@ -411,6 +421,7 @@ public sealed class XapiHost : IAsyncDisposable
             await _sessionReaper.DisposeAsync();
         }
         await _app.StopAsync();
+        await _app.Services.GetRequiredService<NbdEndpoint>().DisposeAsync();
         await _app.Services.GetRequiredService<Xapi.Storage.Service.StorageManager>().DisposeAsync();
         await _app.DisposeAsync();
         Journal?.Dispose();
