@@ -98,7 +98,11 @@ public sealed record ProbeContext(IReadOnlyDictionary<string, string> DeviceConf
 public readonly record struct SrStat(long PhysicalSize, long PhysicalUtilisation);
 
 /// <summary>What a scan found: every VDI of the storage and its sizes.</summary>
-public sealed record SrScan(IReadOnlyList<VdiInfo> Vdis, SrStat Stat);
+public sealed record SrScan(IReadOnlyList<VdiInfo> Vdis, SrStat Stat)
+{
+    /// <summary>The storage keeps no list of its own (dummy SRs): the records stay as they are.</summary>
+    public bool KeepsRecords { get; init; }
+}
 
 /// <summary>A VDI as the storage knows it.</summary>
 public sealed record VdiInfo

@@ -52,7 +52,7 @@ public sealed class Dispatcher
     private sealed record Route(Func<CallContext, object?[], ValueTask<object?>>? Custom, HandlerContract.OperationDeclaration? RunsAs, MessageCoverage Coverage);
 
     public Dispatcher(XapiDatabase database, SessionManager sessions, ApiHandlers<CallContext> handlers, TaskManager tasks, OperationGuard operations,
-        ImplicitMessages implicitMessages, ServerOptions options, ILogger<Dispatcher> logger)
+        ImplicitMessages implicitMessages, ServerOptions options, ILogger<Dispatcher> logger, IEnumerable<IObjectLifecycle> lifecycles)
     {
         _database = database;
         _sessions = sessions;
@@ -72,15 +72,27 @@ public sealed class Dispatcher
                 : MessageCoverage.NotImplemented;
             routes[message] = new Route(handlers.Bind(message), binding.RunsAs, coverage);
         }
+        var lifecycleOf = lifecycles.ToDictionary(l => l.Class);
         foreach (var message in ApiSchema.MessagesByWireName.Values.Where(m => !m.IsCustom))
         {
             var destroy = message.Implicit == ImplicitKind.Destroy && OperationGuard.Tracks(message.Owner, "destroy")
                 ? new HandlerContract.OperationDeclaration(message.Owner, 0, "destroy")
                 : null;
-            routes[message] = new Route(null, destroy, MessageCoverage.Implicit);
+            routes[message] = lifecycleOf.TryGetValue(message.Owner, out var lifecycle) && message.Implicit is ImplicitKind.Create or ImplicitKind.Destroy
+                ? new Route(LifecycleCall(message, lifecycle), destroy, MessageCoverage.Implemented)
+                : new Route(null, destroy, MessageCoverage.Implicit);
         }
         _routes = routes.ToFrozenDictionary();
     }
+
+    private static Func<CallContext, object?[], ValueTask<object?>> LifecycleCall(MessageMeta message, IObjectLifecycle lifecycle) =>
+        message.Implicit == ImplicitKind.Create
+            ? async (context, args) => await lifecycle.CreateAsync(context, ImplicitMessages.ConstructorValues(message.Owner, (ValueMap)args[0]!)).ConfigureAwait(false)
+            : async (context, args) =>
+            {
+                await lifecycle.DestroyAsync(context, (string)args[0]!).ConfigureAwait(false);
+                return null;
+            };
 
     /// <summary>
     /// Every synchronous wire name of the datamodel in datamodel order, as real servers answer

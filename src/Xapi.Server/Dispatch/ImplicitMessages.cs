@@ -117,6 +117,29 @@ public sealed class ImplicitMessages(IEnumerable<ICreateRule> createRules)
         }
     }
 
+    private static void CheckRequired(ClassMeta cls, ValueMap record)
+    {
+        var missing = cls.RequiredForCreate.FirstOrDefault(f => !record.ContainsKey(f.Name));
+        if (missing is not null)
+        {
+            throw XenApiErrors.FieldTypeError(missing.Name);
+        }
+    }
+
+    /// <summary>The row an implicit create would store from a record: its constructor fields over the defaults.</summary>
+    public static object?[] ConstructorValues(ClassMeta cls, ValueMap record)
+    {
+        CheckRequired(cls, record);
+        var values = new object?[cls.Fields.Count];
+        foreach (var field in cls.Fields)
+        {
+            values[field.Ordinal] = field.IsConstructorArgument && field.ManyOf is null && field != cls.UuidField && record.TryGetValue(field.Name, out var value)
+                ? value
+                : field.DefaultValue;
+        }
+        return values;
+    }
+
     private static ValueMap RecordsMap(DbSnapshot snapshot, IEnumerable<Row> rows)
     {
         var items = new Dictionary<object, object?>();
@@ -148,11 +171,7 @@ public sealed class ImplicitMessages(IEnumerable<ICreateRule> createRules)
     /// </summary>
     private string Create(CallContext context, ClassMeta cls, ValueMap record)
     {
-        var missing = cls.RequiredForCreate.FirstOrDefault(f => !record.ContainsKey(f.Name));
-        if (missing is not null)
-        {
-            throw XenApiErrors.FieldTypeError(missing.Name);
-        }
+        CheckRequired(cls, record);
         var rule = _createRules.GetValueOrDefault(cls);
         return context.Write(tx => tx.CreateRow(cls, values =>
         {

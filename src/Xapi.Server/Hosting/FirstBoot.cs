@@ -38,6 +38,11 @@ public sealed class FirstBoot
 
     private string Ref(string key) => "OpaqueRef:" + StableId("ref/" + key);
 
+    /// <summary>The ref of a first-boot object made outside this class (storage), stable across restarts.</summary>
+    public string StableRef(string key) => Ref(key);
+
+    public string StableUuid(string key) => Uuid(key);
+
     private string Uuid(string key) => key == "host" ? _installationUuid : StableId("uuid/" + key);
 
     /// <summary>
@@ -265,26 +270,6 @@ public sealed class FirstBoot
                 pif.Managed = true;
             }, new PIFRef(Ref("pif/management")));
 
-            foreach (var (type, name, description, capabilities) in StorageDrivers)
-            {
-                tx.CreateSM(sm =>
-                {
-                    sm.Uuid = Uuid("sm/" + type);
-                    sm.NameLabel = name;
-                    sm.NameDescription = description;
-                    sm.Type = type;
-                    sm.Vendor = "xapi-dotnet";
-                    sm.Copyright = "(C) the xapi-dotnet authors";
-                    sm.Version = "1.0";
-                    sm.RequiredApiVersion = "1.0";
-                    sm.Configuration = ValueMap.Empty;
-                    sm.Capabilities = capabilities;
-                    sm.Features = ValueMap.FromPairs(capabilities.Select(c => new KeyValuePair<object, object?>(c, 1L)));
-                    sm.DriverFilename = "";
-                    sm.SupportedImageFormats = [ImageFormatType.Vhd, ImageFormatType.Raw];
-                }, new SMRef(Ref("sm/" + type)));
-            }
-
             foreach (var template in Templates)
             {
                 tx.CreateVM(vm =>
@@ -304,16 +289,6 @@ public sealed class FirstBoot
         });
     }
 
-
-    private static readonly (string Type, string Name, string Description, string[] Capabilities)[] StorageDrivers =
-    [
-        ("ext", "Local EXT3 VHD", "SR plugin representing disks as VHD files stored on a local path",
-            ["SR_PROBE", "SR_UPDATE", "SR_SUPPORTS_LOCAL_CACHING", "VDI_CREATE", "VDI_DELETE", "VDI_ATTACH", "VDI_DETACH", "VDI_UPDATE", "VDI_CLONE", "VDI_SNAPSHOT", "VDI_RESIZE", "VDI_MIRROR", "VDI_GENERATE_CONFIG", "VDI_RESET_ON_BOOT/2", "VDI_CONFIG_CBT", "ATOMIC_PAUSE", "VDI_ACTIVATE", "VDI_DEACTIVATE", "THIN_PROVISIONING"]),
-        ("iso", "ISO", "Handles CD images stored as files in iso format",
-            ["VDI_CREATE", "VDI_DELETE", "VDI_ATTACH", "VDI_DETACH", "SR_SCAN", "SR_ATTACH", "SR_DETACH"]),
-        ("udev", "Local Devices", "SR plugin which represents removable devices as VDIs",
-            ["SR_SCAN", "VDI_ATTACH", "VDI_DETACH", "VDI_INTRODUCE"]),
-    ];
 
     private sealed record Template(string Name, string Description, long MemoryBytes, long Vcpus, long DiskBytes, bool Linux, string InstallMethods, string ReferenceLabel);
 

@@ -130,6 +130,12 @@ public sealed class ServerOptions
 
     public string? LogFile { get; set; }
 
+    /// <summary>Where first boot makes the local SR (an <c>ext</c> SR: qcow2 images); default <c>DATA_DIR/sr</c>.</summary>
+    public string? LocalSrPath { get; set; }
+
+    /// <summary>The directory first boot's ISO library SR serves; default <c>DATA_DIR/iso</c>.</summary>
+    public string? IsoSrPath { get; set; }
+
     /// <summary>
     /// For one start after damage in the middle of the journal: keep every valid record (the daemon
     /// otherwise refuses to start); the damaged files are kept in <c>DATA_DIR/db/damaged-*</c>.
@@ -161,6 +167,8 @@ public sealed class ServerOptions
         ["--session-idle-timeout"] = nameof(SessionIdleTimeout),
         ["--failed-login-delay"] = nameof(FailedLoginDelay),
         ["--log-file"] = nameof(LogFile),
+        ["--local-sr-path"] = nameof(LocalSrPath),
+        ["--iso-sr-path"] = nameof(IsoSrPath),
         ["--log-level"] = nameof(LogLevel),
         ["--salvage-journal"] = nameof(SalvageJournal),
         ["--config"] = "Config",

@@ -247,6 +247,17 @@ public sealed class XapiHost : IAsyncDisposable
         builder.Services.AddSingleton(AllowedOperationsRules.Default());
         builder.Services.AddSingleton<OperationGuard>();
         builder.Services.AddSingleton(new ImplicitMessages([new NetworkCreation()]));
+        builder.Services.AddSingleton<IEnumerable<Xapi.Storage.ISrDriver>>(_ => StorageDrivers());
+        builder.Services.AddSingleton(services => new Xapi.Storage.Service.StorageManager(
+            services.GetRequiredService<XapiDatabase>(), services.GetRequiredService<IEnumerable<Xapi.Storage.ISrDriver>>(),
+            Path.Combine(options.DataDir, "run"), services.GetRequiredService<ILogger<Xapi.Storage.Service.StorageManager>>()));
+        builder.Services.AddSingleton<PBDApi>();
+        builder.Services.AddSingleton<SRApi>();
+        builder.Services.AddSingleton<VDIApi>();
+        builder.Services.AddSingleton<IObjectLifecycle>(services => services.GetRequiredService<PBDApi>());
+        builder.Services.AddSingleton<IObjectLifecycle>(services => services.GetRequiredService<VDIApi>());
+        builder.Services.AddSingleton(firstBoot);
+        builder.Services.AddSingleton<StorageBoot>();
         builder.Services.AddSingleton(services => Customized(services, new ApiHandlers<CallContext>
         {
             Session = new SessionApi(services.GetRequiredService<SessionManager>()),
@@ -261,6 +272,9 @@ public sealed class XapiHost : IAsyncDisposable
             Message = new MessageApi(services.GetRequiredService<TimeProvider>(), options),
             Pool = new PoolApi(journal),
             Role = new RoleApi(),
+            SR = services.GetRequiredService<SRApi>(),
+            PBD = services.GetRequiredService<PBDApi>(),
+            VDI = services.GetRequiredService<VDIApi>(),
         }));
         ApiHandlers<CallContext> Customized(IServiceProvider services, ApiHandlers<CallContext> handlers)
         {
@@ -270,10 +284,12 @@ public sealed class XapiHost : IAsyncDisposable
         builder.Services.AddSingleton<Dispatcher>();
         builder.Services.AddSingleton<RpcEndpoint>();
         builder.Services.AddSingleton<DatabaseDumpEndpoint>();
+        builder.Services.AddSingleton<VdiTransferEndpoint>();
 
         var app = builder.Build();
         var rpc = app.Services.GetRequiredService<RpcEndpoint>();
         var dump = app.Services.GetRequiredService<DatabaseDumpEndpoint>();
+        var transfer = app.Services.GetRequiredService<VdiTransferEndpoint>();
         // One terminal handler and no endpoint routing: routing a POST on "/" past a GET route
         // cost more than the whole XenAPI call.
         app.Run(context =>
@@ -286,6 +302,11 @@ public sealed class XapiHost : IAsyncDisposable
             if (HttpMethods.IsPost(method))
             {
                 return rpc.HandleAsync(context);
+            }
+            if ((context.Request.Path == VdiTransferEndpoint.ImportPath && HttpMethods.IsPut(method))
+                || (context.Request.Path == VdiTransferEndpoint.ExportPath && HttpMethods.IsGet(method)))
+            {
+                return transfer.HandleAsync(context);
             }
             if (HttpMethods.IsOptions(method))
             {
@@ -300,15 +321,21 @@ public sealed class XapiHost : IAsyncDisposable
             return Task.CompletedTask;
         });
 
+        var storageBoot = app.Services.GetRequiredService<StorageBoot>();
         if (!populated)
         {
             firstBoot.Populate(database, facts);
+            storageBoot.Populate(database);
             // Written once first boot is durable: an inventory then always comes with a database.
             database.WhenVisibleAsync(database.CommittedGeneration).AsTask().GetAwaiter().GetResult();
             Inventory.Write(options.DataDir, firstBoot.InstallationUuid);
         }
         FirstBoot.SynchronizeRoles(database);
         var thisHost = new HostRef(firstBoot.HostRef);
+        StorageBoot.SynchronizeSmRecords(database, app.Services.GetRequiredService<IEnumerable<Xapi.Storage.ISrDriver>>(), firstBoot);
+        var storage = app.Services.GetRequiredService<Xapi.Storage.Service.StorageManager>();
+        storage.ThisHost = thisHost;
+        storage.InUse = (snapshot, vdi) => vdi.CurrentOperations.Count > 0 || snapshot.All<VBDRecord>().Any(b => b.VDI == vdi.Ref && b.CurrentlyAttached);
         var sessionManager = app.Services.GetRequiredService<SessionManager>();
         var taskManager = app.Services.GetRequiredService<TaskManager>();
         sessionManager.ThisHost = thisHost;
@@ -329,8 +356,19 @@ public sealed class XapiHost : IAsyncDisposable
         return host;
     }
 
+    /// <summary>The SR types this build has drivers for.</summary>
+    public static IReadOnlyList<Xapi.Storage.ISrDriver> StorageDrivers() =>
+    [
+        new Xapi.Storage.Drivers.Ext.ExtDriver(),
+        new Xapi.Storage.Drivers.Iso.IsoDriver(),
+        new Xapi.Storage.Drivers.Udev.UdevDriver(),
+        new Xapi.Storage.Drivers.Dummy.DummyDriver(),
+    ];
+
     public async Task StartAsync(CancellationToken cancellationToken = default)
     {
+        // Storage is plugged before clients are served, so none sees an SR half recovered.
+        await _app.Services.GetRequiredService<StorageBoot>().PlugAllAsync(Database, cancellationToken);
         await _app.StartAsync(cancellationToken);
         var addresses = _app.Services.GetRequiredService<IServer>().Features.Get<IServerAddressesFeature>()!.Addresses.ToList();
         var logger = _app.Services.GetRequiredService<ILogger<XapiHost>>();
@@ -373,6 +411,7 @@ public sealed class XapiHost : IAsyncDisposable
             await _sessionReaper.DisposeAsync();
         }
         await _app.StopAsync();
+        await _app.Services.GetRequiredService<Xapi.Storage.Service.StorageManager>().DisposeAsync();
         await _app.DisposeAsync();
         Journal?.Dispose();
         Postgres?.Dispose();

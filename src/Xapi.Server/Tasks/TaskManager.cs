@@ -202,6 +202,60 @@ public sealed class TaskManager
         return reference;
     }
 
+    /// <summary>
+    /// Runs work that belongs to an HTTP request (a disk import or export) under a task: the
+    /// client's own (<c>task_id</c>) or a new one. The task can be cancelled while it runs and
+    /// ends with the work's result or error; the request going away cancels the work too.
+    /// </summary>
+    public Binding Bind(TaskRef? existing, string label, string? owner, CancellationToken requestAborted)
+    {
+        var reference = existing ?? Create(label, "", cancellable: true, owner: owner);
+        var cancellation = CancellationTokenSource.CreateLinkedTokenSource(requestAborted);
+        _pending[reference] = cancellation;
+        return new Binding(this, reference, cancellation);
+    }
+
+    public sealed class Binding(TaskManager tasks, TaskRef task, CancellationTokenSource cancellation) : IDisposable
+    {
+        private bool _done;
+
+        public TaskRef Task { get; } = task;
+
+        public CancellationToken Cancellation => cancellation.Token;
+
+        public void Succeed(object? result) => End(TaskStatusType.Success, XmlRpcWriter.ValueFragment(result), []);
+
+        public void Fail(Exception error)
+        {
+            if (error is OperationCanceledException && cancellation.IsCancellationRequested)
+            {
+                End(TaskStatusType.Cancelled, "", XenApiErrors.TaskCancelled(Task.Value).Description.ToArray());
+            }
+            else
+            {
+                var failure = error as XenApiException ?? XenApiErrors.InternalError(error.Message);
+                End(TaskStatusType.Failure, "", failure.Description.ToArray());
+            }
+        }
+
+        public void Progress(double fraction) => tasks.ReportProgress(Task, fraction);
+
+        private void End(TaskStatusType status, string result, IReadOnlyList<string> errorInfo)
+        {
+            if (!_done)
+            {
+                _done = true;
+                tasks.Complete(Task, status, result, errorInfo);
+            }
+        }
+
+        public void Dispose()
+        {
+            tasks._pending.TryRemove(Task, out _);
+            cancellation.Dispose();
+        }
+    }
+
     public void ReportProgress(TaskRef task, double progress) =>
         _database.Write(tx =>
         {

@@ -10,8 +10,7 @@ namespace Xapi.Storage.Formats.Qcow2;
 /// </summary>
 public readonly record struct Qcow2Header(long VirtualSize, string? BackingFile)
 {
-    // Not "QFI\xfb"u8: in a UTF-8 literal \xfb is U+00FB, two bytes, so no image would ever match.
-    private static ReadOnlySpan<byte> Magic => [(byte)'Q', (byte)'F', (byte)'I', 0xFB];
+    private static ReadOnlySpan<byte> Magic => [0x51, 0x46, 0x49, 0xFB];
 
     /// <summary>Reads the header; false when the file is not a qcow2 image or is damaged.</summary>
     public static bool TryRead(string path, out Qcow2Header header)
