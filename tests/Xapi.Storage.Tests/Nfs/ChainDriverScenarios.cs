@@ -184,6 +184,36 @@ public abstract class ChainDriverScenarios
     }
 
     [Test]
+    public async Task The_data_path_opens_a_snapshot_s_chain_through_qemu_nbd_and_what_it_writes_qemu_img_reads_back()
+    {
+        var sr = NewSr();
+        await Driver.CreateAsync(sr, 0, default);
+        var vdi = await Driver.CreateVdiAsync(sr, Spec(8 * MiB), default);
+        var data = RandomNumberGenerator.GetBytes((int)(8 * MiB));
+        await WriteAsync(sr, vdi, data);
+        var snapshot = await Driver.SnapshotVdiAsync(sr, vdi, Guid.NewGuid().ToString("D"), default);
+        var written = RandomNumberGenerator.GetBytes((int)MiB);
+
+        await using (var image = await Driver.OpenAsync(sr, vdi, writable: true, default))
+        {
+            Assert.That(image.Size, Is.EqualTo(8 * MiB));
+            var read = new byte[8 * MiB];
+            await image.ReadAsync(0, read, default);
+            Assert.That(Sha(read), Is.EqualTo(Sha(data)), "read through qemu-nbd from the base under the empty overlay");
+            await image.WriteAsync(5 * MiB, written, default);
+            await image.FlushAsync(default);
+        }
+
+        var before = data.AsSpan((int)(5 * MiB), (int)MiB).ToArray();
+        written.CopyTo(data, 5 * MiB);
+        Assert.That(await ReadAsync(sr, vdi), Is.EqualTo(Sha(data)));
+        await using var snapshotImage = await Driver.OpenAsync(sr, snapshot.Created, writable: false, default);
+        var unchanged = new byte[MiB];
+        await snapshotImage.ReadAsync(5 * MiB, unchanged, default);
+        Assert.That(unchanged, Is.EqualTo(before), "the snapshot keeps what was there");
+    }
+
+    [Test]
     public async Task Creating_an_SR_where_one_already_has_files_fails_SR_exists()
     {
         var sr = NewSr();
