@@ -369,6 +369,7 @@ public sealed class XapiHost : IAsyncDisposable
     public static IReadOnlyList<Xapi.Storage.ISrDriver> StorageDrivers() =>
     [
         new Xapi.Storage.Drivers.Ext.ExtDriver(),
+        new Xapi.Storage.Drivers.Nfs.NfsDriver(),
         new Xapi.Storage.Drivers.Iso.IsoDriver(),
         new Xapi.Storage.Drivers.Udev.UdevDriver(),
         new Xapi.Storage.Drivers.Dummy.DummyDriver(),

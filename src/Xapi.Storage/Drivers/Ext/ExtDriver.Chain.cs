@@ -1,9 +1,10 @@
 using Microsoft.Extensions.Logging;
+using Xapi.Storage.Files;
 using Xapi.Storage.Formats.Qcow2;
 
 namespace Xapi.Storage.Drivers.Ext;
 
-public sealed partial class ExtDriver
+public partial class ExtDriver
 {
     /// <summary>One image of the SR and where it sits in its chain.</summary>
     internal sealed record Node(string Uuid, string Path, string? Parent, VdiInfo Info)
@@ -13,7 +14,7 @@ public sealed partial class ExtDriver
 
     /// <summary>
     /// The SR's images as a forest of chains. An image whose backing file is anything but a
-    /// sibling <c>&lt;uuid&gt;.qcow2</c> of this SR is left out (and every image above it), so
+    /// sibling <c>&lt;uuid&gt;.qcow2</c> of this SR (as the store names it) is left out (and every image above it), so
     /// nothing the data path opens can reach outside the SR.
     /// </summary>
     internal sealed class Chain
@@ -48,7 +49,7 @@ public sealed partial class ExtDriver
             return result;
         }
 
-        public static Task<Chain> ReadAsync(SrDirectory directory, ILogger? logger, CancellationToken cancellationToken)
+        public static Task<Chain> ReadAsync(ISrFileStore directory, ILogger? logger, CancellationToken cancellationToken)
         {
             var (uuids, skipped) = directory.List(QemuImg.Extension);
             foreach (var name in skipped)
@@ -59,7 +60,7 @@ public sealed partial class ExtDriver
             foreach (var uuid in uuids)
             {
                 cancellationToken.ThrowIfCancellationRequested();
-                if (Qcow2Header.TryRead(directory.PathOf(uuid, QemuImg.Extension), out var header))
+                if (directory.TryReadHeader(directory.PathOf(uuid, QemuImg.Extension), out var header))
                 {
                     headers[uuid] = header;
                 }
@@ -75,8 +76,8 @@ public sealed partial class ExtDriver
                 {
                     return null;
                 }
-                var stem = backing.EndsWith(QemuImg.Extension, StringComparison.Ordinal) ? backing[..^QemuImg.Extension.Length] : "";
-                return SrDirectory.IsUuid(stem) && headers.ContainsKey(stem) ? stem : "";
+                var stem = directory.UuidOfBacking(backing, QemuImg.Extension);
+                return stem is not null && headers.ContainsKey(stem) ? stem : "";
             }
             // Keep only images whose whole chain is made of valid siblings.
             var valid = new Dictionary<string, string?>(StringComparer.Ordinal);
@@ -107,13 +108,13 @@ public sealed partial class ExtDriver
             foreach (var (uuid, parent) in valid)
             {
                 var path = directory.PathOf(uuid, QemuImg.Extension);
-                var hidden = parents.Contains(uuid) || File.Exists(directory.PathOf(uuid, HiddenMarker));
+                var hidden = parents.Contains(uuid) || directory.Exists(directory.PathOf(uuid, HiddenMarker));
                 nodes[uuid] = new Node(uuid, path, parent, new VdiInfo
                 {
                     Uuid = uuid,
                     Location = uuid,
                     VirtualSize = headers[uuid].VirtualSize,
-                    PhysicalUtilisation = SrDirectory.AllocatedBytes(path),
+                    PhysicalUtilisation = directory.AllocatedBytes(path),
                     Hidden = hidden,
                     ReadOnly = hidden,
                     ParentUuid = parent,

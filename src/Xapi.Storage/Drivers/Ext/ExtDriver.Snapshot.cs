@@ -1,11 +1,11 @@
-using System.Runtime.InteropServices;
 using System.Text.Json;
 using Microsoft.Extensions.Logging;
+using Xapi.Storage.Files;
 using Xapi.Storage.Formats.Qcow2;
 
 namespace Xapi.Storage.Drivers.Ext;
 
-public sealed partial class ExtDriver
+public partial class ExtDriver
 {
     // What a journal records: the operation, the VDI it is about, and the other nodes involved.
     private sealed record Journal(string Kind, string Subject, string? Parent, string? Base, string? Created);
@@ -27,10 +27,12 @@ public sealed partial class ExtDriver
     /// The source's file becomes a hidden base (a hard link, so no data moves), then the source
     /// and the new VDI become empty overlays on it. A journal names the three nodes first; a crash
     /// before the source's overlay is in place undoes everything, after it finishes the rest.
+    /// Where the filesystem has no hard links the source is renamed to the base instead; a crash
+    /// while the source's name is missing renames it back.
     /// </summary>
     private async ValueTask<ChainChange> BranchAsync(SrContext sr, VdiInfo vdi, string newUuid, bool readOnly, CancellationToken cancellationToken)
     {
-        var directory = DirectoryOf(sr);
+        using var directory = StoreOf(sr);
         directory.CheckRoot();
         var chain = await Chain.ReadAsync(directory, sr.Logger, cancellationToken).ConfigureAwait(false);
         if (!chain.Nodes.TryGetValue(vdi.Uuid, out var source) || source.Hidden)
@@ -48,13 +50,16 @@ public sealed partial class ExtDriver
         }
         var baseUuid = Guid.NewGuid().ToString("D");
         var created = directory.PathOf(newUuid, QemuImg.Extension);
-        if (File.Exists(created))
+        if (directory.Exists(created))
         {
             throw new SmException(SmErrors.VdiExists, "The VDI already exists", newUuid);
         }
         WriteJournal(directory, new Journal(SnapshotJournal, vdi.Uuid, null, baseUuid, newUuid));
         MarkHidden(directory, baseUuid);
-        Link(source.Path, directory.PathOf(baseUuid, QemuImg.Extension));
+        if (!directory.TryLink(source.Path, directory.PathOf(baseUuid, QemuImg.Extension)))
+        {
+            directory.Move(source.Path, directory.PathOf(baseUuid, QemuImg.Extension));
+        }
         directory.SyncDirectory();
         CrashPoints.Hit("snapshot.linked");
         await ReplaceWithOverlayAsync(directory, vdi.Uuid, baseUuid, cancellationToken).ConfigureAwait(false);
@@ -71,26 +76,26 @@ public sealed partial class ExtDriver
     }
 
     /// <summary>Atomically makes <c>uuid.qcow2</c> an empty overlay on the base.</summary>
-    private static async Task ReplaceWithOverlayAsync(SrDirectory directory, string uuid, string baseUuid, CancellationToken cancellationToken)
+    private static async Task ReplaceWithOverlayAsync(ISrFileStore directory, string uuid, string baseUuid, CancellationToken cancellationToken)
     {
         var path = directory.PathOf(uuid, QemuImg.Extension);
         var temporary = path + ".tmp";
-        File.Delete(temporary);
-        await QemuImg.CreateOverlayAsync(temporary, baseUuid + QemuImg.Extension, cancellationToken).ConfigureAwait(false);
-        File.Move(temporary, path, overwrite: true);
+        directory.Delete(temporary);
+        await QemuImg.CreateOverlayAsync(directory.ImageOf(temporary), directory.BackingNameOf(baseUuid, QemuImg.Extension), cancellationToken).ConfigureAwait(false);
+        directory.Move(temporary, path);
         directory.SyncDirectory();
     }
 
     /// <summary>Finishes or undoes whatever journals a crash left, before the SR is used.</summary>
-    private async Task RecoverAsync(SrContext sr, SrDirectory directory, CancellationToken cancellationToken)
+    private async Task RecoverAsync(SrContext sr, ISrFileStore directory, CancellationToken cancellationToken)
     {
-        foreach (var file in Directory.EnumerateFiles(directory.JournalDirectory, "*.json").Order(StringComparer.Ordinal).ToList())
+        foreach (var file in directory.Files(directory.JournalDirectory, ".json"))
         {
-            var journal = JsonSerializer.Deserialize<Journal>(File.ReadAllText(file));
+            var journal = JsonSerializer.Deserialize<Journal>(directory.ReadText(file));
             if (journal is null || !SrDirectory.IsUuid(journal.Subject))
             {
                 sr.Logger.LogWarning("SR {Sr}: removing unreadable journal {Journal}", sr.Uuid, file);
-                File.Delete(file);
+                directory.Delete(file);
                 continue;
             }
             sr.Logger.LogWarning("SR {Sr}: recovering an interrupted {Kind} of {Vdi}", sr.Uuid, journal.Kind, journal.Subject);
@@ -105,32 +110,41 @@ public sealed partial class ExtDriver
                 case LeafCoalesceJournal:
                     await LeafCoalesceAsync(sr, directory, journal.Subject, journal.Parent!, cancellationToken).ConfigureAwait(false);
                     break;
+                case AbsorbJournal:
+                    await AbsorbAsync(sr, directory, journal.Subject, journal.Parent!, journal.Base, cancellationToken).ConfigureAwait(false);
+                    break;
             }
         }
-        foreach (var leftover in Directory.EnumerateFiles(directory.Root, "*.tmp"))
+        foreach (var leftover in directory.Files(directory.Root, ".tmp"))
         {
-            File.Delete(leftover);
+            directory.Delete(leftover);
         }
         // Markers of nodes that are gone.
-        foreach (var marker in Directory.EnumerateFiles(directory.Root, "*" + HiddenMarker))
+        foreach (var marker in directory.Files(directory.Root, HiddenMarker))
         {
             var uuid = Path.GetFileName(marker)[..^HiddenMarker.Length];
-            if (SrDirectory.IsUuid(uuid) && !File.Exists(directory.PathOf(uuid, QemuImg.Extension)))
+            if (SrDirectory.IsUuid(uuid) && !directory.Exists(directory.PathOf(uuid, QemuImg.Extension)))
             {
-                File.Delete(marker);
+                directory.Delete(marker);
             }
         }
     }
 
-    private static async Task RecoverSnapshotAsync(SrDirectory directory, Journal journal, CancellationToken cancellationToken)
+    private static async Task RecoverSnapshotAsync(ISrFileStore directory, Journal journal, CancellationToken cancellationToken)
     {
         var source = directory.PathOf(journal.Subject, QemuImg.Extension);
         var baseUuid = journal.Base!;
         var created = journal.Created!;
-        var sourceReplaced = Qcow2Header.TryRead(source, out var header) && header.BackingFile == baseUuid + QemuImg.Extension;
+        if (!directory.Exists(source) && directory.IsRegularFile(directory.PathOf(baseUuid, QemuImg.Extension)))
+        {
+            // Renamed rather than linked, and stopped before the overlay: the base holds the source's only copy.
+            directory.Move(directory.PathOf(baseUuid, QemuImg.Extension), source);
+            directory.SyncDirectory();
+        }
+        var sourceReplaced = directory.TryReadHeader(source, out var header) && header.BackingFile == directory.BackingNameOf(baseUuid, QemuImg.Extension);
         if (sourceReplaced)
         {
-            if (!SrDirectory.IsRegularFile(directory.PathOf(created, QemuImg.Extension)))
+            if (!directory.IsRegularFile(directory.PathOf(created, QemuImg.Extension)))
             {
                 await ReplaceWithOverlayAsync(directory, created, baseUuid, cancellationToken).ConfigureAwait(false);
             }
@@ -138,38 +152,26 @@ public sealed partial class ExtDriver
         else
         {
             // The base is still a second name of the untouched source: dropping it loses nothing.
-            File.Delete(directory.PathOf(created, QemuImg.Extension));
-            File.Delete(directory.PathOf(baseUuid, QemuImg.Extension));
-            File.Delete(directory.PathOf(baseUuid, HiddenMarker));
+            directory.Delete(directory.PathOf(created, QemuImg.Extension));
+            directory.Delete(directory.PathOf(baseUuid, QemuImg.Extension));
+            directory.Delete(directory.PathOf(baseUuid, HiddenMarker));
             directory.SyncDirectory();
         }
         RemoveJournal(directory, SnapshotJournal, journal.Subject);
     }
 
-    private static string JournalPath(SrDirectory directory, string kind, string subject) =>
-        Path.Combine(directory.JournalDirectory, $"{kind}-{directory.PathOf(subject, "")[(directory.Root.Length + 1)..]}.json");
+    private static string JournalPath(ISrFileStore directory, string kind, string subject) =>
+        directory.PathIn(directory.JournalDirectory, $"{kind}-{directory.PathOf(subject, "")[(directory.Root.Length + 1)..]}.json");
 
-    private static void WriteJournal(SrDirectory directory, Journal journal)
+    private static void WriteJournal(ISrFileStore directory, Journal journal)
     {
-        Directory.CreateDirectory(directory.JournalDirectory);
-        SrDirectory.WriteDurably(JournalPath(directory, journal.Kind, journal.Subject), JsonSerializer.Serialize(journal));
+        directory.CreateDirectory(directory.JournalDirectory);
+        directory.WriteDurably(JournalPath(directory, journal.Kind, journal.Subject), JsonSerializer.Serialize(journal));
     }
 
-    private static void RemoveJournal(SrDirectory directory, string kind, string subject)
+    private static void RemoveJournal(ISrFileStore directory, string kind, string subject)
     {
-        File.Delete(JournalPath(directory, kind, subject));
-        SrDirectory.SyncDirectory(directory.JournalDirectory);
+        directory.Delete(JournalPath(directory, kind, subject));
+        directory.SyncDirectory(directory.JournalDirectory);
     }
-
-    private static void Link(string existing, string newName)
-    {
-        if (LinkNative(existing, newName) != 0)
-        {
-            var errno = Marshal.GetLastPInvokeError();
-            throw new SmException(SmErrors.VdiSnapshot, "Failed to snapshot VDI", $"link {existing} {newName}: errno {errno}");
-        }
-    }
-
-    [LibraryImport("libc", EntryPoint = "link", StringMarshalling = StringMarshalling.Utf8, SetLastError = true)]
-    private static partial int LinkNative(string existing, string newName);
 }

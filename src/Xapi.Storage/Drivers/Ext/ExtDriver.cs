@@ -1,6 +1,7 @@
 using System.Text.Json;
 using Microsoft.Extensions.Logging;
 using Xapi.Storage.DataPath;
+using Xapi.Storage.Files;
 using Xapi.Storage.Formats.Qcow2;
 
 namespace Xapi.Storage.Drivers.Ext;
@@ -10,8 +11,10 @@ namespace Xapi.Storage.Drivers.Ext;
 /// snapshots and clones as copy-on-write chains, a garbage collector that coalesces chains.
 /// Snapshots take SM's shape: the source's data becomes a hidden read-only base, and the
 /// source and the new VDI are both empty overlays on it, so every visible VDI is a leaf.
+/// Every file operation goes through an <see cref="ISrFileStore"/>, so the same chain driver
+/// also runs over an NFS export (<see cref="Nfs.NfsDriver"/>).
 /// </summary>
-public sealed partial class ExtDriver : SrDriver
+public partial class ExtDriver : SrDriver
 {
     /// <summary>device_config key: the directory SRs of this type are made in.</summary>
     public const string LocationKey = "location";
@@ -41,30 +44,23 @@ public sealed partial class ExtDriver : SrDriver
     public static SrDirectory DirectoryOf(SrContext sr) =>
         new(Path.Combine(SrDirectory.CheckClientDirectory(sr.Config(LocationKey), LocationKey), sr.Uuid));
 
+    /// <summary>The SR's directory, checked; every operation opens it once and disposes it at the end.</summary>
+    protected virtual ISrFileStore StoreOf(SrContext sr) =>
+        new LocalSrFileStore(SrDirectory.CheckClientDirectory(sr.Config(LocationKey), LocationKey), DirectoryOf(sr));
+
     public override ValueTask<IReadOnlyDictionary<string, string>?> CreateAsync(SrContext sr, long physicalSize, CancellationToken cancellationToken)
     {
-        var location = SrDirectory.CheckClientDirectory(sr.Config(LocationKey), LocationKey);
-        var directory = DirectoryOf(sr);
-        Directory.CreateDirectory(location);
-        if (new DirectoryInfo(location).LinkTarget is not null)
-        {
-            throw new SmException(SmErrors.FileSrCreate, "Failed to create the SR directory", $"{location} is a symbolic link");
-        }
-        if (Directory.Exists(directory.Root) && Directory.EnumerateFileSystemEntries(directory.Root).Any())
-        {
-            throw new SmException(SmErrors.SrExists, "The SR already exists", directory.Root);
-        }
-        Directory.CreateDirectory(directory.Root);
-        Directory.CreateDirectory(directory.JournalDirectory);
-        SrDirectory.WriteDurably(Path.Combine(directory.Root, MetadataFile), JsonSerializer.Serialize(new SrMetadata(physicalSize > 0 ? physicalSize : null)));
-        SrDirectory.SyncDirectory(location);
+        using var directory = StoreOf(sr);
+        directory.CreateRoot();
+        directory.CreateDirectory(directory.JournalDirectory);
+        directory.WriteDurably(directory.PathIn(directory.Root, MetadataFile), JsonSerializer.Serialize(new SrMetadata(physicalSize > 0 ? physicalSize : null)));
         return ValueTask.FromResult<IReadOnlyDictionary<string, string>?>(null);
     }
 
     public override async ValueTask DeleteAsync(SrContext sr, CancellationToken cancellationToken)
     {
-        var directory = DirectoryOf(sr);
-        if (!Directory.Exists(directory.Root))
+        using var directory = StoreOf(sr);
+        if (!directory.Exists(directory.Root))
         {
             return;
         }
@@ -74,15 +70,14 @@ public sealed partial class ExtDriver : SrDriver
         {
             throw new SmException(SmErrors.SrNotEmpty, "The SR is not empty");
         }
-        Directory.Delete(directory.Root, recursive: true);
-        SrDirectory.SyncDirectory(Path.GetDirectoryName(directory.Root)!);
+        directory.DeleteRoot();
     }
 
     public override async ValueTask AttachAsync(SrContext sr, CancellationToken cancellationToken)
     {
-        var directory = DirectoryOf(sr);
+        using var directory = StoreOf(sr);
         directory.CheckRoot();
-        Directory.CreateDirectory(directory.JournalDirectory);
+        directory.CreateDirectory(directory.JournalDirectory);
         await RecoverAsync(sr, directory, cancellationToken).ConfigureAwait(false);
     }
 
@@ -103,7 +98,7 @@ public sealed partial class ExtDriver : SrDriver
 
     public override async ValueTask<SrScan> ScanAsync(SrContext sr, CancellationToken cancellationToken)
     {
-        var directory = DirectoryOf(sr);
+        using var directory = StoreOf(sr);
         directory.CheckRoot();
         var chain = await Chain.ReadAsync(directory, sr.Logger, cancellationToken).ConfigureAwait(false);
         return new SrScan(chain.Nodes.Values.Select(n => n.Info).ToList(), Stat(directory));
@@ -111,7 +106,7 @@ public sealed partial class ExtDriver : SrDriver
 
     public override ValueTask<SrStat> StatAsync(SrContext sr, CancellationToken cancellationToken)
     {
-        var directory = DirectoryOf(sr);
+        using var directory = StoreOf(sr);
         directory.CheckRoot();
         return ValueTask.FromResult(Stat(directory));
     }
@@ -120,26 +115,26 @@ public sealed partial class ExtDriver : SrDriver
     /// The SR's size is its quota (SR.create's physical_size) or else its filesystem's; what it
     /// uses is what its own files occupy on disk.
     /// </summary>
-    private static SrStat Stat(SrDirectory directory)
+    private static SrStat Stat(ISrFileStore directory)
     {
-        var used = Directory.EnumerateFiles(directory.Root, "*", SearchOption.AllDirectories).Sum(SrDirectory.AllocatedBytes);
-        var (fsSize, _) = SrDirectory.FileSystemSpace(directory.Root);
+        var used = directory.UsedBytes();
+        var (fsSize, _) = directory.Space();
         var quota = ReadMetadata(directory).Quota;
         return new SrStat(quota ?? fsSize, used);
     }
 
     /// <summary>Bytes the SR can still take: within its quota and what the filesystem has free.</summary>
-    public static long Available(SrDirectory directory)
+    public static long Available(ISrFileStore directory)
     {
         var stat = Stat(directory);
-        var (_, fsAvailable) = SrDirectory.FileSystemSpace(directory.Root);
+        var (_, fsAvailable) = directory.Space();
         return Math.Max(0, Math.Min(stat.PhysicalSize - stat.PhysicalUtilisation, fsAvailable));
     }
 
-    private static SrMetadata ReadMetadata(SrDirectory directory)
+    private static SrMetadata ReadMetadata(ISrFileStore directory)
     {
-        var path = Path.Combine(directory.Root, MetadataFile);
-        return SrDirectory.IsRegularFile(path) ? JsonSerializer.Deserialize<SrMetadata>(File.ReadAllText(path)) ?? new SrMetadata(null) : new SrMetadata(null);
+        var path = directory.PathIn(directory.Root, MetadataFile);
+        return directory.IsRegularFile(path) ? JsonSerializer.Deserialize<SrMetadata>(directory.ReadText(path)) ?? new SrMetadata(null) : new SrMetadata(null);
     }
 
     private sealed record SrMetadata(long? Quota);
@@ -155,25 +150,25 @@ public sealed partial class ExtDriver : SrDriver
 
     public override async ValueTask<VdiInfo> CreateVdiAsync(SrContext sr, VdiSpec spec, CancellationToken cancellationToken)
     {
-        var directory = DirectoryOf(sr);
+        using var directory = StoreOf(sr);
         directory.CheckRoot();
         var size = CheckedSize(spec.VirtualSize);
         var path = directory.PathOf(spec.Uuid, QemuImg.Extension);
-        if (File.Exists(path) || new FileInfo(path).LinkTarget is not null)
+        if (directory.Exists(path))
         {
             throw new SmException(SmErrors.VdiExists, "The VDI already exists", spec.Uuid);
         }
         var temporary = path + ".tmp";
-        File.Delete(temporary);
-        await QemuImg.CreateAsync(temporary, size, cancellationToken).ConfigureAwait(false);
-        File.Move(temporary, path);
+        directory.Delete(temporary);
+        await QemuImg.CreateAsync(directory.ImageOf(temporary), size, cancellationToken).ConfigureAwait(false);
+        directory.Move(temporary, path);
         directory.SyncDirectory();
         return await InfoAsync(directory, spec.Uuid, cancellationToken).ConfigureAwait(false) with { ReadOnly = spec.ReadOnly, Type = spec.Type };
     }
 
     public override async ValueTask DeleteVdiAsync(SrContext sr, VdiInfo vdi, CancellationToken cancellationToken)
     {
-        var directory = DirectoryOf(sr);
+        using var directory = StoreOf(sr);
         directory.CheckRoot();
         var chain = await Chain.ReadAsync(directory, sr.Logger, cancellationToken).ConfigureAwait(false);
         if (!chain.Nodes.TryGetValue(vdi.Uuid, out var node))
@@ -186,14 +181,14 @@ public sealed partial class ExtDriver : SrDriver
             MarkHidden(directory, vdi.Uuid);
             return;
         }
-        File.Delete(node.Path);
-        File.Delete(directory.PathOf(vdi.Uuid, HiddenMarker));
+        directory.Delete(node.Path);
+        directory.Delete(directory.PathOf(vdi.Uuid, HiddenMarker));
         directory.SyncDirectory();
     }
 
     public override async ValueTask<VdiInfo> ResizeVdiAsync(SrContext sr, VdiInfo vdi, long newSize, CancellationToken cancellationToken)
     {
-        var directory = DirectoryOf(sr);
+        using var directory = StoreOf(sr);
         directory.CheckRoot();
         var current = await InfoAsync(directory, vdi.Uuid, cancellationToken).ConfigureAwait(false);
         if (current.Hidden)
@@ -209,24 +204,24 @@ public sealed partial class ExtDriver : SrDriver
         {
             return current;
         }
-        await QemuImg.ResizeAsync(directory.PathOf(vdi.Uuid, QemuImg.Extension), size, cancellationToken).ConfigureAwait(false);
+        await QemuImg.ResizeAsync(directory.ImageOf(directory.PathOf(vdi.Uuid, QemuImg.Extension)), size, cancellationToken).ConfigureAwait(false);
         return await InfoAsync(directory, vdi.Uuid, cancellationToken).ConfigureAwait(false);
     }
 
     public override ValueTask<VdiAttachment> AttachVdiAsync(SrContext sr, VdiInfo vdi, bool writable, CancellationToken cancellationToken)
     {
-        var directory = DirectoryOf(sr);
+        using var directory = StoreOf(sr);
         var path = directory.PathOf(vdi.Uuid, QemuImg.Extension);
-        if (!SrDirectory.IsRegularFile(path))
+        if (!directory.IsRegularFile(path))
         {
             throw new SmException(SmErrors.VdiMissing, "The VDI is not available", vdi.Uuid);
         }
-        return ValueTask.FromResult(new VdiAttachment(path, QemuImg.Format, !writable));
+        return ValueTask.FromResult(new VdiAttachment(directory.ImageOf(path), QemuImg.Format, !writable));
     }
 
     public override async ValueTask<IDiskImage> OpenAsync(SrContext sr, VdiInfo vdi, bool writable, CancellationToken cancellationToken)
     {
-        var directory = DirectoryOf(sr);
+        using var directory = StoreOf(sr);
         directory.CheckRoot();
         // The whole chain is checked before qemu opens it, so no backing name leads outside the SR.
         var chain = await Chain.ReadAsync(directory, sr.Logger, cancellationToken).ConfigureAwait(false);
@@ -235,12 +230,12 @@ public sealed partial class ExtDriver : SrDriver
             throw new SmException(SmErrors.VdiMissing, "The VDI is not available", vdi.Uuid);
         }
         Directory.CreateDirectory(sr.RuntimeDirectory);
-        return await QemuNbdImage.OpenAsync(node.Path, QemuImg.Format, writable, sr.RuntimeDirectory, cancellationToken).ConfigureAwait(false);
+        return await QemuNbdImage.OpenAsync(directory.ImageOf(node.Path), QemuImg.Format, writable, sr.RuntimeDirectory, cancellationToken).ConfigureAwait(false);
     }
 
     public override async ValueTask<IReadOnlyList<DiskExtent>?> ChangedExtentsAsync(SrContext sr, VdiInfo vdi, VdiInfo baseVdi, CancellationToken cancellationToken)
     {
-        var directory = DirectoryOf(sr);
+        using var directory = StoreOf(sr);
         var chain = await Chain.ReadAsync(directory, sr.Logger, cancellationToken).ConfigureAwait(false);
         var ours = chain.Ancestry(vdi.Uuid);
         var theirs = chain.Ancestry(baseVdi.Uuid);
@@ -250,16 +245,16 @@ public sealed partial class ExtDriver : SrDriver
             return null;
         }
         var changed = new List<DiskExtent>();
-        changed.AddRange(await AboveAsync(chain, vdi.Uuid, ours.IndexOf(common), cancellationToken).ConfigureAwait(false));
-        changed.AddRange(await AboveAsync(chain, baseVdi.Uuid, theirs.IndexOf(common), cancellationToken).ConfigureAwait(false));
+        changed.AddRange(await AboveAsync(directory, chain, vdi.Uuid, ours.IndexOf(common), cancellationToken).ConfigureAwait(false));
+        changed.AddRange(await AboveAsync(directory, chain, baseVdi.Uuid, theirs.IndexOf(common), cancellationToken).ConfigureAwait(false));
         var size = chain.Nodes[vdi.Uuid].Info.VirtualSize;
         return Merge(changed, size);
     }
 
     /// <summary>The extents the top <paramref name="depth"/> layers above a node hold.</summary>
-    private static async Task<IEnumerable<DiskExtent>> AboveAsync(Chain chain, string uuid, int depth, CancellationToken cancellationToken)
+    private static async Task<IEnumerable<DiskExtent>> AboveAsync(ISrFileStore directory, Chain chain, string uuid, int depth, CancellationToken cancellationToken)
     {
-        var map = await QemuImg.MapAsync(chain.Nodes[uuid].Path, cancellationToken).ConfigureAwait(false);
+        var map = await QemuImg.MapAsync(directory.ImageOf(chain.Nodes[uuid].Path), cancellationToken).ConfigureAwait(false);
         return map.Where(e => e.Present && e.Depth < depth).Select(e => new DiskExtent(e.Start, e.Length, Zero: false));
     }
 
@@ -282,7 +277,7 @@ public sealed partial class ExtDriver : SrDriver
         return merged;
     }
 
-    private static async Task<VdiInfo> InfoAsync(SrDirectory directory, string uuid, CancellationToken cancellationToken)
+    private static async Task<VdiInfo> InfoAsync(ISrFileStore directory, string uuid, CancellationToken cancellationToken)
     {
         var chain = await Chain.ReadAsync(directory, null, cancellationToken).ConfigureAwait(false);
         return chain.Nodes.TryGetValue(uuid, out var node)
@@ -290,8 +285,8 @@ public sealed partial class ExtDriver : SrDriver
             : throw new SmException(SmErrors.VdiMissing, "The VDI is not available", uuid);
     }
 
-    private static void MarkHidden(SrDirectory directory, string uuid)
+    private static void MarkHidden(ISrFileStore directory, string uuid)
     {
-        SrDirectory.WriteDurably(directory.PathOf(uuid, HiddenMarker), "");
+        directory.WriteDurably(directory.PathOf(uuid, HiddenMarker), "");
     }
 }

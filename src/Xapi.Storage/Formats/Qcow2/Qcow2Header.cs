@@ -19,36 +19,7 @@ public readonly record struct Qcow2Header(long VirtualSize, string? BackingFile)
         try
         {
             using var handle = File.OpenHandle(path, FileMode.Open, FileAccess.Read, FileShare.ReadWrite);
-            Span<byte> fixedPart = stackalloc byte[32];
-            if (RandomAccess.Read(handle, fixedPart, 0) < fixedPart.Length || !fixedPart[..4].SequenceEqual(Magic))
-            {
-                return false;
-            }
-            var version = BinaryPrimitives.ReadUInt32BigEndian(fixedPart[4..]);
-            var backingOffset = BinaryPrimitives.ReadInt64BigEndian(fixedPart[8..]);
-            var backingLength = BinaryPrimitives.ReadUInt32BigEndian(fixedPart[16..]);
-            var size = BinaryPrimitives.ReadInt64BigEndian(fixedPart[24..]);
-            if (version is < 2 or > 3 || size < 0)
-            {
-                return false;
-            }
-            string? backing = null;
-            if (backingOffset != 0)
-            {
-                // qemu limits backing names to 1023 bytes.
-                if (backingLength is 0 or > 1023 || backingOffset < 0 || backingOffset > RandomAccess.GetLength(handle))
-                {
-                    return false;
-                }
-                var name = new byte[backingLength];
-                if (RandomAccess.Read(handle, name, backingOffset) < name.Length)
-                {
-                    return false;
-                }
-                backing = Encoding.UTF8.GetString(name);
-            }
-            header = new Qcow2Header(size, backing);
-            return true;
+            return TryRead((offset, buffer) => RandomAccess.Read(handle, buffer, offset), RandomAccess.GetLength(handle), out header);
         }
         catch (IOException)
         {
@@ -58,5 +29,44 @@ public readonly record struct Qcow2Header(long VirtualSize, string? BackingFile)
         {
             return false;
         }
+    }
+
+    /// <summary>
+    /// Reads the header through <paramref name="read"/> (offset, buffer → bytes read) from an
+    /// image of <paramref name="length"/> bytes, for images that are not local files.
+    /// </summary>
+    public static bool TryRead(Func<long, byte[], int> read, long length, out Qcow2Header header)
+    {
+        header = default;
+        var fixedPart = new byte[32];
+        if (read(0, fixedPart) < fixedPart.Length || !fixedPart.AsSpan(0, 4).SequenceEqual(Magic))
+        {
+            return false;
+        }
+        var version = BinaryPrimitives.ReadUInt32BigEndian(fixedPart.AsSpan(4));
+        var backingOffset = BinaryPrimitives.ReadInt64BigEndian(fixedPart.AsSpan(8));
+        var backingLength = BinaryPrimitives.ReadUInt32BigEndian(fixedPart.AsSpan(16));
+        var size = BinaryPrimitives.ReadInt64BigEndian(fixedPart.AsSpan(24));
+        if (version is < 2 or > 3 || size < 0)
+        {
+            return false;
+        }
+        string? backing = null;
+        if (backingOffset != 0)
+        {
+            // qemu limits backing names to 1023 bytes.
+            if (backingLength is 0 or > 1023 || backingOffset < 0 || backingOffset > length)
+            {
+                return false;
+            }
+            var name = new byte[backingLength];
+            if (read(backingOffset, name) < name.Length)
+            {
+                return false;
+            }
+            backing = Encoding.UTF8.GetString(name);
+        }
+        header = new Qcow2Header(size, backing);
+        return true;
     }
 }

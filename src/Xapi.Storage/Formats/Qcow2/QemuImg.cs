@@ -65,6 +65,20 @@ public static class QemuImg
         FlushFile(path);
     }
 
+    /// <summary>
+    /// Points the image at another backing file (none: flattens it), first copying into it every
+    /// cluster the old and new backing read differently, so the image reads the same throughout;
+    /// run again after a kill, it copies what is left.
+    /// </summary>
+    public static async Task RebaseAsync(string path, string? backingName, CancellationToken cancellationToken)
+    {
+        string[] arguments = backingName is null
+            ? ["rebase", "-q", "-f", Format, "-b", "", path]
+            : ["rebase", "-q", "-f", Format, "-b", backingName, "-F", Format, path];
+        await RunAsync(arguments, cancellationToken).ConfigureAwait(false);
+        FlushFile(path);
+    }
+
     public static async Task<IReadOnlyList<MapEntry>> MapAsync(string path, CancellationToken cancellationToken)
     {
         var output = await RunAsync(["map", "-U", "--output=json", "-f", Format, path], cancellationToken).ConfigureAwait(false);
@@ -80,6 +94,11 @@ public static class QemuImg
 
     private static void FlushFile(string path)
     {
+        if (path.StartsWith("nfs://", StringComparison.Ordinal))
+        {
+            // No local file: qemu-img's nfs driver sends COMMIT before it exits.
+            return;
+        }
         using var handle = File.OpenHandle(path, FileMode.Open, FileAccess.ReadWrite, FileShare.ReadWrite);
         RandomAccess.FlushToDisk(handle);
     }
@@ -116,7 +135,7 @@ public static class QemuImg
         var error = (await stderr.ConfigureAwait(false)).Trim();
         if (process.ExitCode != 0)
         {
-            if (error.Contains("No space left on device", StringComparison.Ordinal))
+            if (error.Contains("No space left on device", StringComparison.Ordinal) || error.Contains("NFS3ERR_NOSPC", StringComparison.Ordinal))
             {
                 throw new SmException(SmErrors.SrNoSpace, SmErrors.NoSpaceMessage, error);
             }
