@@ -370,6 +370,7 @@ public sealed class XapiHost : IAsyncDisposable
     [
         new Xapi.Storage.Drivers.Ext.ExtDriver(),
         new Xapi.Storage.Drivers.Nfs.NfsDriver(),
+        new Xapi.Storage.Drivers.Lvm.LvmDriver(),
         new Xapi.Storage.Drivers.Iso.IsoDriver(),
         new Xapi.Storage.Drivers.Udev.UdevDriver(),
         new Xapi.Storage.Drivers.Dummy.DummyDriver(),
