@@ -13,10 +13,24 @@ missing=()
 command -v node >/dev/null 2>&1 || missing+=(nodejs npm)
 # A real PostgreSQL server for the PostgreSQL backend's tests (each starts a throwaway cluster).
 ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || missing+=(postgresql)
+# Storage: qcow2 images and NBD (qemu-img, qemu-nbd), nfs:// images (qemu-block-extra), a real NFS
+# server and client library (nfs-ganesha, libnfs), and the QEMU guest the lvm driver's tests boot
+# (this kernel has no device-mapper): QEMU, a static busybox, cpio, kmod and lvm2 to copy in.
+command -v qemu-img >/dev/null 2>&1 || missing+=(qemu-utils)
+[ -e /usr/lib/x86_64-linux-gnu/qemu/block-nfs.so ] || missing+=(qemu-block-extra)
+command -v ganesha.nfsd >/dev/null 2>&1 || missing+=(nfs-ganesha nfs-ganesha-vfs)
+command -v nfs-ls >/dev/null 2>&1 || missing+=(libnfs-utils)
+command -v qemu-system-x86_64 >/dev/null 2>&1 || missing+=(qemu-system-x86)
+dpkg -s busybox-static >/dev/null 2>&1 || missing+=(busybox-static)
+command -v cpio >/dev/null 2>&1 || missing+=(cpio)
+command -v modinfo >/dev/null 2>&1 || missing+=(kmod)
+command -v lvm >/dev/null 2>&1 || missing+=(lvm2)
+command -v ip >/dev/null 2>&1 || missing+=(iproute2)
 if [ ${#missing[@]} -gt 0 ]; then
   echo "installing: ${missing[*]}"
   as_root apt-get update -qq
-  as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >/dev/null
+  # No recommends: qemu-system-x86's would pull a desktop's worth of GUI libraries.
+  as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
 fi
 (cd tests/clients && npm ci --no-audit --no-fund --loglevel=error)
 
@@ -24,7 +38,7 @@ dotnet build Xapi.sln -c Release -nologo -v quiet
 
 results=$(mktemp -d)
 trap 'rm -rf "$results"' EXIT
-export XAPI_CLIENT_TESTS=required XAPI_POSTGRES_TESTS=required
+export XAPI_CLIENT_TESTS=required XAPI_POSTGRES_TESTS=required XAPI_NFS_TESTS=required
 # Slow load and outage tests are [Explicit], so plain `dotnet test` skips them; a second pass runs them.
 set +e
 dotnet test Xapi.sln -c Release --no-build -nologo --logger trx --results-directory "$results" --filter "TestCategory!=Slow"
@@ -32,8 +46,10 @@ status=$?
 # One project at a time: the fuzzers are CPU-bound and would skew the load tests' latency budgets.
 slow_status=0
 for project in tests/*/*.Tests.csproj; do
-  dotnet test "$project" -c Release --no-build -nologo --logger trx --results-directory "$results/slow" --filter "TestCategory=Slow" || slow_status=$?
+  dotnet test "$project" -c Release --no-build -nologo --logger trx --results-directory "$results/slow" --filter "TestCategory=Slow&TestCategory!=Nfs" || slow_status=$?
 done
+# The NFS tests run inside a private network namespace with a real nfs-ganesha (scripts/nfs-sandbox.sh).
+scripts/nfs-sandbox.sh "$results/nfs-sandbox" -- dotnet test tests/Xapi.Storage.Tests -c Release --no-build -nologo --logger trx --results-directory "$results/nfs" --filter "TestCategory=Nfs" || slow_status=$?
 [ "$status" -ne 0 ] || status=$slow_status
 set -e
 
