@@ -44,5 +44,5 @@ public sealed class AllowedOperationsRules
     public IAllowedOperationsRule For(ClassMeta cls) => _rules[cls];
 
     /// <summary>The rules this daemon applies.</summary>
-    public static AllowedOperationsRules Default() => new([new VmAllowedOperations()]);
+    public static AllowedOperationsRules Default() => new([new VmAllowedOperations(), new SrAllowedOperations(), new VdiAllowedOperations()]);
 }

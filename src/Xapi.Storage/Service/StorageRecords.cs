@@ -148,5 +148,6 @@ public static class StorageRecords
             values.PhysicalUtilisation = stat.PhysicalUtilisation;
             values.VirtualAllocation = allocation;
         });
+        StorageAllowedOperations.Refresh(tx, sr);
     }
 }

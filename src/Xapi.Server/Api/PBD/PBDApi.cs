@@ -73,7 +73,11 @@ public sealed class PBDApi(StorageManager storage) : IPBDApi<CallContext>, IObje
         await storage.RunAsync(pbd.SR, async () =>
         {
             await driver.DetachAsync(driverContext, context.Cancellation).ConfigureAwait(false);
-            context.Write(tx => tx.Update(self, p => p.CurrentlyAttached = false));
+            context.Write(tx =>
+            {
+                tx.Update(self, p => p.CurrentlyAttached = false);
+                StorageAllowedOperations.Refresh(tx, pbd.SR);
+            });
         }).ConfigureAwait(false);
     }
 

@@ -60,6 +60,11 @@ public class LocalSrTests
         var vdi = await CreateVdiAsync(client, sr, 10L << 20);
         var created = await RecordAsync(client, "VDI", vdi);
         Assert.That(created["virtual_size"], Is.EqualTo((10L << 20).ToString(System.Globalization.CultureInfo.InvariantCulture)));
+        Assert.That((IEnumerable<object?>)created["allowed_operations"]!,
+            Is.EquivalentTo(new[] { "clone", "copy", "resize", "snapshot", "destroy", "forget", "update", "generate_config" }), "as real hosts allow on an idle VDI of an ext SR");
+        var srOperations = (IEnumerable<object?>)(await RecordAsync(client, "SR", sr))["allowed_operations"]!;
+        Assert.That(srOperations, Does.Contain("vdi_create").And.Contain("vdi_snapshot").And.Not.Contain("destroy").And.Not.Contain("forget"),
+            "a plugged SR with disks can make disks but cannot be destroyed or forgotten");
         Assert.That(long.Parse((string)(await RecordAsync(client, "SR", sr))["virtual_allocation"]!), Is.EqualTo(10L << 20));
 
         var snapshot = (string)(await client.InvokeAsync("VDI.snapshot", vdi, new Dictionary<string, object?>()))!;
