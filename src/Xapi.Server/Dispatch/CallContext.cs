@@ -44,6 +44,9 @@ public sealed class CallContext
 
     public void Write(Action<Transaction> body) => Database.Write(body);
 
+    /// <summary>Returns once readers see every write so far (writes become visible when durable).</summary>
+    public ValueTask SettledAsync() => Database.WhenVisibleAsync(Database.CommittedGeneration, Cancellation);
+
     internal LiveSession? LiveSession { get; }
 
     /// <summary>The caller's session; null for the calls made without one (login).</summary>

@@ -116,6 +116,8 @@ public sealed class StorageManager : IAsyncDisposable
     /// <summary>Scans the SR and makes its records match; returns after the database is written.</summary>
     public async Task ScanAsync(SRRef sr, CancellationToken cancellationToken)
     {
+        // Writes become visible once durable: the caller's own must be seen here.
+        await _database.WhenVisibleAsync(_database.CommittedGeneration, cancellationToken).ConfigureAwait(false);
         var context = PluggedContext(_database.Snapshot, sr);
         var driver = DriverOf(_database.Snapshot.Get(sr));
         await RunAsync(sr, async () =>
@@ -155,6 +157,7 @@ public sealed class StorageManager : IAsyncDisposable
             {
                 while (!_stopping.IsCancellationRequested)
                 {
+                    await _database.WhenVisibleAsync(_database.CommittedGeneration, _stopping.Token).ConfigureAwait(false);
                     var snapshot = _database.Snapshot;
                     if (!snapshot.TryGet(sr, out var record) || PbdOf(snapshot, sr) is not { CurrentlyAttached: true })
                     {

@@ -23,6 +23,7 @@ public sealed class SRApi(StorageManager storage, PBDApi pbds) : ISRApi<CallCont
             p.SR = sr;
             p.DeviceConfig = deviceConfig;
         }));
+        await context.SettledAsync().ConfigureAwait(false);
         try
         {
             var record = context.Snapshot.Get(sr);
@@ -30,6 +31,7 @@ public sealed class SRApi(StorageManager storage, PBDApi pbds) : ISRApi<CallCont
             if (created is not null)
             {
                 context.Write(tx => tx.Update(pbd, p => p.DeviceConfig = SmConfig.Map(created)));
+                await context.SettledAsync().ConfigureAwait(false);
             }
         }
         catch

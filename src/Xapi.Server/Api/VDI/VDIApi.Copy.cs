@@ -52,6 +52,7 @@ public sealed partial class VDIApi
             described.Tags = source.Tags;
             target = new VDIRef(await ((IObjectLifecycle)this).CreateAsync(context, values).ConfigureAwait(false));
             created = true;
+            await context.SettledAsync().ConfigureAwait(false);
         }
         try
         {

@@ -230,7 +230,10 @@ public partial class ExtDriver : SrDriver
             throw new SmException(SmErrors.VdiMissing, "The VDI is not available", vdi.Uuid);
         }
         Directory.CreateDirectory(sr.RuntimeDirectory);
-        return await QemuNbdImage.OpenAsync(directory.ImageOf(node.Path), QemuImg.Format, writable, sr.RuntimeDirectory, cancellationToken).ConfigureAwait(false);
+        // Writing may grow the image by what the SR has left, plus what the image holds already (rewritten in place).
+        var budget = writable ? Available(directory) + node.Info.PhysicalUtilisation : 0;
+        var image = await QemuNbdImage.OpenAsync(directory.ImageOf(node.Path), QemuImg.Format, writable, sr.RuntimeDirectory, cancellationToken).ConfigureAwait(false);
+        return writable ? new SpaceLimitedImage(image, budget) : image;
     }
 
     public override async ValueTask<IReadOnlyList<DiskExtent>?> ChangedExtentsAsync(SrContext sr, VdiInfo vdi, VdiInfo baseVdi, CancellationToken cancellationToken)
