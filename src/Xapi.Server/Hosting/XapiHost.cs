@@ -314,6 +314,10 @@ public sealed class XapiHost : IAsyncDisposable
             {
                 return transfer.HandleAsync(context);
             }
+            if (context.Request.Path == VdiTransferEndpoint.VmImportPath && HttpMethods.IsPut(method))
+            {
+                return transfer.HandleImportAsync(context);
+            }
             if (HttpMethods.IsOptions(method))
             {
                 return RpcEndpoint.PreflightAsync(context);

@@ -133,6 +133,46 @@ public sealed class StorageManager : IAsyncDisposable
         }).ConfigureAwait(false);
     }
 
+    /// <summary>Makes a new empty VDI on a plugged SR (imports that bring no VDI of their own).</summary>
+    public async Task<VDIRef> CreateVdiAsync(SRRef sr, string nameLabel, long virtualSize, CancellationToken cancellationToken)
+    {
+        await _database.WhenVisibleAsync(_database.CommittedGeneration, cancellationToken).ConfigureAwait(false);
+        var snapshot = _database.Snapshot;
+        var context = PluggedContext(snapshot, sr);
+        var driver = DriverOf(snapshot.Get(sr));
+        if (!driver.Description.Has(SmFeatures.VdiCreate))
+        {
+            throw XenApiErrors.SrOperationNotSupported(sr.Value);
+        }
+        var spec = new VdiSpec(Guid.NewGuid().ToString("D"), virtualSize, nameLabel, VdiType.User, false, VdiInfo.Empty);
+        var info = await RunAsync(sr, () => driver.CreateVdiAsync(context, spec, cancellationToken).AsTask()).ConfigureAwait(false);
+        var created = _database.Write(tx =>
+        {
+            var vdi = StorageRecords.Introduce(tx, sr, info with { NameLabel = nameLabel });
+            var record = tx.Get(sr);
+            StorageRecords.SetSizes(tx, sr, new SrStat(record.PhysicalSize, record.PhysicalUtilisation));
+            return vdi;
+        });
+        await _database.WhenVisibleAsync(_database.CommittedGeneration, cancellationToken).ConfigureAwait(false);
+        return created;
+    }
+
+    /// <summary>Removes a VDI an import made when the import failed.</summary>
+    public async Task DiscardVdiAsync(VDIRef vdi)
+    {
+        await _database.WhenVisibleAsync(_database.CommittedGeneration).ConfigureAwait(false);
+        var snapshot = _database.Snapshot;
+        if (!snapshot.TryGet(vdi, out var record))
+        {
+            return;
+        }
+        var context = PluggedContext(snapshot, record.SR);
+        var driver = DriverOf(snapshot.Get(record.SR));
+        var info = new VdiInfo { Uuid = record.Uuid, Location = record.Location, VirtualSize = record.VirtualSize };
+        await RunAsync(record.SR, () => driver.DeleteVdiAsync(context, info, CancellationToken.None).AsTask()).ConfigureAwait(false);
+        _database.Write(tx => StorageRecords.Forget(tx, vdi));
+    }
+
     /// <summary>Starts the SR's collector unless it runs; a running one makes one more pass.</summary>
     public void RequestCollection(SRRef sr)
     {
