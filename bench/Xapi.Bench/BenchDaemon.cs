@@ -29,6 +29,7 @@ internal sealed class BenchDaemon : IAsyncDisposable
             PasswordHashIterations = 1_000,
             LogFile = "",
             LogLevel = "Warning",
+            NbdPort = 0,
         });
         await host.StartAsync();
         return new BenchDaemon(host, dataDir);

@@ -60,7 +60,7 @@ public sealed class DaemonProcess : IDisposable
             start.ArgumentList.Add("dotnet");
         }
         start.ArgumentList.Add(Path.Combine(AppContext.BaseDirectory, "xapi-dotnet.dll"));
-        foreach (var arg in new[] { "--http-port", port.ToString(System.Globalization.CultureInfo.InvariantCulture), "--listen", "127.0.0.1", "--data-dir", dataDir, "--root-password", password, "--log-file", "" }.Concat(extra))
+        foreach (var arg in new[] { "--http-port", port.ToString(System.Globalization.CultureInfo.InvariantCulture), "--listen", "127.0.0.1", "--data-dir", dataDir, "--root-password", password, "--log-file", "", "--nbd-port", "-1" }.Concat(extra))
         {
             start.ArgumentList.Add(arg);
         }

@@ -40,6 +40,8 @@ public sealed class TestDaemon : IAsyncDisposable
             FailedLoginDelay = TimeSpan.FromMilliseconds(500),
             LogFile = "",
             LogLevel = "Warning",
+            // Many daemons run at once: NBD only where a test asks for it (on a free port).
+            NbdPort = -1,
         };
         configure?.Invoke(options);
         var host = XapiHost.Create(options, time, customize);

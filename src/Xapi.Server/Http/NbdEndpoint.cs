@@ -28,6 +28,7 @@ public sealed class NbdEndpoint(XapiDatabase database, SessionManager sessions, 
 
     public X509Certificate2? Certificate { get; private set; }
 
+    /// <summary>Starts serving; a port already taken leaves NBD off (logged) rather than the whole daemon down.</summary>
     public void Start(X509Certificate2? certificate)
     {
         if (options.NbdPort < 0)
@@ -35,8 +36,17 @@ public sealed class NbdEndpoint(XapiDatabase database, SessionManager sessions, 
             return;
         }
         Certificate = certificate;
-        _server = new NbdServer(new NbdServerOptions { Certificate = certificate }, ResolveAsync, loggers.CreateLogger<NbdServer>());
-        _server.Start(new IPEndPoint(IPAddress.Parse(options.ListenAddress), options.NbdPort));
+        var server = new NbdServer(new NbdServerOptions { Certificate = certificate }, ResolveAsync, loggers.CreateLogger<NbdServer>());
+        try
+        {
+            server.Start(new IPEndPoint(IPAddress.Parse(options.ListenAddress), options.NbdPort));
+            _server = server;
+        }
+        catch (System.Net.Sockets.SocketException e)
+        {
+            loggers.CreateLogger<NbdEndpoint>().LogError("NBD is off: port {Port} cannot be bound ({Error})", options.NbdPort, e.Message);
+            server.DisposeAsync().AsTask().GetAwaiter().GetResult();
+        }
     }
 
     public static string ExportName(string vdiUuid, SessionRef session) => $"/{vdiUuid}?{SessionParameter}={session.Value}";

@@ -31,7 +31,7 @@ public sealed partial class VdiTransferEndpoint
         TaskRef? clientTask = Parameter(context, "task_id") is { Length: > 0 } taskId ? new TaskRef(taskId) : null;
         if (clientTask is { } given && !database.Snapshot.TryGet(given, out _))
         {
-            await RefuseAsync(context, StatusCodes.Status404NotFound, $"no task {given.Value}");
+            await RefuseAsync(database, context, StatusCodes.Status404NotFound, $"no task {given.Value}");
             return;
         }
         using var binding = tasks.Bind(clientTask, "VM import", Parameter(context, "session_id"), context.RequestAborted);
@@ -41,7 +41,7 @@ public sealed partial class VdiTransferEndpoint
         {
             var failure = XenApiErrors.DefaultSrNotFound(database.Snapshot.All<PoolRecord>().Select(p => p.DefaultSR.Value).FirstOrDefault() ?? "");
             binding.Fail(failure);
-            await RefuseAsync(context, StatusCodes.Status404NotFound, failure.Message);
+            await RefuseAsync(database, context, StatusCodes.Status404NotFound, failure.Message);
             return;
         }
         var footer = new byte[FooterSize];
@@ -50,7 +50,7 @@ public sealed partial class VdiTransferEndpoint
         {
             var failure = XenApiErrors.ImportError("only a VHD stream can be imported here; XVA (whole VM) import is not supported yet");
             binding.Fail(failure);
-            await RefuseAsync(context, StatusCodes.Status400BadRequest, failure.Message);
+            await RefuseAsync(database, context, StatusCodes.Status400BadRequest, failure.Message);
             return;
         }
         var size = BinaryPrimitives.ReadInt64BigEndian(footer.AsSpan(CurrentSizeOffset));
@@ -58,7 +58,7 @@ public sealed partial class VdiTransferEndpoint
         {
             var failure = XenApiErrors.VdiIoError("Device I/O errors", $"the VHD's size {size} is not one a disk can have");
             binding.Fail(failure);
-            await RefuseAsync(context, StatusCodes.Status400BadRequest, failure.Message);
+            await RefuseAsync(database, context, StatusCodes.Status400BadRequest, failure.Message);
             return;
         }
         VDIRef vdi;
@@ -69,7 +69,7 @@ public sealed partial class VdiTransferEndpoint
         catch (XenApiException e)
         {
             binding.Fail(e);
-            await RefuseAsync(context, StatusCodes.Status500InternalServerError, e.Message);
+            await RefuseAsync(database, context, StatusCodes.Status500InternalServerError, e.Message);
             return;
         }
         try
@@ -77,12 +77,13 @@ public sealed partial class VdiTransferEndpoint
             var (image, _) = await OpenAsync(vdi, writable: true, binding.Cancellation);
             await using (image)
             {
-                await StartResponseAsync(context, "application/octet-stream", null);
+                await StartResponseAsync(database, context, "application/octet-stream", null);
                 var body = new PrefixedStream(footer, context.Request.Body);
                 await ImportVhdAsync(body, image, context.Request.ContentLength, vdi, binding);
                 await image.FlushAsync(binding.Cancellation);
             }
             binding.Succeed(vdi.Value);
+            await database.WhenVisibleAsync(database.CommittedGeneration);
             await storage.ScanAsync(sr, CancellationToken.None);
         }
         catch (Exception e) when (e is not OperationCanceledException || binding.Cancellation.IsCancellationRequested)
@@ -93,6 +94,7 @@ public sealed partial class VdiTransferEndpoint
             await storage.DiscardVdiAsync(vdi);
             if (context.Response.HasStarted)
             {
+                await database.WhenVisibleAsync(database.CommittedGeneration);
                 context.Abort();
             }
         }

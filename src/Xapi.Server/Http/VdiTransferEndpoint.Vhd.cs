@@ -45,7 +45,7 @@ public sealed partial class VdiTransferEndpoint
         }
         var plan = await VhdExport.PlanAsync(image, ToAsync(extents), new VhdExportOptions { Parent = parent, UniqueId = Guid.Parse(database.Snapshot.Get(vdi).Uuid) }, binding.Cancellation);
         context.Response.ContentLength = plan.Length;
-        await StartResponseAsync(context, "application/vhd", disposition);
+        await StartResponseAsync(database, context, "application/vhd", disposition);
         await plan.WriteToAsync(context.Response.Body, (done, total) => binding.Progress(total > 0 ? (double)done / total : 0), binding.Cancellation);
     }
 

@@ -41,7 +41,7 @@ public sealed partial class VdiTransferEndpoint(XapiDatabase database, SessionMa
         TaskRef? clientTask = Parameter(context, "task_id") is { Length: > 0 } taskId ? new TaskRef(taskId) : null;
         if (clientTask is { } given && !database.Snapshot.TryGet(given, out _))
         {
-            await RefuseAsync(context, StatusCodes.Status404NotFound, $"no task {given.Value}");
+            await RefuseAsync(database, context, StatusCodes.Status404NotFound, $"no task {given.Value}");
             return;
         }
         var owner = Parameter(context, "session_id");
@@ -51,13 +51,13 @@ public sealed partial class VdiTransferEndpoint(XapiDatabase database, SessionMa
         if (format is not (RawFormatName or VhdFormatName))
         {
             binding.Fail(XenApiErrors.InternalError($"Unknown format {format}"));
-            await RefuseAsync(context, StatusCodes.Status404NotFound, $"Unknown format {format}");
+            await RefuseAsync(database, context, StatusCodes.Status404NotFound, $"Unknown format {format}");
             return;
         }
         if (!TryResolve(database.Snapshot, query["vdi"].FirstOrDefault(), out var vdi))
         {
             binding.Fail(XenApiErrors.VdiMissing("", query["vdi"].FirstOrDefault() ?? ""));
-            await RefuseAsync(context, StatusCodes.Status404NotFound, "the vdi parameter names no VDI");
+            await RefuseAsync(database, context, StatusCodes.Status404NotFound, "the vdi parameter names no VDI");
             return;
         }
         try
@@ -84,10 +84,11 @@ public sealed partial class VdiTransferEndpoint(XapiDatabase database, SessionMa
             binding.Fail(failure);
             if (!context.Response.HasStarted)
             {
-                await RefuseAsync(context, failure is XenApiException { Code: ErrorCodes.VdiTooSmall } ? StatusCodes.Status400BadRequest : StatusCodes.Status500InternalServerError, failure.Message);
+                await RefuseAsync(database, context, failure is XenApiException { Code: ErrorCodes.VdiTooSmall } ? StatusCodes.Status400BadRequest : StatusCodes.Status500InternalServerError, failure.Message);
             }
             else
             {
+                await database.WhenVisibleAsync(database.CommittedGeneration);
                 context.Abort();
             }
         }
@@ -142,7 +143,7 @@ public sealed partial class VdiTransferEndpoint(XapiDatabase database, SessionMa
                 // Refused before a byte is written; real hosts would fail on the write past the end.
                 throw XenApiErrors.VdiTooSmall(vdi.Value, length.Value.ToString(System.Globalization.CultureInfo.InvariantCulture));
             }
-            await StartResponseAsync(context, "application/octet-stream", null);
+            await StartResponseAsync(database, context, "application/octet-stream", null);
             if (format == RawFormatName)
             {
                 await ImportRawAsync(context.Request.Body, image, length ?? image.Size, binding);
@@ -154,6 +155,7 @@ public sealed partial class VdiTransferEndpoint(XapiDatabase database, SessionMa
             await image.FlushAsync(binding.Cancellation);
         }
         binding.Succeed(vdi.Value);
+        await database.WhenVisibleAsync(database.CommittedGeneration);
         await storage.ScanAsync(record.SR, CancellationToken.None);
     }
 
@@ -237,7 +239,7 @@ public sealed partial class VdiTransferEndpoint(XapiDatabase database, SessionMa
             if (format == RawFormatName)
             {
                 context.Response.ContentLength = image.Size;
-                await StartResponseAsync(context, "application/octet-stream", disposition);
+                await StartResponseAsync(database, context, "application/octet-stream", disposition);
                 await ExportRawAsync(context.Response.Body, image, extents, binding);
             }
             else
@@ -246,6 +248,7 @@ public sealed partial class VdiTransferEndpoint(XapiDatabase database, SessionMa
             }
         }
         binding.Succeed(null);
+        await database.WhenVisibleAsync(database.CommittedGeneration);
     }
 
     /// <summary>The whole disk, zeros included; outside the extents asked for (a base= export) reads as zeros.</summary>
@@ -298,8 +301,10 @@ public sealed partial class VdiTransferEndpoint(XapiDatabase database, SessionMa
         }
     }
 
-    private static async Task StartResponseAsync(HttpContext context, string contentType, string? disposition)
+    // Clients read the task named in the reply at once: it must be visible (durable) before the reply goes.
+    private static async Task StartResponseAsync(XapiDatabase database, HttpContext context, string contentType, string? disposition)
     {
+        await database.WhenVisibleAsync(database.CommittedGeneration);
         context.Response.StatusCode = StatusCodes.Status200OK;
         context.Response.ContentType = contentType;
         context.Response.Headers.CacheControl = "no-cache, no-store";
@@ -310,8 +315,9 @@ public sealed partial class VdiTransferEndpoint(XapiDatabase database, SessionMa
         await context.Response.StartAsync();
     }
 
-    private static async Task RefuseAsync(HttpContext context, int status, string reason)
+    private static async Task RefuseAsync(XapiDatabase database, HttpContext context, int status, string reason)
     {
+        await database.WhenVisibleAsync(database.CommittedGeneration);
         context.Response.StatusCode = status;
         context.Response.ContentType = "text/plain";
         await context.Response.WriteAsync(reason + "\n");

@@ -136,6 +136,29 @@ public class LocalSrTests
         await XenApiAssert.FailsAsync(() => client.InvokeAsync("PBD.destroy", pbd), "OPERATION_NOT_ALLOWED", "PBD is currently attached");
     }
 
+    [Test]
+    public async Task A_suspend_image_is_written_and_read_back_through_the_same_driver()
+    {
+        await using var daemon = await TestDaemon.StartAsync();
+        using var client = await daemon.LoginAsync();
+        var host = (string)((IReadOnlyList<object?>)(await client.InvokeAsync("host.get_all"))!)[0]!;
+        var sr = (string)(await client.InvokeAsync("host.get_suspend_image_sr", host))!;
+        var record = new Dictionary<string, object?>
+        {
+            ["name_label"] = "Suspend image", ["name_description"] = "", ["SR"] = sr, ["virtual_size"] = (3L << 20).ToString(System.Globalization.CultureInfo.InvariantCulture),
+            ["type"] = "suspend", ["sharable"] = false, ["read_only"] = false, ["other_config"] = new Dictionary<string, object?>(),
+        };
+        var vdi = (string)(await client.InvokeAsync("VDI.create", record))!;
+        Assert.That(await client.InvokeAsync("VDI.get_type", vdi), Is.EqualTo("suspend"));
+        var image = new byte[3 << 20];
+        new Random(11).NextBytes(image);
+        using var http = new HttpClient();
+        var reply = await http.PutAsync(new Uri(daemon.Uri, $"/import_raw_vdi?session_id={client.Session}&vdi={vdi}"), new ByteArrayContent(image));
+        Assert.That(await client.InvokeAsync("task.get_status", reply.Headers.GetValues("task-id").Single()), Is.EqualTo("success"));
+        var back = await http.GetByteArrayAsync(new Uri(daemon.Uri, $"/export_raw_vdi?session_id={client.Session}&vdi={vdi}"));
+        Assert.That(back.AsSpan(0, image.Length).SequenceEqual(image), Is.True);
+    }
+
     internal static async Task RunAsync(string file, params string[] arguments)
     {
         var start = new System.Diagnostics.ProcessStartInfo(file) { RedirectStandardError = true };
