@@ -1,4 +1,3 @@
-using System.Collections.Concurrent;
 using System.Diagnostics;
 using System.Net.Sockets;
 using System.Runtime.CompilerServices;
@@ -358,47 +357,5 @@ public sealed class QemuNbdImage : IDiskImage
                 return _text.Length == 0 ? "(no output)" : _text.ToString().Trim();
             }
         }
-    }
-}
-
-/// <summary>
-/// Starts child processes from one thread that lives as long as the process. PR_SET_PDEATHSIG
-/// fires when the thread that forked the child exits, not the process; the thread pool
-/// retires idle threads, which would SIGKILL a qemu-nbd started from one of them.
-/// </summary>
-internal static class ChildProcessLauncher
-{
-    private static readonly BlockingCollection<(ProcessStartInfo Start, TaskCompletionSource<Process> Started)> Requests = StartThread();
-
-    public static Task<Process> StartAsync(ProcessStartInfo start)
-    {
-        var started = new TaskCompletionSource<Process>(TaskCreationOptions.RunContinuationsAsynchronously);
-        Requests.Add((start, started));
-        return started.Task;
-    }
-
-    private static BlockingCollection<(ProcessStartInfo, TaskCompletionSource<Process>)> StartThread()
-    {
-        var requests = new BlockingCollection<(ProcessStartInfo, TaskCompletionSource<Process>)>();
-        var thread = new Thread(() =>
-        {
-            foreach (var (start, started) in requests.GetConsumingEnumerable())
-            {
-                try
-                {
-                    started.SetResult(Process.Start(start) ?? throw new InvalidOperationException($"{start.FileName} did not start"));
-                }
-                catch (Exception ex)
-                {
-                    started.SetException(ex);
-                }
-            }
-        })
-        {
-            IsBackground = true,
-            Name = "child process launcher",
-        };
-        thread.Start();
-        return requests;
     }
 }

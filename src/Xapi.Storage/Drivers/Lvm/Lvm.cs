@@ -21,36 +21,13 @@ public interface ILvmRunner
 /// </summary>
 public sealed class LvmProcessRunner(string lvmPath = "lvm") : ILvmRunner
 {
+    private static readonly Dictionary<string, string> Environment = new() { ["LVM_SUPPRESS_FD_WARNINGS"] = "1", ["LC_ALL"] = "C" };
+
     public async Task<LvmResult> RunAsync(IReadOnlyList<string> arguments, CancellationToken cancellationToken)
     {
-        var start = new ProcessStartInfo("setpriv")
-        {
-            RedirectStandardOutput = true,
-            RedirectStandardError = true,
-            RedirectStandardInput = true,
-            UseShellExecute = false,
-        };
-        start.Environment["LVM_SUPPRESS_FD_WARNINGS"] = "1";
-        start.Environment["LC_ALL"] = "C";
-        foreach (var argument in LvmCommands.ProcessArguments(lvmPath, arguments))
-        {
-            start.ArgumentList.Add(argument);
-        }
-        using var process = Process.Start(start) ?? throw new SmException(SmErrors.Eio, "lvm could not be started");
         // No prompt may ever wait for an answer: stdin is closed at once (LVM then answers "no").
-        process.StandardInput.Close();
-        var stdout = process.StandardOutput.ReadToEndAsync(cancellationToken);
-        var stderr = process.StandardError.ReadToEndAsync(cancellationToken);
-        try
-        {
-            await process.WaitForExitAsync(cancellationToken).ConfigureAwait(false);
-        }
-        catch (OperationCanceledException)
-        {
-            process.Kill(entireProcessTree: true);
-            throw;
-        }
-        return new LvmResult(process.ExitCode, await stdout.ConfigureAwait(false), (await stderr.ConfigureAwait(false)).Trim());
+        var (exitCode, output, error) = await ToolProcess.RunAsync(lvmPath, arguments, Environment, cancellationToken).ConfigureAwait(false);
+        return new LvmResult(exitCode, output, error);
     }
 }
 
@@ -62,9 +39,6 @@ public static class LvmCommands
 
     /// <summary>SM's metadata area size for a new PV and VG.</summary>
     public const string MetadataSize = "10M";
-
-    public static IReadOnlyList<string> ProcessArguments(string lvmPath, IReadOnlyList<string> arguments) =>
-        ["--pdeathsig", "KILL", lvmPath, .. arguments];
 
     public static string VgName(string srUuid) => VgPrefix + CheckedUuid(srUuid, "SR");
 

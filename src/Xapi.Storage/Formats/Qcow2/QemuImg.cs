@@ -106,40 +106,14 @@ public static class QemuImg
     /// <summary>Runs qemu-img; a failure raises an SM error carrying what the tool said.</summary>
     public static async Task<string> RunAsync(IReadOnlyList<string> arguments, CancellationToken cancellationToken)
     {
-        var start = new ProcessStartInfo("setpriv")
-        {
-            RedirectStandardOutput = true,
-            RedirectStandardError = true,
-            UseShellExecute = false,
-        };
-        start.ArgumentList.Add("--pdeathsig");
-        start.ArgumentList.Add("KILL");
-        start.ArgumentList.Add("qemu-img");
-        foreach (var argument in arguments)
-        {
-            start.ArgumentList.Add(argument);
-        }
-        using var process = Process.Start(start) ?? throw new SmException(SmErrors.Eio, "qemu-img could not be started");
-        var stdout = process.StandardOutput.ReadToEndAsync(cancellationToken);
-        var stderr = process.StandardError.ReadToEndAsync(cancellationToken);
-        try
-        {
-            await process.WaitForExitAsync(cancellationToken).ConfigureAwait(false);
-        }
-        catch (OperationCanceledException)
-        {
-            process.Kill(entireProcessTree: true);
-            throw;
-        }
-        var output = await stdout.ConfigureAwait(false);
-        var error = (await stderr.ConfigureAwait(false)).Trim();
-        if (process.ExitCode != 0)
+        var (exitCode, output, error) = await ToolProcess.RunAsync("qemu-img", arguments, null, cancellationToken).ConfigureAwait(false);
+        if (exitCode != 0)
         {
             if (error.Contains("No space left on device", StringComparison.Ordinal) || error.Contains("NFS3ERR_NOSPC", StringComparison.Ordinal))
             {
                 throw new SmException(SmErrors.SrNoSpace, SmErrors.NoSpaceMessage, error);
             }
-            throw new SmException(SmErrors.Eio, $"qemu-img {arguments[0]} failed (exit {process.ExitCode})", error);
+            throw new SmException(SmErrors.Eio, $"qemu-img {arguments[0]} failed (exit {exitCode})", error);
         }
         return output;
     }
