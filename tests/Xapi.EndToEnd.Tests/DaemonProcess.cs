@@ -19,6 +19,9 @@ public sealed class DaemonProcess : IDisposable
 
     public Uri Uri { get; }
 
+    /// <summary>The daemon's process id (prlimit and dotnet exec, so it is the daemon itself), to find its children.</summary>
+    public int Id => _process.Id;
+
     /// <summary>Whether the daemon has stopped (crashed, when the test did not kill it).</summary>
     public bool HasExited => _process.HasExited;
 
@@ -46,13 +49,18 @@ public sealed class DaemonProcess : IDisposable
     }
 
     /// <param name="openFiles">Runs the daemon under this open-file limit (soft and hard, with prlimit).</param>
-    private static ProcessStartInfo StartInfo(int port, string dataDir, string password, string[] extra, int? openFiles = null)
+    /// <param name="environment">Variables set for the daemon (e.g. a crash point).</param>
+    private static ProcessStartInfo StartInfo(int port, string dataDir, string password, string[] extra, int? openFiles = null, IReadOnlyDictionary<string, string>? environment = null)
     {
         var start = new ProcessStartInfo(openFiles is null ? "dotnet" : "prlimit")
         {
             RedirectStandardOutput = true,
             RedirectStandardError = true,
         };
+        foreach (var (name, value) in environment ?? new Dictionary<string, string>())
+        {
+            start.Environment[name] = value;
+        }
         if (openFiles is { } limit)
         {
             start.ArgumentList.Add(string.Create(System.Globalization.CultureInfo.InvariantCulture, $"--nofile={limit}:{limit}"));
@@ -91,10 +99,17 @@ public sealed class DaemonProcess : IDisposable
         StartAsync(dataDir, password, openFiles: null, extra);
 
     /// <param name="openFiles">Runs the daemon under this open-file limit (soft and hard, with prlimit).</param>
-    public static async Task<DaemonProcess> StartAsync(string dataDir, string password, int? openFiles, params string[] extra)
+    public static Task<DaemonProcess> StartAsync(string dataDir, string password, int? openFiles, params string[] extra) =>
+        StartAsync(dataDir, password, openFiles, null, extra);
+
+    /// <param name="environment">Variables set for the daemon, such as <c>XAPI_CRASH_AT</c>.</param>
+    public static Task<DaemonProcess> StartAsync(string dataDir, string password, IReadOnlyDictionary<string, string> environment, params string[] extra) =>
+        StartAsync(dataDir, password, null, environment, extra);
+
+    private static async Task<DaemonProcess> StartAsync(string dataDir, string password, int? openFiles, IReadOnlyDictionary<string, string>? environment, string[] extra)
     {
         var port = FreePort();
-        var process = Process.Start(StartInfo(port, dataDir, password, extra, openFiles))!;
+        var process = Process.Start(StartInfo(port, dataDir, password, extra, openFiles, environment))!;
         var ready = new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously);
         var output = new System.Collections.Concurrent.ConcurrentQueue<string>();
         process.OutputDataReceived += (_, e) =>
@@ -128,6 +143,13 @@ public sealed class DaemonProcess : IDisposable
         using var listener = new TcpListener(IPAddress.Loopback, 0);
         listener.Start();
         return ((IPEndPoint)listener.LocalEndpoint).Port;
+    }
+
+    /// <summary>Waits for a daemon that is to end by itself (at a crash point): its exit code, 137 for SIGKILL.</summary>
+    public async Task<int> WaitForExitAsync(TimeSpan timeout)
+    {
+        await _process.WaitForExitAsync().WaitAsync(timeout);
+        return _process.ExitCode;
     }
 
     /// <summary>SIGKILL: no shutdown, no flush, no final compaction.</summary>
