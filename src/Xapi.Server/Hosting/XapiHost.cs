@@ -341,6 +341,10 @@ public sealed class XapiHost : IAsyncDisposable
             Inventory.Write(options.DataDir, firstBoot.InstallationUuid);
         }
         FirstBoot.SynchronizeRoles(database);
+        if (app.Services.GetRequiredService<OperationGuard>().ForgetInterrupted() is > 0 and var freed)
+        {
+            app.Services.GetRequiredService<ILogger<XapiHost>>().LogWarning("Forgot the operations of {Objects} objects that the last run left unfinished", freed);
+        }
         var thisHost = new HostRef(firstBoot.HostRef);
         StorageBoot.SynchronizeSmRecords(database, app.Services.GetRequiredService<IEnumerable<Xapi.Storage.ISrDriver>>(), firstBoot);
         var storage = app.Services.GetRequiredService<Xapi.Storage.Service.StorageManager>();

@@ -46,6 +46,27 @@ public sealed class OperationGuard(XapiDatabase database, AllowedOperationsRules
         return new Scope(this, cls, reference, operationRef);
     }
 
+    /// <summary>
+    /// Forgets the operations a previous run left registered: a crash ended them all (real hosts
+    /// do not persist these fields), and a left-over entry would block its object for good
+    /// (OTHER_OPERATION_IN_PROGRESS) and keep the storage collector off a VDI. Runs at start-up,
+    /// before anything is served; returns how many objects it freed.
+    /// </summary>
+    public int ForgetInterrupted() => database.Write(tx =>
+    {
+        var freed = 0;
+        foreach (var cls in ApiSchema.Classes.Where(c => c.CurrentOperationsField is not null))
+        {
+            var stale = tx.All(cls).Where(r => ((ValueMap)r[cls.CurrentOperationsField!]!).Count > 0).Select(r => r.Ref).ToList();
+            foreach (var reference in stale)
+            {
+                Recompute(tx, cls, reference, ValueMap.Empty);
+            }
+            freed += stale.Count;
+        }
+        return freed;
+    });
+
     private void End(ClassMeta cls, string reference, string operationRef)
     {
         var current = cls.CurrentOperationsField!;
