@@ -49,4 +49,31 @@ public class OperationTests
         });
         await client.InvokeAsync("VM.destroy", vm);
     }
+
+    [Test]
+    public async Task An_operation_a_crash_left_registered_is_forgotten_when_the_daemon_starts_again()
+    {
+        var dataDir = Directory.CreateTempSubdirectory("xapi-restart-").FullName;
+        using var cleanup = new DirectoryCleanup(dataDir);
+        const string task = "OpaqueRef:11111111-2222-3333-4444-555555555555";
+        string vm;
+        await using (var crashed = await TestDaemon.StartAsync(o => o.DataDir = dataDir))
+        {
+            using var client = await crashed.LoginAsync();
+            vm = await client.CreateVmAsync("interrupted");
+            // Begun and never ended, as when the daemon dies inside the operation.
+            _ = crashed.Service<OperationGuard>().Begin(Vm, vm, "clean_shutdown", task);
+            await crashed.SettledAsync();
+            await XenApiAssert.FailsAsync(() => client.InvokeAsync("VM.destroy", vm), "OTHER_OPERATION_IN_PROGRESS", "VM", vm, "clean_shutdown", task);
+        }
+
+        await using var restarted = await TestDaemon.StartAsync(o => o.DataDir = dataDir);
+        using var again = await restarted.LoginAsync();
+        Assert.Multiple(async () =>
+        {
+            Assert.That((IReadOnlyDictionary<string, object?>)(await again.InvokeAsync("VM.get_current_operations", vm))!, Is.Empty);
+            Assert.That((IEnumerable<object?>)(await again.InvokeAsync("VM.get_allowed_operations", vm))!, Does.Contain("destroy"));
+        });
+        await again.InvokeAsync("VM.destroy", vm);
+    }
 }
