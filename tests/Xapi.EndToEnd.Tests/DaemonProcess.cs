@@ -8,9 +8,9 @@ namespace Xapi.EndToEnd.Tests;
 public sealed class DaemonProcess : IDisposable
 {
     private readonly Process _process;
-    private readonly System.Collections.Concurrent.ConcurrentQueue<string> _output;
+    private readonly OutputLog _output;
 
-    private DaemonProcess(Process process, Uri uri, System.Collections.Concurrent.ConcurrentQueue<string> output)
+    private DaemonProcess(Process process, Uri uri, OutputLog output)
     {
         _process = process;
         Uri = uri;
@@ -26,7 +26,10 @@ public sealed class DaemonProcess : IDisposable
     public bool HasExited => _process.HasExited;
 
     /// <summary>Lines the daemon wrote so far, stdout and stderr.</summary>
-    public IReadOnlyCollection<string> Output => _output;
+    public IReadOnlyCollection<string> Output => _output.Lines;
+
+    /// <summary>The first line the daemon wrote (or writes) that contains <paramref name="fragment"/>.</summary>
+    public Task<string> WaitForLineAsync(string fragment, TimeSpan timeout) => _output.WaitForAsync(fragment).WaitAsync(timeout);
 
     /// <summary>What a run that ended by itself left behind.</summary>
     public sealed record Exit(int Code, string Output, string Error, TimeSpan Elapsed);
@@ -111,15 +114,15 @@ public sealed class DaemonProcess : IDisposable
         var port = FreePort();
         var process = Process.Start(StartInfo(port, dataDir, password, extra, openFiles, environment))!;
         var ready = new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously);
-        var output = new System.Collections.Concurrent.ConcurrentQueue<string>();
+        var output = new OutputLog();
         process.OutputDataReceived += (_, e) =>
         {
             if (e.Data is null)
             {
-                ready.TrySetException(new InvalidOperationException("the daemon exited before it listened:\n" + string.Join("\n", output)));
+                ready.TrySetException(new InvalidOperationException("the daemon exited before it listened:\n" + string.Join("\n", output.Lines)));
                 return;
             }
-            output.Enqueue(e.Data);
+            output.Add(e.Data);
             if (e.Data.Contains("listening on", StringComparison.Ordinal))
             {
                 ready.TrySetResult();
@@ -129,7 +132,7 @@ public sealed class DaemonProcess : IDisposable
         {
             if (e.Data is not null)
             {
-                output.Enqueue(e.Data);
+                output.Add(e.Data);
             }
         };
         process.BeginOutputReadLine();
@@ -166,5 +169,41 @@ public sealed class DaemonProcess : IDisposable
             Kill();
         }
         _process.Dispose();
+    }
+
+    /// <summary>The daemon's lines, and waiters for a line with a given text.</summary>
+    private sealed class OutputLog
+    {
+        private readonly System.Collections.Concurrent.ConcurrentQueue<string> _lines = new();
+        private readonly List<(string Fragment, TaskCompletionSource<string> Seen)> _waiters = [];
+
+        public IReadOnlyCollection<string> Lines => _lines;
+
+        public void Add(string line)
+        {
+            _lines.Enqueue(line);
+            lock (_waiters)
+            {
+                foreach (var waiter in _waiters.Where(w => line.Contains(w.Fragment, StringComparison.Ordinal)).ToList())
+                {
+                    waiter.Seen.TrySetResult(line);
+                    _waiters.Remove(waiter);
+                }
+            }
+        }
+
+        public Task<string> WaitForAsync(string fragment)
+        {
+            lock (_waiters)
+            {
+                if (_lines.FirstOrDefault(l => l.Contains(fragment, StringComparison.Ordinal)) is { } seen)
+                {
+                    return Task.FromResult(seen);
+                }
+                var waiter = new TaskCompletionSource<string>(TaskCreationOptions.RunContinuationsAsynchronously);
+                _waiters.Add((fragment, waiter));
+                return waiter.Task;
+            }
+        }
     }
 }
