@@ -157,11 +157,7 @@ public class CoalesceCrashTests
     public async Task Every_vdi_keeps_its_bytes_when_the_daemon_dies_at(Case crash)
     {
         var clock = Stopwatch.StartNew();
-        if (Directory.Exists(_dataDir))
-        {
-            Directory.Delete(_dataDir, recursive: true);
-        }
-        await RunAsync("cp", "-a", _pristine, _dataDir);
+        await RestoreAsync();
         var uuid = _chain.Uuid;
 
         using (var doomed = await DaemonProcess.StartAsync(_dataDir, Password, new Dictionary<string, string> { [Xapi.Storage.CrashPoints.Variable] = crash.Point }))
@@ -213,6 +209,78 @@ public class CoalesceCrashTests
         Assert.That(ChainFiles(SrDirectory), Is.EquivalentTo(new[] { KeyValuePair.Create(uuid["A"], new Image(null, false)) }), "A alone is left, with no backing file");
         TestContext.Out.WriteLine($"{crash.Point}: {clock.Elapsed.TotalSeconds:0.0} s");
         Assert.That(clock.Elapsed, Is.LessThan(TimeSpan.FromSeconds(60)), "one case stays within a minute");
+    }
+
+    /// <summary>
+    /// A leaf coalesce that fails while the daemon runs (its parent is locked by another process)
+    /// leaves its journal; A is then snapshotted, so A's file is no longer the one the journal was
+    /// about. The restart must not replay the journal over the new shape of the chain.
+    /// </summary>
+    [Test]
+    public async Task A_failed_leaf_coalesce_is_not_replayed_over_a_chain_that_changed_since()
+    {
+        var clock = Stopwatch.StartNew();
+        await RestoreAsync();
+        var uuid = _chain.Uuid;
+        using (var daemon = await DaemonProcess.StartAsync(_dataDir, Password))
+        {
+            using var client = new XenApiClient(daemon.Uri);
+            await client.LoginAsync("root", Password);
+            using (await HoldAsync(Path.Combine(SrDirectory, uuid["B3"] + ".qcow2")))
+            {
+                await client.InvokeAsync("VDI.destroy", _chain.Ref["S3"]);
+                await daemon.WaitForLineAsync("Garbage collection of SR", Deadline);
+            }
+            Assert.That(await ExportShaAsync(daemon.Uri, client, _chain.Ref["A"]), Is.EqualTo(_chain.Sha["A"]), "the failed step changed no VDI");
+            await client.InvokeAsync("VDI.snapshot", _chain.Ref["A"], new Dictionary<string, object?>());
+        }
+
+        using (var daemon = await DaemonProcess.StartAsync(_dataDir, Password))
+        {
+            using var client = new XenApiClient(daemon.Uri);
+            await client.LoginAsync("root", Password);
+            var sr = await DefaultSrAsync(client);
+            await WaitForTheCollectorAsync(daemon, client, sr);
+            var expected = _chain.Sha.Where(kv => kv.Key != "S3").ToDictionary(kv => uuid[kv.Key], kv => kv.Value);
+            await CheckTheSrAsync(daemon.Uri, client, sr, SrDirectory, expected, (1, _chain.Sha["A"]));
+        }
+        TestContext.Out.WriteLine($"failed leaf coalesce: {clock.Elapsed.TotalSeconds:0.0} s");
+        Assert.That(clock.Elapsed, Is.LessThan(TimeSpan.FromSeconds(60)));
+    }
+
+    /// <summary>Holds an image open for writing (qemu-io waiting for commands), so qemu's lock keeps any other writer out.</summary>
+    private static async Task<IDisposable> HoldAsync(string image)
+    {
+        var start = new ProcessStartInfo("qemu-io") { RedirectStandardInput = true, RedirectStandardOutput = true, RedirectStandardError = true };
+        foreach (var argument in new[] { "-f", "qcow2", image })
+        {
+            start.ArgumentList.Add(argument);
+        }
+        var holder = Process.Start(start)!;
+        await holder.StandardInput.WriteLineAsync("length");
+        await holder.StandardInput.FlushAsync();
+        // Its answer to "length" says the image is open, and locked.
+        Assert.That(await holder.StandardOutput.ReadLineAsync().WaitAsync(Deadline), Does.Contain("MiB"));
+        return new Holder(holder);
+    }
+
+    private sealed class Holder(Process process) : IDisposable
+    {
+        public void Dispose()
+        {
+            process.StandardInput.Close();
+            process.WaitForExit();
+            process.Dispose();
+        }
+    }
+
+    private async Task RestoreAsync()
+    {
+        if (Directory.Exists(_dataDir))
+        {
+            Directory.Delete(_dataDir, recursive: true);
+        }
+        await RunAsync("cp", "-a", _pristine, _dataDir);
     }
 
     /// <summary>

@@ -98,6 +98,12 @@ public partial class ExtDriver
                 directory.Delete(file);
                 continue;
             }
+            if (journal.Kind is CoalesceJournal or LeafCoalesceJournal or AbsorbJournal && !await StillShapedAsync(directory, journal, cancellationToken).ConfigureAwait(false))
+            {
+                sr.Logger.LogWarning("SR {Sr}: dropping the {Kind} journal of {Vdi}: the chain changed since, and every state of the step is whole", sr.Uuid, journal.Kind, journal.Subject);
+                RemoveJournal(directory, journal.Kind, journal.Subject);
+                continue;
+            }
             sr.Logger.LogWarning("SR {Sr}: recovering an interrupted {Kind} of {Vdi}", sr.Uuid, journal.Kind, journal.Subject);
             switch (journal.Kind)
             {
@@ -128,6 +134,38 @@ public partial class ExtDriver
                 directory.Delete(marker);
             }
         }
+    }
+
+    /// <summary>
+    /// Whether a coalesce or absorb journal still describes the chain: its node still reads
+    /// through the parent it names (for a leaf or an absorb, as that parent's only child), or the
+    /// step is past the point where the parent changes (renamed away, or rebased off and left with
+    /// no child). A step that failed while the daemon ran leaves its journal, and the chain can
+    /// change before the next attach (the leaf snapshotted, its file now a base): replaying then
+    /// would commit into, rename over or delete images the journal never meant.
+    /// </summary>
+    private static async Task<bool> StillShapedAsync(ISrFileStore directory, Journal journal, CancellationToken cancellationToken)
+    {
+        if (journal.Parent is not { } parent || !SrDirectory.IsUuid(parent))
+        {
+            return false;
+        }
+        var coalesce = journal.Kind == CoalesceJournal;
+        if (!coalesce && !directory.Exists(directory.PathOf(parent, QemuImg.Extension)))
+        {
+            return true;
+        }
+        var chain = await Chain.ReadAsync(directory, null, cancellationToken).ConfigureAwait(false);
+        if (!chain.Nodes.TryGetValue(journal.Subject, out var node))
+        {
+            // A coalesced node already deleted: only the journal is left to remove.
+            return coalesce;
+        }
+        if (journal.Kind == AbsorbJournal && node.Parent == journal.Base && chain.ChildrenOf(parent).Count == 0)
+        {
+            return true;
+        }
+        return node.Parent == parent && (coalesce || chain.ChildrenOf(parent).Count == 1);
     }
 
     private static async Task RecoverSnapshotAsync(ISrFileStore directory, Journal journal, CancellationToken cancellationToken)
