@@ -178,7 +178,14 @@ public class CoalesceCrashTests
             }
             else
             {
-                await client.InvokeAsync("VDI.destroy", _chain.Ref[crash.Trigger]);
+                try
+                {
+                    await client.InvokeAsync("VDI.destroy", _chain.Ref[crash.Trigger]);
+                }
+                catch (HttpRequestException)
+                {
+                    // The collector the destroy started may kill the daemon before the answer is sent.
+                }
             }
             Assert.That(await doomed.WaitForExitAsync(Deadline), Is.EqualTo(SigKill), "the daemon killed itself:\n" + string.Join("\n", doomed.Output.TakeLast(20)));
         }
@@ -291,8 +298,8 @@ public class CoalesceCrashTests
     [Test]
     public async Task A_daemon_killed_inside_a_long_commit_takes_qemu_img_along_and_the_restart_finishes_the_coalesce()
     {
-        const long size = 512L << 20;
-        const long written = 384L << 20;
+        const long size = 384L << 20;
+        const long written = 256L << 20;
         var clock = Stopwatch.StartNew();
         var dataDir = Path.Combine(_root, "long");
         string a;
@@ -310,17 +317,13 @@ public class CoalesceCrashTests
             var s1 = (string)(await client.InvokeAsync("VDI.snapshot", a, new Dictionary<string, object?>()))!;
             await ImportAsync(daemon.Uri, client, a, new PatternContent(2, written));
             sha = await ExportShaAsync(daemon.Uri, client, a);
-            Assert.Multiple(async () =>
-            {
-                Assert.That(sha, Is.EqualTo(PatternContent.Sha(2, written, size)), "A holds its second layer");
-                Assert.That(await ExportShaAsync(daemon.Uri, client, s1), Is.EqualTo(PatternContent.Sha(1, written, size)), "S1 holds the first");
-            });
+            Assert.That(sha, Is.EqualTo(PatternContent.Sha(2, written, size)), "A holds its second layer");
 
-            // Deleting S1 leaves A its base's only child: 384 MiB to commit into the base.
+            // Deleting S1 leaves A its base's only child: 256 MiB to commit into the base.
             await client.InvokeAsync("VDI.destroy", s1);
             await daemon.WaitForLineAsync("coalescing leaf", Deadline);
             commit = await ChildAsync(daemon.Id, "commit");
-            await Task.Delay(Random.Shared.Next(0, 200));
+            await Task.Delay(Random.Shared.Next(0, 100));
             Run("kill", "-STOP", commit.ToString(CultureInfo.InvariantCulture));
             Assert.That(IsAlive(commit), Is.True, "the commit was still running when the daemon was killed");
             TestContext.Out.WriteLine($"killed {clock.Elapsed.TotalSeconds:0.0} s in");
