@@ -153,7 +153,7 @@ public sealed partial class VdiTransferEndpoint(XapiDatabase database, SessionMa
             }
             await image.FlushAsync(binding.Cancellation);
         }
-        binding.Succeed(vdi);
+        binding.Succeed(vdi.Value);
         await storage.ScanAsync(record.SR, CancellationToken.None);
     }
 
