@@ -21,6 +21,7 @@ internal sealed class BenchDaemon : IAsyncDisposable
         var host = XapiHost.Create(new ServerOptions
         {
             HttpPort = 0,
+            NbdPort = 0,
             ListenAddress = "127.0.0.1",
             DataDir = dataDir,
             Database = database,
