@@ -12,6 +12,7 @@ using Xapi.Protocol;
 /// </summary>
 /// <remarks>
 /// Fairness (see the datapath notes): every run is a whole command timed from start to exit,
+/// after an untimed <c>sync</c> so that no run pays for the writeback of the one before,
 /// dd and ours alternate (dd first in even runs, ours first in odd ones), the page cache is warm
 /// for both, imports and their dd flush before they end (dd conv=fdatasync against an import that
 /// flushes before its task completes), exports to a file flush neither, and the figure quoted is
@@ -73,6 +74,7 @@ internal static class StorageThroughput
             var vdi = await CreateVdiAsync(client, sr, "bench import");
             try
             {
+                await RunAsync("sync");
                 var watch = Stopwatch.StartNew();
                 var task = await CurlAsync("-T", file, Url(daemon.HttpUri, "import_raw_vdi", session, vdi, format));
                 var seconds = watch.Elapsed.TotalSeconds;
@@ -87,6 +89,7 @@ internal static class StorageThroughput
 
         async Task<double> TimedAsync(string file, params string[] arguments)
         {
+            await RunAsync("sync");
             var watch = Stopwatch.StartNew();
             await RunAsync(file, arguments);
             var seconds = watch.Elapsed.TotalSeconds;
