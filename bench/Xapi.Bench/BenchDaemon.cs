@@ -21,6 +21,7 @@ internal sealed class BenchDaemon : IAsyncDisposable
         var host = XapiHost.Create(new ServerOptions
         {
             HttpPort = 0,
+            NbdPort = 0,
             ListenAddress = "127.0.0.1",
             DataDir = dataDir,
             Database = database,
@@ -29,7 +30,6 @@ internal sealed class BenchDaemon : IAsyncDisposable
             PasswordHashIterations = 1_000,
             LogFile = "",
             LogLevel = "Warning",
-            NbdPort = 0,
         });
         await host.StartAsync();
         return new BenchDaemon(host, dataDir);

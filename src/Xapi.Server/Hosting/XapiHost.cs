@@ -214,6 +214,8 @@ public sealed class XapiHost : IAsyncDisposable
         var descriptors = DescriptorLimit.RaiseToHardLimit();
         var listeners = 1 + (options.UnixSocketPath.Length > 0 ? 1 : 0) + (options.HttpsPort != 0 ? 1 : 0);
         var connectionsPerListener = DescriptorLimit.ConnectionsPerListener(options.MaxConnections, listeners, descriptors);
+        // Registered after Kestrel's own, so its connections and this transport use it.
+        builder.Services.AddSingleton<IMemoryPoolFactory<byte>, LargeBlockMemoryPoolFactory>();
         // Registered last, so Kestrel binds with it rather than its own socket transport.
         builder.Services.AddSingleton<IConnectionListenerFactory>(services =>
             new BoundedListenerFactory(() => connectionsPerListener, services.GetRequiredService<ILoggerFactory>(),

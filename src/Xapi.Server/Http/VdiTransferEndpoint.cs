@@ -159,15 +159,22 @@ public sealed partial class VdiTransferEndpoint(XapiDatabase database, SessionMa
         await storage.ScanAsync(record.SR, CancellationToken.None);
     }
 
+    /// <summary>
+    /// The body in chunks, each written (or, when all zeros, left sparse) while the next one is
+    /// received: the client, this process and the image's writer (qemu-nbd) then work at once
+    /// instead of in turn.
+    /// </summary>
     private static async Task ImportRawAsync(Stream body, IDiskImage image, long expected, TaskManager.Binding binding)
     {
-        var buffer = ArrayPool<byte>.Shared.Rent(ChunkBytes);
+        byte[][] buffers = [ArrayPool<byte>.Shared.Rent(ChunkBytes), ArrayPool<byte>.Shared.Rent(ChunkBytes)];
+        Task? writing = null;
         try
         {
             var offset = 0L;
             var lastPercent = -1L;
-            while (true)
+            for (var turn = 0; ; turn++)
             {
+                var buffer = buffers[turn % 2];
                 var filled = 0;
                 while (filled < ChunkBytes)
                 {
@@ -178,6 +185,11 @@ public sealed partial class VdiTransferEndpoint(XapiDatabase database, SessionMa
                     }
                     filled += read;
                 }
+                if (writing is not null)
+                {
+                    await writing;
+                    writing = null;
+                }
                 if (filled == 0)
                 {
                     break;
@@ -186,15 +198,7 @@ public sealed partial class VdiTransferEndpoint(XapiDatabase database, SessionMa
                 {
                     throw XenApiErrors.VdiTooSmall(binding.Task.Value, (offset + filled).ToString(System.Globalization.CultureInfo.InvariantCulture));
                 }
-                var chunk = buffer.AsMemory(0, filled);
-                if (chunk.Span.IndexOfAnyExcept((byte)0) < 0)
-                {
-                    await image.WriteZeroesAsync(offset, filled, binding.Cancellation);
-                }
-                else
-                {
-                    await image.WriteAsync(offset, chunk, binding.Cancellation);
-                }
+                writing = WriteChunkAsync(image, offset, buffer.AsMemory(0, filled), binding.Cancellation);
                 offset += filled;
                 var percent = offset * 100 / Math.Max(1, expected);
                 if (percent != lastPercent)
@@ -207,10 +211,46 @@ public sealed partial class VdiTransferEndpoint(XapiDatabase database, SessionMa
                     break;
                 }
             }
+            if (writing is not null)
+            {
+                await writing;
+                writing = null;
+            }
         }
         finally
         {
-            ArrayPool<byte>.Shared.Return(buffer);
+            // A failed read must not hand a buffer back while a write still reads from it.
+            await QuietlyAsync(writing);
+            ArrayPool<byte>.Shared.Return(buffers[0]);
+            ArrayPool<byte>.Shared.Return(buffers[1]);
+        }
+    }
+
+    private static async Task WriteChunkAsync(IDiskImage image, long offset, ReadOnlyMemory<byte> chunk, CancellationToken cancellationToken)
+    {
+        if (chunk.Span.IndexOfAnyExcept((byte)0) < 0)
+        {
+            await image.WriteZeroesAsync(offset, chunk.Length, cancellationToken);
+        }
+        else
+        {
+            await image.WriteAsync(offset, chunk, cancellationToken);
+        }
+    }
+
+    private static async Task QuietlyAsync(Task? task)
+    {
+        if (task is null)
+        {
+            return;
+        }
+        try
+        {
+            await task;
+        }
+        catch (Exception)
+        {
+            // The failure that matters has already been thrown by whoever awaited first.
         }
     }
 
@@ -251,53 +291,84 @@ public sealed partial class VdiTransferEndpoint(XapiDatabase database, SessionMa
         await database.WhenVisibleAsync(database.CommittedGeneration);
     }
 
-    /// <summary>The whole disk, zeros included; outside the extents asked for (a base= export) reads as zeros.</summary>
+    /// <summary>
+    /// The whole disk, zeros included; outside the extents asked for (a base= export) reads as
+    /// zeros. The next data chunk is read from the image while the previous one is sent.
+    /// </summary>
     private static async Task ExportRawAsync(Stream body, IDiskImage image, IReadOnlyList<DiskExtent> extents, TaskManager.Binding binding)
     {
-        var buffer = ArrayPool<byte>.Shared.Rent(ChunkBytes);
+        byte[][] buffers = [ArrayPool<byte>.Shared.Rent(ChunkBytes), ArrayPool<byte>.Shared.Rent(ChunkBytes)];
         var zeros = ArrayPool<byte>.Shared.Rent(ChunkBytes);
         Array.Clear(zeros, 0, ChunkBytes);
+        Task? reading = null;
         try
         {
             var position = 0L;
             var lastPercent = -1L;
-            async Task ZerosAsync(long until)
+            var turn = 0;
+            // Every chunk in order: (offset, length, zero); reads run one chunk ahead of the sends.
+            var chunks = Chunks(extents, image.Size).GetEnumerator();
+            (long Offset, int Length, bool Zero)? next = chunks.MoveNext() ? chunks.Current : null;
+            if (next is { Zero: false } first)
             {
-                while (position < until)
+                reading = image.ReadAsync(first.Offset, buffers[0].AsMemory(0, first.Length), binding.Cancellation).AsTask();
+            }
+            while (next is { } chunk)
+            {
+                next = chunks.MoveNext() ? chunks.Current : null;
+                ReadOnlyMemory<byte> data;
+                if (chunk.Zero)
                 {
-                    var length = (int)Math.Min(ChunkBytes, until - position);
-                    await body.WriteAsync(zeros.AsMemory(0, length), binding.Cancellation);
-                    position += length;
+                    data = zeros.AsMemory(0, chunk.Length);
+                }
+                else
+                {
+                    await reading!;
+                    reading = null;
+                    data = buffers[turn % 2].AsMemory(0, chunk.Length);
+                    turn++;
+                }
+                if (reading is null && next is { Zero: false } ahead)
+                {
+                    reading = image.ReadAsync(ahead.Offset, buffers[turn % 2].AsMemory(0, ahead.Length), binding.Cancellation).AsTask();
+                }
+                await body.WriteAsync(data, binding.Cancellation);
+                position = chunk.Offset + chunk.Length;
+                var percent = position * 100 / Math.Max(1, image.Size);
+                if (percent != lastPercent)
+                {
+                    lastPercent = percent;
+                    binding.Progress(percent / 100.0);
                 }
             }
-            foreach (var extent in extents)
-            {
-                await ZerosAsync(extent.Offset);
-                if (extent.Zero)
-                {
-                    await ZerosAsync(extent.End);
-                    continue;
-                }
-                while (position < extent.End)
-                {
-                    var length = (int)Math.Min(ChunkBytes, extent.End - position);
-                    await image.ReadAsync(position, buffer.AsMemory(0, length), binding.Cancellation);
-                    await body.WriteAsync(buffer.AsMemory(0, length), binding.Cancellation);
-                    position += length;
-                    var percent = position * 100 / Math.Max(1, image.Size);
-                    if (percent != lastPercent)
-                    {
-                        lastPercent = percent;
-                        binding.Progress(percent / 100.0);
-                    }
-                }
-            }
-            await ZerosAsync(image.Size);
         }
         finally
         {
-            ArrayPool<byte>.Shared.Return(buffer);
+            await QuietlyAsync(reading);
+            ArrayPool<byte>.Shared.Return(buffers[0]);
+            ArrayPool<byte>.Shared.Return(buffers[1]);
             ArrayPool<byte>.Shared.Return(zeros);
+        }
+    }
+
+    /// <summary>The disk from 0 to <paramref name="size"/> in chunks of at most <see cref="ChunkBytes"/>, each data or zeros.</summary>
+    private static IEnumerable<(long Offset, int Length, bool Zero)> Chunks(IReadOnlyList<DiskExtent> extents, long size)
+    {
+        var position = 0L;
+        foreach (var extent in extents.Append(new DiskExtent(size, 0, Zero: true)))
+        {
+            while (position < extent.Offset)
+            {
+                var length = (int)Math.Min(ChunkBytes, extent.Offset - position);
+                yield return (position, length, true);
+                position += length;
+            }
+            while (position < extent.End)
+            {
+                var length = (int)Math.Min(ChunkBytes, extent.End - position);
+                yield return (position, length, extent.Zero);
+                position += length;
+            }
         }
     }
 

@@ -58,6 +58,21 @@ public sealed class QemuNbdImage : IDiskImage
     private static readonly TimeSpan ExitTimeout = TimeSpan.FromSeconds(10);
     private static readonly long MapChunk = 1L << 31;
 
+    /// <summary>
+    /// qemu-nbd allocates a buffer per request. Under glibc's defaults a multi-MiB buffer comes
+    /// fresh from mmap (or from heap memory trimmed back to the kernel after the last request),
+    /// and every 4 KiB page of it faults on first touch: measured here, one fault per page read,
+    /// which cut reads through qemu-nbd to a third or less. A fixed mmap threshold of 32 MiB
+    /// (the largest request, and glibc's ceiling) and a trim threshold above it keep request
+    /// buffers in the heap for reuse (both are needed); qemu-nbd then keeps at most 128 MiB
+    /// of freed memory.
+    /// </summary>
+    private static readonly (string Name, string Value)[] MallocTuning =
+    [
+        ("MALLOC_MMAP_THRESHOLD_", (32 << 20).ToString(System.Globalization.CultureInfo.InvariantCulture)),
+        ("MALLOC_TRIM_THRESHOLD_", (128 << 20).ToString(System.Globalization.CultureInfo.InvariantCulture)),
+    ];
+
     private readonly Process _process;
     private readonly NbdClient _client;
     private readonly string _socketPath;
@@ -103,6 +118,10 @@ public sealed class QemuNbdImage : IDiskImage
         foreach (var argument in Arguments(options, socketPath))
         {
             start.ArgumentList.Add(argument);
+        }
+        foreach (var (name, value) in MallocTuning)
+        {
+            start.Environment[name] = value;
         }
         var stderr = new StderrTail();
         var process = await ChildProcessLauncher.StartAsync(start).ConfigureAwait(false);

@@ -159,6 +159,40 @@ public sealed class QemuNbdImageTests
     }
 
     [Test]
+    public async Task Qemu_nbd_reuses_its_buffers_instead_of_faulting_in_fresh_memory_for_every_read()
+    {
+        // Budget: reading 256 MiB in 4 MiB requests costs qemu-nbd fewer minor page faults than a
+        // quarter of the pages read. glibc's default hands each request buffer over the mmap
+        // threshold fresh pages from mmap (one fault per 4 KiB page, 65,536 here), and on a
+        // virtual machine those faults, not the copying, bounded every transfer through qemu-nbd.
+        const int Reads = 64;
+        const int Chunk = 4 * MiB;
+        var full = _dir.File("full.qcow2");
+        await Tool.RunAsync("qemu-img", "create", "-q", "-f", "qcow2", full, "64M");
+        await Tool.RunAsync("qemu-io", "-f", "qcow2", "-c", "write -P 0x33 0 64M", full);
+        await using var image = await OpenAsync(writable: false, full);
+        var buffer = new byte[Chunk];
+        await image.ReadAsync(0, buffer, CancellationToken.None);
+        var before = MinorFaults(image.ProcessId);
+        for (var i = 0; i < Reads; i++)
+        {
+            await image.ReadAsync(i % (Size / Chunk) * Chunk, buffer, CancellationToken.None);
+        }
+        var faults = MinorFaults(image.ProcessId) - before;
+
+        Assert.That(faults, Is.LessThan(Reads * Chunk / 4096 / 4), $"{faults} minor faults in qemu-nbd for {Reads} reads of {Chunk} bytes");
+    }
+
+    /// <summary>The process's minor page faults so far (field 10 of /proc/&lt;pid&gt;/stat).</summary>
+    private static long MinorFaults(int pid)
+    {
+        var stat = File.ReadAllText($"/proc/{pid}/stat");
+        // The command name (field 2) is in parentheses and may hold spaces; count from after it.
+        var fields = stat[(stat.LastIndexOf(')') + 2)..].Split(' ');
+        return long.Parse(fields[7], System.Globalization.CultureInfo.InvariantCulture);
+    }
+
+    [Test]
     public async Task A_read_only_image_refuses_writes()
     {
         await using var image = await OpenAsync(writable: false);
