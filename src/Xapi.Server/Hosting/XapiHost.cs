@@ -257,7 +257,7 @@ public sealed class XapiHost : IAsyncDisposable
         builder.Services.AddSingleton<IEnumerable<Xapi.Storage.ISrDriver>>(_ => StorageDrivers());
         builder.Services.AddSingleton(services => new Xapi.Storage.Service.StorageManager(
             services.GetRequiredService<XapiDatabase>(), services.GetRequiredService<IEnumerable<Xapi.Storage.ISrDriver>>(),
-            Path.Combine(options.DataDir, "run"), services.GetRequiredService<ILogger<Xapi.Storage.Service.StorageManager>>()));
+            RuntimeDirectory(options.DataDir), services.GetRequiredService<ILogger<Xapi.Storage.Service.StorageManager>>()));
         builder.Services.AddSingleton<PBDApi>();
         builder.Services.AddSingleton<SRApi>();
         builder.Services.AddSingleton<VDIApi>();
@@ -373,6 +373,21 @@ public sealed class XapiHost : IAsyncDisposable
             OpenFileLimit = descriptors,
         };
         return host;
+    }
+
+    // Unix socket paths hold 107 bytes: qemu-nbd's sockets go under the data dir only when it is short.
+    private const int MaxRuntimeDirectoryLength = 40;
+
+    /// <summary>Where the data path's sockets live: DATA_DIR/run, or a short directory of /tmp named after the data dir.</summary>
+    private static string RuntimeDirectory(string dataDir)
+    {
+        var preferred = Path.GetFullPath(Path.Combine(dataDir, "run"));
+        if (preferred.Length <= MaxRuntimeDirectoryLength)
+        {
+            return preferred;
+        }
+        var hash = Convert.ToHexStringLower(System.Security.Cryptography.SHA256.HashData(System.Text.Encoding.UTF8.GetBytes(preferred)))[..12];
+        return Path.Combine(Path.GetTempPath(), "xapi-run-" + hash);
     }
 
     /// <summary>The SR types this build has drivers for.</summary>

@@ -56,7 +56,8 @@ public sealed class StorageManager : IAsyncDisposable
     }
 
     public SrContext ContextOf(SRRecord sr, PBDRecord pbd) =>
-        new(sr.Uuid, SmConfig.Strings(pbd.DeviceConfig), SmConfig.Strings(sr.SmConfig), Path.Combine(_runtimeDirectory, sr.Uuid), _logger);
+        // A short per-SR name: the qemu-nbd sockets under it must fit a Unix socket path.
+        new(sr.Uuid, SmConfig.Strings(pbd.DeviceConfig), SmConfig.Strings(sr.SmConfig), Path.Combine(_runtimeDirectory, sr.Uuid[..8]), _logger);
 
     /// <summary>The context of an SR plugged on this host; SR_HAS_NO_PBDS otherwise, as real hosts answer.</summary>
     public SrContext PluggedContext(IRowReader db, SRRef sr)

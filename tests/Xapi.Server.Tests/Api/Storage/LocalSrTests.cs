@@ -159,6 +159,22 @@ public class LocalSrTests
         Assert.That(back.AsSpan(0, image.Length).SequenceEqual(image), Is.True);
     }
 
+    [Test]
+    public async Task A_data_dir_with_a_long_path_still_serves_disk_data()
+    {
+        var deep = Path.Combine(Directory.CreateTempSubdirectory("xapi-long-").FullName, new string('d', 60), new string('e', 60));
+        await using var daemon = await TestDaemon.StartAsync(options =>
+        {
+            options.DataDir = deep;
+            options.UnixSocket = "";
+        });
+        using var client = await daemon.LoginAsync();
+        var vdi = await CreateVdiAsync(client, await DefaultSrAsync(client), 2L << 20);
+        using var http = new HttpClient();
+        var exported = await http.GetByteArrayAsync(new Uri(daemon.Uri, $"/export_raw_vdi?session_id={client.Session}&vdi={vdi}"));
+        Assert.That(exported, Has.Length.EqualTo(2 << 20), "qemu-nbd's socket fits although the data dir is long");
+    }
+
     internal static async Task RunAsync(string file, params string[] arguments)
     {
         var start = new System.Diagnostics.ProcessStartInfo(file) { RedirectStandardError = true };
