@@ -38,10 +38,11 @@ public sealed partial class VDIApi
         else
         {
             snapshot.Get(sr);
+            // The values in their stored (wire) form, as a client's VDI.create passes them.
             var values = ImplicitMessages.ConstructorValues(VDIRef.Class, ValueMap.FromPairs([
-                new(VDIRef.Class.Fields[VDIFields.SR].Name, sr),
+                new(VDIRef.Class.Fields[VDIFields.SR].Name, sr.Value),
                 new(VDIRef.Class.Fields[VDIFields.VirtualSize].Name, source.VirtualSize),
-                new(VDIRef.Class.Fields[VDIFields.Type].Name, source.Type),
+                new(VDIRef.Class.Fields[VDIFields.Type].Name, source.Type.ToWire()),
                 new(VDIRef.Class.Fields[VDIFields.Sharable].Name, source.Sharable),
                 new(VDIRef.Class.Fields[VDIFields.ReadOnly].Name, false),
                 new(VDIRef.Class.Fields[VDIFields.OtherConfig].Name, source.OtherConfig),
