@@ -160,8 +160,17 @@ public partial class ExtDriver : SrDriver
         }
         var temporary = path + ".tmp";
         directory.Delete(temporary);
-        await QemuImg.CreateAsync(directory.ImageOf(temporary), size, cancellationToken).ConfigureAwait(false);
-        directory.Move(temporary, path);
+        try
+        {
+            await QemuImg.CreateAsync(directory.ImageOf(temporary), size, cancellationToken).ConfigureAwait(false);
+            directory.Move(temporary, path);
+        }
+        catch
+        {
+            // Cancelled or failed: what qemu-img left would hold space until the next attach.
+            directory.Delete(temporary);
+            throw;
+        }
         directory.SyncDirectory();
         return await InfoAsync(directory, spec.Uuid, cancellationToken).ConfigureAwait(false) with { ReadOnly = spec.ReadOnly, Type = spec.Type };
     }
