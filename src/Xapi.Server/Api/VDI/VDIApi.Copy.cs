@@ -53,10 +53,10 @@ public sealed partial class VDIApi
             described.Tags = source.Tags;
             target = new VDIRef(await ((IObjectLifecycle)this).CreateAsync(context, values).ConfigureAwait(false));
             created = true;
-            await context.SettledAsync().ConfigureAwait(false);
         }
         try
         {
+            await context.SettledAsync().ConfigureAwait(false);
             var targetRecord = context.Snapshot.Get(target);
             var (targetDriver, targetContext) = Plugged(context.Snapshot, targetRecord.SR);
             IReadOnlyList<DiskExtent>? only = null;
@@ -82,11 +82,13 @@ public sealed partial class VDIApi
         return target;
     }
 
+    /// <summary>Destroys the VDI the copy made; not cancellable, since a cancelled copy is what it cleans up after.</summary>
     private async Task DiscardAsync(CallContext context, VDIRef target, bool created)
     {
         if (created)
         {
-            await ((IObjectLifecycle)this).DestroyAsync(context, target.Value).ConfigureAwait(false);
+            await context.Database.WhenVisibleAsync(context.Database.CommittedGeneration, CancellationToken.None).ConfigureAwait(false);
+            await DestroyAsync(context, target, CancellationToken.None).ConfigureAwait(false);
         }
     }
 }

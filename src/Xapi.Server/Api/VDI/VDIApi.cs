@@ -54,16 +54,17 @@ public sealed partial class VDIApi(StorageManager storage, TimeProvider time) : 
         });
     }
 
-    async ValueTask IObjectLifecycle.DestroyAsync(CallContext context, string reference)
+    ValueTask IObjectLifecycle.DestroyAsync(CallContext context, string reference) => DestroyAsync(context, new VDIRef(reference), context.Cancellation);
+
+    private async ValueTask DestroyAsync(CallContext context, VDIRef self, CancellationToken cancellationToken)
     {
-        var self = new VDIRef(reference);
         var snapshot = context.Snapshot;
         var vdi = snapshot.Get(self);
         var (driver, driverContext) = Plugged(snapshot, vdi.SR);
         AssertManaged(vdi);
         AssertNotAttached(snapshot, self, VdiOperations.Destroy);
         Require(driver, SmFeatures.VdiDelete, vdi.SR);
-        await storage.RunAsync(vdi.SR, () => driver.DeleteVdiAsync(driverContext, Info(vdi), context.Cancellation).AsTask()).ConfigureAwait(false);
+        await storage.RunAsync(vdi.SR, () => driver.DeleteVdiAsync(driverContext, Info(vdi), cancellationToken).AsTask()).ConfigureAwait(false);
         context.Write(tx =>
         {
             StorageRecords.Forget(tx, self);
