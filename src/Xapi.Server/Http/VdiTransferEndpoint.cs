@@ -384,6 +384,9 @@ public sealed partial class VdiTransferEndpoint(XapiDatabase database, SessionMa
             context.Response.Headers.ContentDisposition = disposition;
         }
         await context.Response.StartAsync();
+        // StartAsync only queues the headers: an uploader must see the 200 and its task-id (to
+        // follow or cancel the task) while it is still sending, as real hosts send it first.
+        await context.Response.Body.FlushAsync();
     }
 
     private static async Task RefuseAsync(XapiDatabase database, HttpContext context, int status, string reason)
