@@ -30,6 +30,9 @@ public sealed partial class VdiTransferEndpoint(XapiDatabase database, SessionMa
     private const string VhdFormatName = "vhd";
     private const int ChunkBytes = 4 << 20;
 
+    // The ext SR's qcow2 cluster: the unit a write allocates.
+    private const int ZeroGranule = 64 << 10;
+
     public async Task HandleAsync(HttpContext context)
     {
         if (!await HttpActionAuth.AuthorizeAsync(context, sessions, RoleSet.VmAdmin))
@@ -226,18 +229,6 @@ public sealed partial class VdiTransferEndpoint(XapiDatabase database, SessionMa
         }
     }
 
-    private static async Task WriteChunkAsync(IDiskImage image, long offset, ReadOnlyMemory<byte> chunk, CancellationToken cancellationToken)
-    {
-        if (chunk.Span.IndexOfAnyExcept((byte)0) < 0)
-        {
-            await image.WriteZeroesAsync(offset, chunk.Length, cancellationToken);
-        }
-        else
-        {
-            await image.WriteAsync(offset, chunk, cancellationToken);
-        }
-    }
-
     private static async Task QuietlyAsync(Task? task)
     {
         if (task is null)
@@ -251,6 +242,39 @@ public sealed partial class VdiTransferEndpoint(XapiDatabase database, SessionMa
         catch (Exception)
         {
             // The failure that matters has already been thrown by whoever awaited first.
+        }
+    }
+
+    /// <summary>
+    /// Writes a chunk as runs of data and runs of zeros, at the granularity of a qcow2 cluster: a
+    /// thin disk imported raw stays thin (zeros are written as zeros, not as allocated blocks).
+    /// </summary>
+    private static async Task WriteChunkAsync(IDiskImage image, long offset, ReadOnlyMemory<byte> chunk, CancellationToken cancellationToken)
+    {
+        static bool IsZero(ReadOnlySpan<byte> piece) => piece.IndexOfAnyExcept((byte)0) < 0;
+        var start = 0;
+        while (start < chunk.Length)
+        {
+            var zero = IsZero(chunk.Span.Slice(start, Math.Min(ZeroGranule, chunk.Length - start)));
+            var end = start;
+            while (end < chunk.Length)
+            {
+                var length = Math.Min(ZeroGranule, chunk.Length - end);
+                if (IsZero(chunk.Span.Slice(end, length)) != zero)
+                {
+                    break;
+                }
+                end += length;
+            }
+            if (zero)
+            {
+                await image.WriteZeroesAsync(offset + start, end - start, cancellationToken);
+            }
+            else
+            {
+                await image.WriteAsync(offset + start, chunk[start..end], cancellationToken);
+            }
+            start = end;
         }
     }
 
