@@ -119,7 +119,18 @@ public sealed class Dispatcher
         System.Net.IPAddress? remoteAddress = null)
     {
         using var writes = WriteTracking.Begin();
-        var result = await DispatchCoreAsync(request, cancellationToken, fromLocalRoot, remoteAddress).ConfigureAwait(false);
+        object? result;
+        try
+        {
+            result = await DispatchCoreAsync(request, cancellationToken, fromLocalRoot, remoteAddress).ConfigureAwait(false);
+        }
+        catch (XenApiException)
+        {
+            // A refused call may have written too (undoing what it began): the caller's next
+            // read must see that, so the refusal also waits until it is durable.
+            await WhenDurableAsync(writes.Generation, cancellationToken).ConfigureAwait(false);
+            throw;
+        }
         await WhenDurableAsync(writes.Generation, cancellationToken).ConfigureAwait(false);
         return result;
     }

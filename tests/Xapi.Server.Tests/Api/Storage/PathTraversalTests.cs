@@ -73,6 +73,8 @@ public class PathTraversalTests
         {
             var error = await XenApiAssert.FailsAsync(() => kit.CreateSrAsync(type, new Dictionary<string, object?> { ["location"] = location }), $"SR_BACKEND_FAILURE_{code}");
             Assert.That(string.Join(" ", error.Parameters), Does.Contain("location").IgnoreCase, location);
+            // The refusal is answered once its clean-up is durable: the very next read sees no SR.
+            Assert.That(await CountAsync(kit, "SR"), Is.EqualTo(srs), $"no SR record is left behind by {location}");
         }
 
         Assert.Multiple(async () =>
