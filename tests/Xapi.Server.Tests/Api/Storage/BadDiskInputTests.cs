@@ -88,6 +88,23 @@ public class BadDiskInputTests
         Assert.That(string.Join(" ", import.ErrorInfo.Skip(2)), Does.Contain("checksum").IgnoreCase);
     }
 
+    /// <summary>
+    /// Without its cookie the start is no footer, so the stream is read as a fixed VHD (whose footer
+    /// comes only at the end): the fault is found there, after the data before it was written.
+    /// </summary>
+    [Test]
+    public async Task A_vhd_whose_footer_cookie_is_damaged_fails_with_vdi_io_error_and_a_reason()
+    {
+        var (kit, sr, _, vhd) = await PrepareAsync();
+        await using var _1 = kit;
+        var corrupt = vhd.ToArray();
+        corrupt[0] = (byte)'X';
+        var target = await kit.CreateVdiAsync(sr, Size, "target");
+        var import = await kit.ImportAsync(target, corrupt, "vhd");
+        Assert.That(import.ErrorInfo.Take(2), Is.EqualTo(new[] { "VDI_IO_ERROR", "Device I/O errors" }));
+        Assert.That(import.ErrorInfo, Has.Count.GreaterThan(2));
+    }
+
     [Test]
     public async Task A_vhd_whose_block_table_points_past_its_end_is_refused_with_vdi_io_error_and_a_reason()
     {
