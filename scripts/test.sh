@@ -49,7 +49,9 @@ for project in tests/*/*.Tests.csproj; do
   dotnet test "$project" -c Release --no-build -nologo --logger trx --results-directory "$results/slow" --filter "TestCategory=Slow&TestCategory!=Nfs" || slow_status=$?
 done
 # The NFS tests run inside a private network namespace with a real nfs-ganesha (scripts/nfs-sandbox.sh).
-scripts/nfs-sandbox.sh "$results/nfs-sandbox" -- dotnet test tests/Xapi.Storage.Tests -c Release --no-build -nologo --logger trx --results-directory "$results/nfs" --filter "TestCategory=Nfs" || slow_status=$?
+for project in tests/Xapi.Storage.Tests tests/Xapi.Server.Tests; do
+  scripts/nfs-sandbox.sh "$results/nfs-sandbox" -- dotnet test "$project" -c Release --no-build -nologo --logger trx --results-directory "$results/nfs" --filter "TestCategory=Nfs" || slow_status=$?
+done
 [ "$status" -ne 0 ] || status=$slow_status
 set -e
 
