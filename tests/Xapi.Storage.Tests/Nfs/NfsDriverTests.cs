@@ -10,7 +10,6 @@ namespace Xapi.Storage.Tests.Nfs;
 /// URLs for images), with the chain scenarios of the ext driver and the NFS-only behaviour.
 /// Budget: the whole fixture in 60 s (it takes about 15 s on an idle two-core machine).
 /// </summary>
-[Category("Slow")]
 [Category("Nfs")]
 [Explicit("needs the NFS sandbox: scripts/nfs-sandbox.sh <scratch> -- dotnet test ... --filter TestCategory=Nfs")]
 public sealed class NfsDriverTests : ChainDriverScenarios

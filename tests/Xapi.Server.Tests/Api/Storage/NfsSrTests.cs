@@ -5,7 +5,6 @@ namespace Xapi.Server.Tests.Api.Storage;
 /// (<c>scripts/nfs-sandbox.sh</c>, category Nfs): create, import, snapshot, clone, export, destroy.
 /// </summary>
 [Explicit("needs the NFS sandbox")]
-[Category("Slow")]
 [Category("Nfs")]
 public class NfsSrTests
 {
