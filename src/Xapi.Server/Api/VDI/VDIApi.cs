@@ -47,7 +47,6 @@ public sealed partial class VDIApi(StorageManager storage, TimeProvider time) : 
                 record.OtherConfig = vdi.OtherConfig;
                 record.XenstoreData = vdi.XenstoreData;
                 record.Tags = vdi.Tags;
-                record.SmConfig = record.SmConfig;
             });
             SetSizes(tx, sr);
             return created.Value;
@@ -58,12 +57,7 @@ public sealed partial class VDIApi(StorageManager storage, TimeProvider time) : 
 
     private async ValueTask DestroyAsync(CallContext context, VDIRef self, CancellationToken cancellationToken)
     {
-        var snapshot = context.Snapshot;
-        var vdi = snapshot.Get(self);
-        var (driver, driverContext) = Plugged(snapshot, vdi.SR);
-        AssertManaged(vdi);
-        AssertNotAttached(snapshot, self, VdiOperations.Destroy);
-        Require(driver, SmFeatures.VdiDelete, vdi.SR);
+        var (vdi, driver, driverContext) = Offline(context, self, VdiOperations.Destroy, SmFeatures.VdiDelete);
         await storage.RunAsync(vdi.SR, () => driver.DeleteVdiAsync(driverContext, Info(vdi), cancellationToken).AsTask()).ConfigureAwait(false);
         context.Write(tx =>
         {
@@ -129,12 +123,7 @@ public sealed partial class VDIApi(StorageManager storage, TimeProvider time) : 
     [RunsAs<VdiOperations>(VdiOperations.Resize)]
     public async ValueTask Resize(CallContext context, VDIRef vdi, long size)
     {
-        var snapshot = context.Snapshot;
-        var record = snapshot.Get(vdi);
-        var (driver, driverContext) = Plugged(snapshot, record.SR);
-        AssertManaged(record);
-        AssertNotAttached(snapshot, vdi, VdiOperations.Resize);
-        Require(driver, SmFeatures.VdiResize, record.SR);
+        var (record, driver, driverContext) = Offline(context, vdi, VdiOperations.Resize, SmFeatures.VdiResize);
         var info = await storage.RunAsync(record.SR, () => driver.ResizeVdiAsync(driverContext, Info(record), size, context.Cancellation).AsTask()).ConfigureAwait(false);
         context.Write(tx =>
         {
@@ -266,6 +255,18 @@ public sealed partial class VDIApi(StorageManager storage, TimeProvider time) : 
             throw XenApiErrors.OperationNotAllowed($"VDI is not a snapshot: {self.Value}");
         }
         throw XenApiErrors.VdiNoCbtMetadata(self.Value);
+    }
+
+    /// <summary>The checks of an operation that needs the VDI detached: SR plugged here, VDI managed and not attached, driver able to.</summary>
+    private (VDIRecord Vdi, ISrDriver Driver, SrContext Context) Offline(CallContext context, VDIRef self, VdiOperations operation, string feature)
+    {
+        var snapshot = context.Snapshot;
+        var vdi = snapshot.Get(self);
+        var (driver, driverContext) = Plugged(snapshot, vdi.SR);
+        AssertManaged(vdi);
+        AssertNotAttached(snapshot, self, operation);
+        Require(driver, feature, vdi.SR);
+        return (vdi, driver, driverContext);
     }
 
     private (ISrDriver Driver, SrContext Context) Plugged(IRowReader db, SRRef sr) =>

@@ -267,8 +267,8 @@ public sealed class LvmDriver : SrDriver
         return await InfoAsync(vg.Name, vdi.Uuid, cancellationToken).ConfigureAwait(false);
     }
 
-    /// <summary>A read-only LVM snapshot: instant and consistent even while the VDI is written.</summary>
-    public override async ValueTask<ChainChange> SnapshotVdiAsync(SrContext sr, VdiInfo vdi, string newUuid, CancellationToken cancellationToken)
+    /// <summary>The VDI's LV (which must exist) and the name of a new one (which must not).</summary>
+    private async Task<(string Name, string NewName, VgReport Vg, IReadOnlyList<LvReport> Lvs, LvReport Lv)> SourceAndNewNameAsync(SrContext sr, VdiInfo vdi, string newUuid, CancellationToken cancellationToken)
     {
         var name = LvmCommands.LvName(vdi.Uuid);
         var newName = LvmCommands.LvName(newUuid);
@@ -279,6 +279,13 @@ public sealed class LvmDriver : SrDriver
         {
             throw new SmException(SmErrors.VdiExists, "The VDI already exists", newUuid);
         }
+        return (name, newName, vg, lvs, lv);
+    }
+
+    /// <summary>A read-only LVM snapshot: instant and consistent even while the VDI is written.</summary>
+    public override async ValueTask<ChainChange> SnapshotVdiAsync(SrContext sr, VdiInfo vdi, string newUuid, CancellationToken cancellationToken)
+    {
+        var (name, newName, vg, lvs, lv) = await SourceAndNewNameAsync(sr, vdi, newUuid, cancellationToken).ConfigureAwait(false);
         if (lv.IsSnapshot)
         {
             throw new SmException(SmErrors.VdiSnapshot, "Failed to snapshot VDI", $"{name} is itself an LVM snapshot and LVM cannot snapshot a snapshot; clone it instead (a full copy)");
@@ -298,15 +305,7 @@ public sealed class LvmDriver : SrDriver
     /// </summary>
     public override async ValueTask<ChainChange> CloneVdiAsync(SrContext sr, VdiInfo vdi, string newUuid, CancellationToken cancellationToken)
     {
-        var name = LvmCommands.LvName(vdi.Uuid);
-        var newName = LvmCommands.LvName(newUuid);
-        var vg = await RequireVgAsync(sr, cancellationToken).ConfigureAwait(false);
-        var lvs = await LvsAsync(vg.Name, cancellationToken).ConfigureAwait(false);
-        var lv = lvs.FirstOrDefault(l => l.Name == name) ?? throw new SmException(SmErrors.VdiMissing, "The VDI is not available", vdi.Uuid);
-        if (lvs.Any(l => l.Name == newName))
-        {
-            throw new SmException(SmErrors.VdiExists, "The VDI already exists", newUuid);
-        }
+        var (name, newName, vg, lvs, lv) = await SourceAndNewNameAsync(sr, vdi, newUuid, cancellationToken).ConfigureAwait(false);
         var size = ExtentRounded(InfoOf(lv, lvs).VirtualSize, vg.ExtentSize);
         await CreateLvAsync(vg, LvmCommands.LvCreate(vg.Name, newName, size), size, cancellationToken).ConfigureAwait(false);
         try
