@@ -441,8 +441,15 @@ public sealed class XapiHost : IAsyncDisposable
         return new Uri($"{uri.Scheme}://{uri.Host}:{uri.Port}/");
     }
 
+    private int _disposed;
+
     public async ValueTask DisposeAsync()
     {
+        // Tests stop a daemon and leave the using block too: the second call finds the services gone.
+        if (Interlocked.Exchange(ref _disposed, 1) != 0)
+        {
+            return;
+        }
         if (_sessionReaper is not null)
         {
             await _sessionReaper.DisposeAsync();
