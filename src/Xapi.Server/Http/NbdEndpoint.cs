@@ -79,7 +79,7 @@ public sealed class NbdEndpoint(XapiDatabase database, SessionManager sessions, 
             return null;
         }
         var context = storage.PluggedContext(snapshot, vdi.SR);
-        return await storage.DriverOf(snapshot.Get(vdi.SR)).OpenAsync(context, VDIApi.Info(vdi), writable: false, cancellationToken).ConfigureAwait(false);
+        return await storage.DriverOf(snapshot.Get(vdi.SR)).OpenAsync(context, StorageRecords.InfoOf(vdi), writable: false, cancellationToken).ConfigureAwait(false);
     }
 
     public async ValueTask DisposeAsync()

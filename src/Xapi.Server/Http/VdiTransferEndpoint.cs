@@ -131,7 +131,7 @@ public sealed partial class VdiTransferEndpoint(XapiDatabase database, SessionMa
         {
             throw XenApiErrors.VdiReadonly(vdi.Value);
         }
-        var image = await driver.OpenAsync(context, VDIApi.Info(record), writable, cancellationToken);
+        var image = await driver.OpenAsync(context, StorageRecords.InfoOf(record), writable, cancellationToken);
         return (image, record);
     }
 
@@ -295,7 +295,7 @@ public sealed partial class VdiTransferEndpoint(XapiDatabase database, SessionMa
                 var baseRecord = snapshot.Get(baseVdi);
                 var driver = storage.DriverOf(snapshot.Get(record.SR));
                 extents = baseRecord.SR == record.SR
-                    ? await driver.ChangedExtentsAsync(storage.PluggedContext(snapshot, record.SR), VDIApi.Info(record), VDIApi.Info(baseRecord), binding.Cancellation)
+                    ? await driver.ChangedExtentsAsync(storage.PluggedContext(snapshot, record.SR), StorageRecords.InfoOf(record), StorageRecords.InfoOf(baseRecord), binding.Cancellation)
                     : null;
             }
             extents ??= await DiskCopy.ToListAsync(image.MapAsync(0, image.Size, binding.Cancellation), binding.Cancellation);

@@ -150,8 +150,7 @@ public sealed class StorageManager : IAsyncDisposable
         var created = _database.Write(tx =>
         {
             var vdi = StorageRecords.Introduce(tx, sr, info with { NameLabel = nameLabel });
-            var record = tx.Get(sr);
-            StorageRecords.SetSizes(tx, sr, new SrStat(record.PhysicalSize, record.PhysicalUtilisation));
+            StorageRecords.RecomputeAllocation(tx, sr);
             return vdi;
         });
         await _database.WhenVisibleAsync(_database.CommittedGeneration, cancellationToken).ConfigureAwait(false);
@@ -169,8 +168,7 @@ public sealed class StorageManager : IAsyncDisposable
         }
         var context = PluggedContext(snapshot, record.SR);
         var driver = DriverOf(snapshot.Get(record.SR));
-        var info = new VdiInfo { Uuid = record.Uuid, Location = record.Location, VirtualSize = record.VirtualSize };
-        await RunAsync(record.SR, () => driver.DeleteVdiAsync(context, info, CancellationToken.None).AsTask()).ConfigureAwait(false);
+        await RunAsync(record.SR, () => driver.DeleteVdiAsync(context, StorageRecords.InfoOf(record), CancellationToken.None).AsTask()).ConfigureAwait(false);
         _database.Write(tx => StorageRecords.Forget(tx, vdi));
     }
 

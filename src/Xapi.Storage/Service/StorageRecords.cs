@@ -57,6 +57,19 @@ public static class StorageRecords
         vdi.SmConfig = smConfig;
     }
 
+    /// <summary>A record as the driver knows it: what drivers are handed for the VDI they act on.</summary>
+    public static VdiInfo InfoOf(VDIRecord vdi) => new()
+    {
+        Uuid = vdi.Uuid,
+        Location = vdi.Location,
+        VirtualSize = vdi.VirtualSize,
+        PhysicalUtilisation = vdi.PhysicalUtilisation,
+        ReadOnly = vdi.ReadOnly,
+        Hidden = !vdi.Managed,
+        Type = vdi.Type,
+        ParentUuid = vdi.SmConfig.TryGetValue(SmConfig.VhdParent, out var parent) ? parent as string : null,
+    };
+
     public static void Update(Transaction tx, VDIRef vdi, VdiInfo info) => tx.Update(vdi, values => Apply(values, info));
 
     /// <summary>
@@ -133,6 +146,13 @@ public static class StorageRecords
             tx.Update(other.Ref, values => values.SnapshotOf = VDIRef.Null);
         }
         tx.Delete(vdi);
+    }
+
+    /// <summary>After VDIs come or go: the physical sizes stay as the driver last said, the virtual allocation is recomputed.</summary>
+    public static void RecomputeAllocation(Transaction tx, SRRef sr)
+    {
+        var record = tx.Get(sr);
+        SetSizes(tx, sr, new SrStat(record.PhysicalSize, record.PhysicalUtilisation));
     }
 
     /// <summary>

@@ -62,10 +62,10 @@ public sealed partial class VDIApi
             IReadOnlyList<DiskExtent>? only = null;
             if (!baseVdi.IsNull && snapshot.TryGet(baseVdi, out var baseRecord) && baseRecord.SR == source.SR)
             {
-                only = await sourceDriver.ChangedExtentsAsync(sourceContext, Info(source), Info(baseRecord), context.Cancellation).ConfigureAwait(false);
+                only = await sourceDriver.ChangedExtentsAsync(sourceContext, StorageRecords.InfoOf(source), StorageRecords.InfoOf(baseRecord), context.Cancellation).ConfigureAwait(false);
             }
-            await using var reader = await sourceDriver.OpenAsync(sourceContext, Info(source), writable: false, context.Cancellation).ConfigureAwait(false);
-            await using var writer = await targetDriver.OpenAsync(targetContext, Info(targetRecord), writable: true, context.Cancellation).ConfigureAwait(false);
+            await using var reader = await sourceDriver.OpenAsync(sourceContext, StorageRecords.InfoOf(source), writable: false, context.Cancellation).ConfigureAwait(false);
+            await using var writer = await targetDriver.OpenAsync(targetContext, StorageRecords.InfoOf(targetRecord), writable: true, context.Cancellation).ConfigureAwait(false);
             await DiskCopy.CopyAsync(reader, writer, only, targetIsEmpty: created, context.ReportProgress, context.Cancellation).ConfigureAwait(false);
         }
         catch (SmException e)

@@ -48,7 +48,7 @@ public sealed partial class VDIApi(StorageManager storage, TimeProvider time) : 
                 record.XenstoreData = vdi.XenstoreData;
                 record.Tags = vdi.Tags;
             });
-            SetSizes(tx, sr);
+            StorageRecords.RecomputeAllocation(tx, sr);
             return created.Value;
         });
     }
@@ -58,11 +58,11 @@ public sealed partial class VDIApi(StorageManager storage, TimeProvider time) : 
     private async ValueTask DestroyAsync(CallContext context, VDIRef self, CancellationToken cancellationToken)
     {
         var (vdi, driver, driverContext) = Offline(context, self, VdiOperations.Destroy, SmFeatures.VdiDelete);
-        await storage.RunAsync(vdi.SR, () => driver.DeleteVdiAsync(driverContext, Info(vdi), cancellationToken).AsTask()).ConfigureAwait(false);
+        await storage.RunAsync(vdi.SR, () => driver.DeleteVdiAsync(driverContext, StorageRecords.InfoOf(vdi), cancellationToken).AsTask()).ConfigureAwait(false);
         context.Write(tx =>
         {
             StorageRecords.Forget(tx, self);
-            SetSizes(tx, vdi.SR);
+            StorageRecords.RecomputeAllocation(tx, vdi.SR);
         });
         storage.RequestCollection(vdi.SR);
     }
@@ -89,8 +89,8 @@ public sealed partial class VDIApi(StorageManager storage, TimeProvider time) : 
         }
         var newUuid = Guid.NewGuid().ToString("D");
         var change = await storage.RunAsync(vdi.SR, () => (isSnapshot
-            ? driver.SnapshotVdiAsync(driverContext, Info(vdi), newUuid, context.Cancellation)
-            : driver.CloneVdiAsync(driverContext, Info(vdi), newUuid, context.Cancellation)).AsTask()).ConfigureAwait(false);
+            ? driver.SnapshotVdiAsync(driverContext, StorageRecords.InfoOf(vdi), newUuid, context.Cancellation)
+            : driver.CloneVdiAsync(driverContext, StorageRecords.InfoOf(vdi), newUuid, context.Cancellation)).AsTask()).ConfigureAwait(false);
         var now = Whole(time.GetUtcNow().UtcDateTime);
         return context.Write(tx =>
         {
@@ -115,7 +115,7 @@ public sealed partial class VDIApi(StorageManager storage, TimeProvider time) : 
                 record.IsASnapshot = isSnapshot;
                 record.SnapshotOf = isSnapshot ? self : VDIRef.Null;
             });
-            SetSizes(tx, vdi.SR);
+            StorageRecords.RecomputeAllocation(tx, vdi.SR);
             return created;
         });
     }
@@ -124,11 +124,11 @@ public sealed partial class VDIApi(StorageManager storage, TimeProvider time) : 
     public async ValueTask Resize(CallContext context, VDIRef vdi, long size)
     {
         var (record, driver, driverContext) = Offline(context, vdi, VdiOperations.Resize, SmFeatures.VdiResize);
-        var info = await storage.RunAsync(record.SR, () => driver.ResizeVdiAsync(driverContext, Info(record), size, context.Cancellation).AsTask()).ConfigureAwait(false);
+        var info = await storage.RunAsync(record.SR, () => driver.ResizeVdiAsync(driverContext, StorageRecords.InfoOf(record), size, context.Cancellation).AsTask()).ConfigureAwait(false);
         context.Write(tx =>
         {
             StorageRecords.Update(tx, vdi, info);
-            SetSizes(tx, record.SR);
+            StorageRecords.RecomputeAllocation(tx, record.SR);
         });
     }
 
@@ -309,25 +309,6 @@ public sealed partial class VDIApi(StorageManager storage, TimeProvider time) : 
                 throw XenApiErrors.LocationNotUnique(sr.Value, location);
             }
         }
-    }
-
-    internal static VdiInfo Info(VDIRecord vdi) => new()
-    {
-        Uuid = vdi.Uuid,
-        Location = vdi.Location,
-        VirtualSize = vdi.VirtualSize,
-        PhysicalUtilisation = vdi.PhysicalUtilisation,
-        ReadOnly = vdi.ReadOnly,
-        Hidden = !vdi.Managed,
-        Type = vdi.Type,
-        ParentUuid = vdi.SmConfig.TryGetValue(SmConfig.VhdParent, out var parent) ? parent as string : null,
-    };
-
-    private void SetSizes(Transaction tx, SRRef sr)
-    {
-        // Sizes come from the driver's last look; the virtual allocation is recomputed now.
-        var record = tx.Get(sr);
-        StorageRecords.SetSizes(tx, sr, new SrStat(record.PhysicalSize, record.PhysicalUtilisation));
     }
 
     private static DateTime Whole(DateTime value) => new(value.Ticks - value.Ticks % TimeSpan.TicksPerSecond, DateTimeKind.Utc);
