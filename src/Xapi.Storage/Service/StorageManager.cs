@@ -135,7 +135,11 @@ public sealed class StorageManager : IAsyncDisposable
     }
 
     /// <summary>Makes a new empty VDI on a plugged SR (imports that bring no VDI of their own).</summary>
-    public async Task<VDIRef> CreateVdiAsync(SRRef sr, string nameLabel, long virtualSize, CancellationToken cancellationToken)
+    public Task<VDIRef> CreateVdiAsync(SRRef sr, string nameLabel, long virtualSize, CancellationToken cancellationToken) =>
+        CreateVdiAsync(sr, new VdiSpec(Guid.NewGuid().ToString("D"), virtualSize, nameLabel, VdiType.User, false, VdiInfo.Empty), null, cancellationToken);
+
+    /// <summary>Asks the SR's driver for a new VDI and records it (VDI.create, imports); <paramref name="describe"/> sets the client's fields.</summary>
+    public async Task<VDIRef> CreateVdiAsync(SRRef sr, VdiSpec spec, Action<VDIValues>? describe, CancellationToken cancellationToken)
     {
         await _database.WhenVisibleAsync(_database.CommittedGeneration, cancellationToken).ConfigureAwait(false);
         var snapshot = _database.Snapshot;
@@ -145,11 +149,10 @@ public sealed class StorageManager : IAsyncDisposable
         {
             throw XenApiErrors.SrOperationNotSupported(sr.Value);
         }
-        var spec = new VdiSpec(Guid.NewGuid().ToString("D"), virtualSize, nameLabel, VdiType.User, false, VdiInfo.Empty);
         var info = await RunAsync(sr, () => driver.CreateVdiAsync(context, spec, cancellationToken).AsTask()).ConfigureAwait(false);
         var created = _database.Write(tx =>
         {
-            var vdi = StorageRecords.Introduce(tx, sr, info with { NameLabel = nameLabel });
+            var vdi = StorageRecords.Introduce(tx, sr, info with { NameLabel = spec.NameLabel }, describe);
             StorageRecords.RecomputeAllocation(tx, sr);
             return vdi;
         });

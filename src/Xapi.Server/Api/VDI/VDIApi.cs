@@ -33,24 +33,17 @@ public sealed partial class VDIApi(StorageManager storage, TimeProvider time) : 
         {
             throw XenApiErrors.VdiIncompatibleType("", VdiType.CbtMetadata.ToWire());
         }
-        var (driver, driverContext) = Plugged(snapshot, sr);
-        Require(driver, SmFeatures.VdiCreate, sr);
         var smConfig = SmConfig.Strings(vdi.SmConfig).Where(p => ClientSmConfigKeys.Contains(p.Key)).ToDictionary();
         var spec = new VdiSpec(Guid.NewGuid().ToString("D"), vdi.VirtualSize, vdi.NameLabel, vdi.Type, vdi.ReadOnly, smConfig);
-        var info = await storage.RunAsync(sr, () => driver.CreateVdiAsync(driverContext, spec, context.Cancellation).AsTask()).ConfigureAwait(false);
-        return context.Write(tx =>
+        var created = await storage.CreateVdiAsync(sr, spec, record =>
         {
-            var created = StorageRecords.Introduce(tx, sr, info with { NameLabel = vdi.NameLabel }, record =>
-            {
-                record.NameDescription = vdi.NameDescription;
-                record.Sharable = vdi.Sharable;
-                record.OtherConfig = vdi.OtherConfig;
-                record.XenstoreData = vdi.XenstoreData;
-                record.Tags = vdi.Tags;
-            });
-            StorageRecords.RecomputeAllocation(tx, sr);
-            return created.Value;
-        });
+            record.NameDescription = vdi.NameDescription;
+            record.Sharable = vdi.Sharable;
+            record.OtherConfig = vdi.OtherConfig;
+            record.XenstoreData = vdi.XenstoreData;
+            record.Tags = vdi.Tags;
+        }, context.Cancellation).ConfigureAwait(false);
+        return created.Value;
     }
 
     ValueTask IObjectLifecycle.DestroyAsync(CallContext context, string reference) => DestroyAsync(context, new VDIRef(reference), context.Cancellation);
