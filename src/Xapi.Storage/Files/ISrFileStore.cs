@@ -88,6 +88,13 @@ public interface ISrFileStore : IDisposable
     /// <summary>Reads a qcow2 header; false when the file is missing, not a qcow2 image or damaged.</summary>
     bool TryReadHeader(string path, out Qcow2Header header);
 
+    /// <summary>
+    /// The regular file at <paramref name="path"/> opened for reading with this process's own
+    /// reads, or null when the store has no local file to give (over NFS, only qemu's driver and
+    /// libnfs reach the files).
+    /// </summary>
+    Microsoft.Win32.SafeHandles.SafeFileHandle? OpenForReading(string path);
+
     /// <summary>What qemu-img and qemu-nbd open for the path: the local path, or an <c>nfs://</c> URL.</summary>
     string ImageOf(string path);
 

@@ -87,6 +87,11 @@ public sealed partial class LocalSrFileStore(string location, SrDirectory direct
 
     public string ImageOf(string path) => path;
 
+    public Microsoft.Win32.SafeHandles.SafeFileHandle? OpenForReading(string path) =>
+        IsRegularFile(path)
+            ? File.OpenHandle(path, FileMode.Open, FileAccess.Read, FileShare.ReadWrite | FileShare.Delete)
+            : throw new SmException(SmErrors.VdiMissing, "The VDI is not available", path);
+
     // Relative to the image's directory, so the SR's directory can move (a new mount point) without breaking chains.
     public string BackingNameOf(string uuid, string extension) => Path.GetFileName(PathOf(uuid, extension));
 

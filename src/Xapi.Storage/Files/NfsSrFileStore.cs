@@ -234,6 +234,8 @@ public sealed class NfsSrFileStore : ISrFileStore
         }
     }
 
+    public Microsoft.Win32.SafeHandles.SafeFileHandle? OpenForReading(string path) => null;
+
     public string ImageOf(string path) => _location.UrlOf(path);
 
     public string BackingNameOf(string uuid, string extension) => ImageOf(PathOf(uuid, extension));

@@ -238,11 +238,69 @@ public partial class ExtDriver : SrDriver
         {
             throw new SmException(SmErrors.VdiMissing, "The VDI is not available", vdi.Uuid);
         }
+        if (!writable && await OpenMappedAsync(directory, chain, node, cancellationToken).ConfigureAwait(false) is { } mapped)
+        {
+            return mapped;
+        }
         Directory.CreateDirectory(sr.RuntimeDirectory);
         // Writing may grow the image by what the SR has left, plus what the image holds already (rewritten in place).
         var budget = writable ? Available(directory) + node.Info.PhysicalUtilisation : 0;
         var image = await QemuNbdImage.OpenAsync(directory.ImageOf(node.Path), QemuImg.Format, writable, sr.RuntimeDirectory, cancellationToken).ConfigureAwait(false);
         return writable ? new SpaceLimitedImage(image, budget) : image;
+    }
+
+    /// <summary>
+    /// The chain read straight from its files through qemu-img's map, when every data run is
+    /// stored plainly in a local file; null (qemu-nbd reads it instead) for compressed clusters
+    /// or a store without local files.
+    /// </summary>
+    private static async Task<MappedImage?> OpenMappedAsync(ISrFileStore directory, Chain chain, Node node, CancellationToken cancellationToken)
+    {
+        var ancestry = chain.Ancestry(node.Uuid);
+        var layers = new List<Microsoft.Win32.SafeHandles.SafeFileHandle>();
+        try
+        {
+            // Opened before the map is taken: a collector step that removes a node afterwards leaves our handle reading what the map says.
+            foreach (var uuid in ancestry)
+            {
+                if (directory.OpenForReading(chain.Nodes[uuid].Path) is not { } layer)
+                {
+                    return null;
+                }
+                layers.Add(layer);
+            }
+            var map = await QemuImg.MapAsync(directory.ImageOf(node.Path), cancellationToken).ConfigureAwait(false);
+            var runs = new List<MappedImage.Run>(map.Count);
+            foreach (var entry in map)
+            {
+                if (!entry.Present || entry.Zero)
+                {
+                    runs.Add(new MappedImage.Run(entry.Start, entry.Length, MappedImage.Zeros, 0));
+                }
+                else if (entry.Data && entry.Offset is { } offset && entry.Depth < layers.Count)
+                {
+                    runs.Add(new MappedImage.Run(entry.Start, entry.Length, entry.Depth, offset));
+                }
+                else
+                {
+                    return null;
+                }
+            }
+            if (runs.Sum(r => r.Length) != node.Info.VirtualSize)
+            {
+                return null;
+            }
+            var image = MappedImage.Create(node.Info.VirtualSize, layers, runs);
+            layers.Clear();
+            return image;
+        }
+        finally
+        {
+            foreach (var layer in layers)
+            {
+                layer.Dispose();
+            }
+        }
     }
 
     public override async ValueTask<IReadOnlyList<DiskExtent>?> ChangedExtentsAsync(SrContext sr, VdiInfo vdi, VdiInfo baseVdi, CancellationToken cancellationToken)

@@ -17,8 +17,11 @@ public static class QemuImg
     /// <summary>What <c>qemu-img info</c> says of one image, without opening its backing file.</summary>
     public sealed record ImageInfo(long VirtualSize, long ActualSize, string? BackingFile, string Format);
 
-    /// <summary>One run of the chain's map: which layer (0 = the image itself) holds the bytes.</summary>
-    public sealed record MapEntry(long Start, long Length, int Depth, bool Present, bool Zero, bool Data);
+    /// <summary>
+    /// One run of the chain's map: which layer (0 = the image itself) holds the bytes, and for
+    /// data stored plainly (not compressed) where in that layer's file they start.
+    /// </summary>
+    public sealed record MapEntry(long Start, long Length, int Depth, bool Present, bool Zero, bool Data, long? Offset = null);
 
     public static async Task CreateAsync(string path, long size, CancellationToken cancellationToken)
     {
@@ -89,7 +92,8 @@ public static class QemuImg
             e.GetProperty("depth").GetInt32(),
             e.GetProperty("present").GetBoolean(),
             e.GetProperty("zero").GetBoolean(),
-            e.GetProperty("data").GetBoolean())).ToList();
+            e.GetProperty("data").GetBoolean(),
+            e.TryGetProperty("offset", out var offset) ? offset.GetInt64() : null)).ToList();
     }
 
     private static void FlushFile(string path)
