@@ -1,4 +1,5 @@
 using System.Buffers;
+using System.IO.Pipelines;
 using Microsoft.AspNetCore.Http;
 using Microsoft.Extensions.Logging;
 using Xapi.Database;
@@ -149,7 +150,7 @@ public sealed partial class VdiTransferEndpoint(XapiDatabase database, SessionMa
             await StartResponseAsync(database, context, "application/octet-stream", null);
             if (format == RawFormatName)
             {
-                await ImportRawAsync(context.Request.Body, image, length ?? image.Size, binding);
+                await ImportRawAsync(context.Request.BodyReader, image, vdi, length ?? image.Size, binding);
             }
             else
             {
@@ -163,69 +164,149 @@ public sealed partial class VdiTransferEndpoint(XapiDatabase database, SessionMa
     }
 
     /// <summary>
-    /// The body in chunks, each written (or, when all zeros, left sparse) while the next one is
-    /// received: the client, this process and the image's writer (qemu-nbd) then work at once
-    /// instead of in turn.
+    /// The body straight from the connection's receive buffers, 64 KiB at a time (a qcow2
+    /// cluster): runs of zeros are only counted and become one write-zeroes (a thin disk imported
+    /// raw stays thin), runs of data are gathered and written while the next ones arrive. Only data
+    /// is copied; the zeros of a mostly empty disk are looked at once, in place.
     /// </summary>
-    private static async Task ImportRawAsync(Stream body, IDiskImage image, long expected, TaskManager.Binding binding)
+    private static async Task ImportRawAsync(PipeReader body, IDiskImage image, VDIRef vdi, long expected, TaskManager.Binding binding)
     {
-        byte[][] buffers = [ArrayPool<byte>.Shared.Rent(ChunkBytes), ArrayPool<byte>.Shared.Rent(ChunkBytes)];
-        Task? writing = null;
-        try
+        await using var writer = new SparseRunWriter(image, binding.Cancellation);
+        var offset = 0L;
+        var lastPercent = -1L;
+        while (true)
         {
-            var offset = 0L;
-            var lastPercent = -1L;
-            for (var turn = 0; ; turn++)
+            var result = await body.ReadAsync(binding.Cancellation);
+            var buffer = result.Buffer;
+            while (buffer.Length > 0)
             {
-                var buffer = buffers[turn % 2];
-                var filled = 0;
-                while (filled < ChunkBytes)
-                {
-                    var read = await body.ReadAsync(buffer.AsMemory(filled, ChunkBytes - filled), binding.Cancellation);
-                    if (read == 0)
-                    {
-                        break;
-                    }
-                    filled += read;
-                }
-                if (writing is not null)
-                {
-                    await writing;
-                    writing = null;
-                }
-                if (filled == 0)
+                var granule = ZeroGranule - (int)(offset % ZeroGranule);
+                if (buffer.Length < granule && !result.IsCompleted)
                 {
                     break;
                 }
-                if (offset + filled > image.Size)
+                var piece = buffer.Slice(0, Math.Min(granule, buffer.Length));
+                if (offset + piece.Length > image.Size)
                 {
-                    throw XenApiErrors.VdiTooSmall(binding.Task.Value, (offset + filled).ToString(System.Globalization.CultureInfo.InvariantCulture));
+                    throw XenApiErrors.VdiTooSmall(vdi.Value, (offset + piece.Length).ToString(System.Globalization.CultureInfo.InvariantCulture));
                 }
-                writing = WriteChunkAsync(image, offset, buffer.AsMemory(0, filled), binding.Cancellation);
-                offset += filled;
-                var percent = offset * 100 / Math.Max(1, expected);
-                if (percent != lastPercent)
-                {
-                    lastPercent = percent;
-                    binding.Progress(Math.Min(1.0, percent / 100.0));
-                }
-                if (filled < ChunkBytes)
-                {
-                    break;
-                }
+                await writer.AddAsync(offset, piece, IsZero(piece));
+                offset += piece.Length;
+                buffer = buffer.Slice(piece.End);
             }
-            if (writing is not null)
+            body.AdvanceTo(buffer.Start, buffer.End);
+            var percent = offset * 100 / Math.Max(1, expected);
+            if (percent != lastPercent)
             {
-                await writing;
-                writing = null;
+                lastPercent = percent;
+                binding.Progress(Math.Min(1.0, percent / 100.0));
+            }
+            if (result.IsCompleted || result.IsCanceled)
+            {
+                break;
             }
         }
-        finally
+        await writer.CompleteAsync();
+    }
+
+    private static bool IsZero(in ReadOnlySequence<byte> piece)
+    {
+        foreach (var segment in piece)
         {
-            // A failed read must not hand a buffer back while a write still reads from it.
-            await QuietlyAsync(writing);
-            ArrayPool<byte>.Shared.Return(buffers[0]);
-            ArrayPool<byte>.Shared.Return(buffers[1]);
+            if (segment.Span.ContainsAnyExcept((byte)0))
+            {
+                return false;
+            }
+        }
+        return true;
+    }
+
+    /// <summary>
+    /// Writes a disk front to back from runs of data and of zeros, with one write in flight while
+    /// the caller receives what follows: data runs are gathered into one of two buffers (the other
+    /// may still be on its way to the disk), zero runs cost nothing until they end.
+    /// </summary>
+    private sealed class SparseRunWriter(IDiskImage image, CancellationToken cancellationToken) : IAsyncDisposable
+    {
+        private readonly byte[][] _buffers = [ArrayPool<byte>.Shared.Rent(ChunkBytes), ArrayPool<byte>.Shared.Rent(ChunkBytes)];
+        private int _turn;
+        private int _filled;
+        private long _dataStart;
+        private long _zeroStart;
+        private long _zeroLength;
+        private Task? _writing;
+
+        /// <summary>A piece of at most <see cref="ZeroGranule"/> bytes at <paramref name="offset"/>, right after the one before.</summary>
+        public async ValueTask AddAsync(long offset, ReadOnlySequence<byte> piece, bool zero)
+        {
+            if (zero)
+            {
+                await WriteDataAsync();
+                if (_zeroLength == 0)
+                {
+                    _zeroStart = offset;
+                }
+                _zeroLength += piece.Length;
+                return;
+            }
+            await WriteZerosAsync();
+            if (_filled == 0)
+            {
+                _dataStart = offset;
+            }
+            piece.CopyTo(_buffers[_turn].AsSpan(_filled));
+            _filled += (int)piece.Length;
+            if (_filled > ChunkBytes - ZeroGranule)
+            {
+                await WriteDataAsync();
+            }
+        }
+
+        public async Task CompleteAsync()
+        {
+            await WriteDataAsync();
+            await WriteZerosAsync();
+            await StartAsync(null);
+        }
+
+        private async ValueTask WriteDataAsync()
+        {
+            if (_filled == 0)
+            {
+                return;
+            }
+            await StartAsync(image.WriteAsync(_dataStart, _buffers[_turn].AsMemory(0, _filled), cancellationToken).AsTask());
+            _turn ^= 1;
+            _filled = 0;
+        }
+
+        private async ValueTask WriteZerosAsync()
+        {
+            if (_zeroLength == 0)
+            {
+                return;
+            }
+            await StartAsync(image.WriteZeroesAsync(_zeroStart, _zeroLength, cancellationToken).AsTask());
+            _zeroLength = 0;
+        }
+
+        // Returns once the write before the new one has finished, so the buffer the caller fills next is free.
+        private async ValueTask StartAsync(Task? write)
+        {
+            var previous = _writing;
+            _writing = write;
+            if (previous is not null)
+            {
+                await previous;
+            }
+        }
+
+        public async ValueTask DisposeAsync()
+        {
+            // A failed receive must not hand a buffer back while a write still reads from it.
+            await QuietlyAsync(_writing);
+            ArrayPool<byte>.Shared.Return(_buffers[0]);
+            ArrayPool<byte>.Shared.Return(_buffers[1]);
         }
     }
 
@@ -242,39 +323,6 @@ public sealed partial class VdiTransferEndpoint(XapiDatabase database, SessionMa
         catch (Exception)
         {
             // The failure that matters has already been thrown by whoever awaited first.
-        }
-    }
-
-    /// <summary>
-    /// Writes a chunk as runs of data and runs of zeros, at the granularity of a qcow2 cluster: a
-    /// thin disk imported raw stays thin (zeros are written as zeros, not as allocated blocks).
-    /// </summary>
-    private static async Task WriteChunkAsync(IDiskImage image, long offset, ReadOnlyMemory<byte> chunk, CancellationToken cancellationToken)
-    {
-        static bool IsZero(ReadOnlySpan<byte> piece) => piece.IndexOfAnyExcept((byte)0) < 0;
-        var start = 0;
-        while (start < chunk.Length)
-        {
-            var zero = IsZero(chunk.Span.Slice(start, Math.Min(ZeroGranule, chunk.Length - start)));
-            var end = start;
-            while (end < chunk.Length)
-            {
-                var length = Math.Min(ZeroGranule, chunk.Length - end);
-                if (IsZero(chunk.Span.Slice(end, length)) != zero)
-                {
-                    break;
-                }
-                end += length;
-            }
-            if (zero)
-            {
-                await image.WriteZeroesAsync(offset + start, end - start, cancellationToken);
-            }
-            else
-            {
-                await image.WriteAsync(offset + start, chunk[start..end], cancellationToken);
-            }
-            start = end;
         }
     }
 
@@ -304,7 +352,7 @@ public sealed partial class VdiTransferEndpoint(XapiDatabase database, SessionMa
             {
                 context.Response.ContentLength = image.Size;
                 await StartResponseAsync(database, context, "application/octet-stream", disposition);
-                await ExportRawAsync(context.Response.Body, image, extents, binding);
+                await ExportRawAsync(context.Response.BodyWriter, image, extents, binding);
             }
             else
             {
@@ -317,61 +365,35 @@ public sealed partial class VdiTransferEndpoint(XapiDatabase database, SessionMa
 
     /// <summary>
     /// The whole disk, zeros included; outside the extents asked for (a base= export) reads as
-    /// zeros. The next data chunk is read from the image while the previous one is sent.
+    /// zeros. Each chunk is read (or zeroed) straight into the connection's send buffer: no copy
+    /// of our own between the disk and the socket.
     /// </summary>
-    private static async Task ExportRawAsync(Stream body, IDiskImage image, IReadOnlyList<DiskExtent> extents, TaskManager.Binding binding)
+    private static async Task ExportRawAsync(PipeWriter body, IDiskImage image, IReadOnlyList<DiskExtent> extents, TaskManager.Binding binding)
     {
-        byte[][] buffers = [ArrayPool<byte>.Shared.Rent(ChunkBytes), ArrayPool<byte>.Shared.Rent(ChunkBytes)];
-        var zeros = ArrayPool<byte>.Shared.Rent(ChunkBytes);
-        Array.Clear(zeros, 0, ChunkBytes);
-        Task? reading = null;
-        try
+        var lastPercent = -1L;
+        foreach (var (offset, length, zero) in Chunks(extents, image.Size))
         {
-            var position = 0L;
-            var lastPercent = -1L;
-            var turn = 0;
-            // Every chunk in order: (offset, length, zero); reads run one chunk ahead of the sends.
-            var chunks = Chunks(extents, image.Size).GetEnumerator();
-            (long Offset, int Length, bool Zero)? next = chunks.MoveNext() ? chunks.Current : null;
-            if (next is { Zero: false } first)
+            var piece = body.GetMemory(length)[..length];
+            if (zero)
             {
-                reading = image.ReadAsync(first.Offset, buffers[0].AsMemory(0, first.Length), binding.Cancellation).AsTask();
+                piece.Span.Clear();
             }
-            while (next is { } chunk)
+            else
             {
-                next = chunks.MoveNext() ? chunks.Current : null;
-                ReadOnlyMemory<byte> data;
-                if (chunk.Zero)
-                {
-                    data = zeros.AsMemory(0, chunk.Length);
-                }
-                else
-                {
-                    await reading!;
-                    reading = null;
-                    data = buffers[turn % 2].AsMemory(0, chunk.Length);
-                    turn++;
-                }
-                if (reading is null && next is { Zero: false } ahead)
-                {
-                    reading = image.ReadAsync(ahead.Offset, buffers[turn % 2].AsMemory(0, ahead.Length), binding.Cancellation).AsTask();
-                }
-                await body.WriteAsync(data, binding.Cancellation);
-                position = chunk.Offset + chunk.Length;
-                var percent = position * 100 / Math.Max(1, image.Size);
-                if (percent != lastPercent)
-                {
-                    lastPercent = percent;
-                    binding.Progress(percent / 100.0);
-                }
+                await image.ReadAsync(offset, piece, binding.Cancellation);
             }
-        }
-        finally
-        {
-            await QuietlyAsync(reading);
-            ArrayPool<byte>.Shared.Return(buffers[0]);
-            ArrayPool<byte>.Shared.Return(buffers[1]);
-            ArrayPool<byte>.Shared.Return(zeros);
+            body.Advance(length);
+            var flushed = await body.FlushAsync(binding.Cancellation);
+            if (flushed.IsCanceled || flushed.IsCompleted)
+            {
+                throw new OperationCanceledException("the client stopped reading the export");
+            }
+            var percent = (offset + length) * 100 / Math.Max(1, image.Size);
+            if (percent != lastPercent)
+            {
+                lastPercent = percent;
+                binding.Progress(percent / 100.0);
+            }
         }
     }
 
