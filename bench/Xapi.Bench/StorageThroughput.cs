@@ -25,11 +25,13 @@ internal static class StorageThroughput
     private const int Piece = 4 << 20;
     private const string Block = "4M";
 
-    private sealed record Case(string Name, long Bytes, double Target, Func<Task<double>> Ours, Func<Task<double>> Dd, string Baseline);
+    /// <param name="Client">The same client command against <see cref="NullHttpServer"/>: what the transfer costs with no server work at all.</param>
+    private sealed record Case(string Name, long Bytes, double Target, Func<Task<double>> Ours, Func<Task<double>> Dd, string Baseline, Func<Task<double>>? Client = null);
 
     public static async Task RunAsync(int runs, IReadOnlyCollection<string> only)
     {
         await using var bench = await BenchDaemon.StartAsync();
+        await using var nullServer = new NullHttpServer();
         var daemon = bench.Host;
         using var client = new XenApiClient(daemon.HttpUri);
         var session = await client.LoginAsync("root", BenchDaemon.Password);
@@ -97,31 +99,36 @@ internal static class StorageThroughput
             return seconds;
         }
 
+        string NullGet(long bytes) => new Uri(nullServer.Uri, $"/?bytes={bytes}").ToString();
         var cases = new List<Case>
         {
             new("raw import", DiskSize, 0.8,
                 () => ImportAsync(source, "raw"),
                 () => TimedAsync("dd", $"if={source}", $"of={output}", $"bs={Block}", "conv=sparse,fdatasync", "status=none"),
-                "dd conv=sparse,fdatasync of the raw file"),
+                "dd conv=sparse,fdatasync of the raw file",
+                () => TimedAsync("curl", [.. CurlArguments("-T", source, nullServer.Uri.ToString()), "-o", "/dev/null"])),
             new("raw export", DiskSize, 0.8,
                 () => TimedAsync("curl", CurlArguments("-o", output, Url(daemon.HttpUri, "export_raw_vdi", session, exported, "raw"))),
                 () => TimedAsync("dd", $"if={source}", $"of={output}", $"bs={Block}", "status=none"),
-                "dd of the raw file"),
+                "dd of the raw file",
+                () => TimedAsync("curl", CurlArguments("-o", output, NullGet(DiskSize)))),
             new("vhd import", vhdBytes, 0.6,
                 () => ImportAsync(sourceVhd, "vhd"),
                 () => TimedAsync("dd", $"if={sourceVhd}", $"of={output}", $"bs={Block}", "conv=fdatasync", "status=none"),
-                "dd conv=fdatasync of the VHD file"),
+                "dd conv=fdatasync of the VHD file",
+                () => TimedAsync("curl", [.. CurlArguments("-T", sourceVhd, nullServer.Uri.ToString()), "-o", "/dev/null"])),
             new("vhd export", vhdBytes, 0.6,
                 () => TimedAsync("curl", CurlArguments("-o", output, Url(daemon.HttpUri, "export_raw_vdi", session, exported, "vhd"))),
                 () => TimedAsync("dd", $"if={sourceVhd}", $"of={output}", $"bs={Block}", "status=none"),
-                "dd of the VHD file"),
+                "dd of the VHD file",
+                () => TimedAsync("curl", CurlArguments("-o", output, NullGet(vhdBytes)))),
             new("nbd export", DiskSize, 0.8,
                 () => TimedAsync("qemu-img", "convert", "-t", "none", "-f", "raw", "-O", "raw", nbdSource, output),
                 () => TimedAsync("dd", $"if={source}", $"of={output}", $"bs={Block}", "oflag=direct", "conv=sparse", "status=none"),
                 "dd oflag=direct conv=sparse of the raw file"),
         };
 
-        Console.WriteLine($"{"case",-11} {"bytes",14} {"ours MiB/s",11} {"dd MiB/s",9} {"ratio",6} {"min-max",11} {"target",6} {"load",11}  baseline");
+        Console.WriteLine($"{"case",-11} {"bytes",14} {"ours MiB/s",11} {"dd MiB/s",9} {"ratio",6} {"min-max",11} {"target",6} {"client",6} {"load",11}  baseline");
         foreach (var each in cases.Where(c => only.Count == 0 || only.Contains(c.Name.Split(' ')[0] + "-" + c.Name.Split(' ')[1])))
         {
             // One untimed pair first: the JIT, qemu-nbd's start and the page cache settle.
@@ -130,6 +137,7 @@ internal static class StorageThroughput
             var load = LoadAverage();
             var ours = new List<double>();
             var dd = new List<double>();
+            var clientOnly = new List<double>();
             for (var run = 0; run < runs; run++)
             {
                 if (run % 2 == 0)
@@ -142,11 +150,18 @@ internal static class StorageThroughput
                     ours.Add(await each.Ours());
                     dd.Add(await each.Dd());
                 }
+                if (each.Client is not null)
+                {
+                    clientOnly.Add(await each.Client());
+                }
             }
             var ratios = ours.Zip(dd, (o, d) => d / o).ToList();
+            // The best ratio any server could reach: dd against the client alone, with a server that does nothing.
+            var clientRatio = clientOnly.Count > 0 ? Median(clientOnly.Zip(dd, (c, d) => d / c).ToList()).ToString("0.00", CultureInfo.InvariantCulture) : "-";
             var mib = each.Bytes / (double)(1 << 20);
-            Console.WriteLine($"{each.Name,-11} {each.Bytes,14:N0} {mib / Median(ours),11:N0} {mib / Median(dd),9:N0} {Median(ratios),6:0.00} {ratios.Min(),5:0.00}-{ratios.Max(),-5:0.00} {each.Target,6:0.0} {load,5:0.0}-{LoadAverage(),-5:0.0}  {each.Baseline}");
+            Console.WriteLine($"{each.Name,-11} {each.Bytes,14:N0} {mib / Median(ours),11:N0} {mib / Median(dd),9:N0} {Median(ratios),6:0.00} {ratios.Min(),5:0.00}-{ratios.Max(),-5:0.00} {each.Target,6:0.0} {clientRatio,6} {load,5:0.0}-{LoadAverage(),-5:0.0}  {each.Baseline}");
         }
+        Console.WriteLine("client: dd's time over the same client command's time against a server that only receives or sends (the most any server can reach here)");
     }
 
     private static double Median(List<double> values)
