@@ -105,6 +105,22 @@ public class VhdBadInputTests
         AssertTargetUnchanged();
     }
 
+    /// <summary>
+    /// Without its cookie the start is no footer, which a fixed VHD (data first, footer last) would
+    /// also look like; but a dynamic disk header right behind it says the stream is a dynamic VHD
+    /// whose footer copy is damaged, so it is refused before its first sector reaches the disk.
+    /// </summary>
+    [TestCase(true)]
+    [TestCase(false)]
+    public void A_dynamic_vhd_whose_footer_cookie_is_damaged_is_refused_before_anything_is_written(bool sendLength)
+    {
+        var bad = (byte[])_vhd.Clone();
+        bad[0] = (byte)'X';
+        var e = Refused(bad, sendLength);
+        Assert.That(e.Message, Does.Contain("footer copy at the start").And.Contain("cxsparse"));
+        AssertTargetUnchanged();
+    }
+
     [Test]
     public void A_corrupt_trailing_footer_is_refused()
     {

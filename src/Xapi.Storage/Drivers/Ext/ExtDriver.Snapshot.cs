@@ -54,17 +54,26 @@ public partial class ExtDriver
         {
             throw new SmException(SmErrors.VdiExists, "The VDI already exists", newUuid);
         }
-        WriteJournal(directory, new Journal(SnapshotJournal, vdi.Uuid, null, baseUuid, newUuid));
-        MarkHidden(directory, baseUuid);
-        if (!directory.TryLink(source.Path, directory.PathOf(baseUuid, QemuImg.Extension)))
+        var journal = new Journal(SnapshotJournal, vdi.Uuid, null, baseUuid, newUuid);
+        WriteJournal(directory, journal);
+        try
         {
-            directory.Move(source.Path, directory.PathOf(baseUuid, QemuImg.Extension));
+            MarkHidden(directory, baseUuid);
+            if (!directory.TryLink(source.Path, directory.PathOf(baseUuid, QemuImg.Extension)))
+            {
+                directory.Move(source.Path, directory.PathOf(baseUuid, QemuImg.Extension));
+            }
+            directory.SyncDirectory();
+            CrashPoints.Hit("snapshot.linked");
+            await ReplaceWithOverlayAsync(directory, vdi.Uuid, baseUuid, cancellationToken).ConfigureAwait(false);
+            CrashPoints.Hit("snapshot.source-replaced");
+            await ReplaceWithOverlayAsync(directory, newUuid, baseUuid, cancellationToken).ConfigureAwait(false);
         }
-        directory.SyncDirectory();
-        CrashPoints.Hit("snapshot.linked");
-        await ReplaceWithOverlayAsync(directory, vdi.Uuid, baseUuid, cancellationToken).ConfigureAwait(false);
-        CrashPoints.Hit("snapshot.source-replaced");
-        await ReplaceWithOverlayAsync(directory, newUuid, baseUuid, cancellationToken).ConfigureAwait(false);
+        catch (Exception failure)
+        {
+            UndoFailedSnapshot(sr, directory, journal, failure);
+            throw;
+        }
         RemoveJournal(directory, SnapshotJournal, vdi.Uuid);
         sr.Logger.LogInformation("SR {Sr}: {Kind} {Created} of {Source} over the new base {Base}", sr.Uuid, readOnly ? "snapshot" : "clone", newUuid, vdi.Uuid, baseUuid);
 
@@ -98,7 +107,10 @@ public partial class ExtDriver
                 directory.Delete(file);
                 continue;
             }
-            if (journal.Kind is CoalesceJournal or LeafCoalesceJournal or AbsorbJournal && !await StillShapedAsync(directory, journal, cancellationToken).ConfigureAwait(false))
+            var shaped = journal.Kind == SnapshotJournal
+                ? await SnapshotStillShapedAsync(directory, journal, cancellationToken).ConfigureAwait(false)
+                : journal.Kind is not (CoalesceJournal or LeafCoalesceJournal or AbsorbJournal) || await StillShapedAsync(directory, journal, cancellationToken).ConfigureAwait(false);
+            if (!shaped)
             {
                 sr.Logger.LogWarning("SR {Sr}: dropping the {Kind} journal of {Vdi}: the chain changed since, and every state of the step is whole", sr.Uuid, journal.Kind, journal.Subject);
                 RemoveJournal(directory, journal.Kind, journal.Subject);
@@ -168,7 +180,51 @@ public partial class ExtDriver
         return node.Parent == parent && (coalesce || chain.ChildrenOf(parent).Count == 1);
     }
 
-    private static async Task RecoverSnapshotAsync(ISrFileStore directory, Journal journal, CancellationToken cancellationToken)
+    /// <summary>
+    /// A snapshot that failed while the daemon runs is undone at once, and its journal goes: left
+    /// for the next attach, the journal would finish a VDI the caller was told failed, and until
+    /// then a source renamed to its base would be missing, its only copy a hidden node with no
+    /// child that the collector deletes. Once the source reads through the base it stays so (its
+    /// data is whole and a guest may already write to the overlay); only the new VDI goes. If the
+    /// undo fails too, the journal stays for the next attach.
+    /// </summary>
+    private static void UndoFailedSnapshot(SrContext sr, ISrFileStore directory, Journal journal, Exception failure)
+    {
+        try
+        {
+            var source = directory.PathOf(journal.Subject, QemuImg.Extension);
+            directory.Delete(source + ".tmp");
+            directory.Delete(directory.PathOf(journal.Created!, QemuImg.Extension) + ".tmp");
+            RestoreOrFinishSnapshotAsync(directory, journal, finish: false, CancellationToken.None).GetAwaiter().GetResult();
+            sr.Logger.LogWarning(failure, "SR {Sr}: the snapshot of {Vdi} failed and was undone", sr.Uuid, journal.Subject);
+        }
+        catch (Exception undo)
+        {
+            sr.Logger.LogError(undo, "SR {Sr}: the snapshot of {Vdi} failed ({Failure}) and could not be undone; the next attach recovers it from its journal", sr.Uuid, journal.Subject, failure.Message);
+        }
+    }
+
+    /// <summary>
+    /// Whether a snapshot journal still describes the chain: nothing but the source and the new
+    /// VDI it names reads through its base. Undoing (renaming the base back over a missing source,
+    /// or deleting the base) is only safe then; a base something else reads through is data.
+    /// </summary>
+    private static async Task<bool> SnapshotStillShapedAsync(ISrFileStore directory, Journal journal, CancellationToken cancellationToken)
+    {
+        if (journal.Base is not { } baseUuid || !SrDirectory.IsUuid(baseUuid) || journal.Created is not { } created || !SrDirectory.IsUuid(created))
+        {
+            return false;
+        }
+        var chain = await Chain.ReadAsync(directory, null, cancellationToken).ConfigureAwait(false);
+        return chain.ChildrenOf(baseUuid).All(child => child == journal.Subject || child == created);
+    }
+
+    private static Task RecoverSnapshotAsync(ISrFileStore directory, Journal journal, CancellationToken cancellationToken) =>
+        RestoreOrFinishSnapshotAsync(directory, journal, finish: true, cancellationToken);
+
+    /// <param name="finish">After a crash, a source already on its base gets the new VDI made too (the
+    /// caller never heard back, and a scan finds it); after a failure the caller saw, it does not.</param>
+    private static async Task RestoreOrFinishSnapshotAsync(ISrFileStore directory, Journal journal, bool finish, CancellationToken cancellationToken)
     {
         var source = directory.PathOf(journal.Subject, QemuImg.Extension);
         var baseUuid = journal.Base!;
@@ -182,7 +238,12 @@ public partial class ExtDriver
         var sourceReplaced = directory.TryReadHeader(source, out var header) && header.BackingFile == directory.BackingNameOf(baseUuid, QemuImg.Extension);
         if (sourceReplaced)
         {
-            if (!directory.IsRegularFile(directory.PathOf(created, QemuImg.Extension)))
+            if (!finish)
+            {
+                directory.Delete(directory.PathOf(created, QemuImg.Extension));
+                directory.SyncDirectory();
+            }
+            else if (!directory.IsRegularFile(directory.PathOf(created, QemuImg.Extension)))
             {
                 await ReplaceWithOverlayAsync(directory, created, baseUuid, cancellationToken).ConfigureAwait(false);
             }

@@ -36,7 +36,10 @@ public sealed record VhdImportResult(VhdDiskType DiskType, long VirtualSize, Gui
 /// A fixed VHD has no footer at its start, so a stream that does not start with a valid footer copy
 /// is taken for one: it is written as data while its last 512 bytes are held back, and the footer
 /// they hold is checked at the end. With a known length, a fixed VHD too large for the disk is
-/// refused before anything is written.
+/// refused before anything is written. A start without a footer cookie followed by a dynamic disk
+/// header (<c>cxsparse</c> at byte 512) is a dynamic VHD with a damaged footer copy, and is refused
+/// before anything is written: a fixed disk whose data held a VHD header there would be a disk
+/// whose data is a VHD file, which a valid footer copy at its start already makes ambiguous.
 /// </para>
 /// </summary>
 public static class VhdImport
@@ -69,8 +72,17 @@ public static class VhdImport
             {
                 return await importer.ImportSparseAsync(footer).ConfigureAwait(false);
             }
+            return await importer.ImportFixedAsync(first, ReadOnlyMemory<byte>.Empty).ConfigureAwait(false);
         }
-        return await importer.ImportFixedAsync(first).ConfigureAwait(false);
+        // No footer copy: a fixed VHD, or a dynamic one whose copy is damaged. Its header says
+        // which, and must be seen before the first sector is written as data.
+        var second = new byte[VhdFormat.HeaderCookie.Length];
+        var read = await reader.ReadUpToAsync(second, cancellationToken).ConfigureAwait(false);
+        if (read == second.Length && second.AsSpan().SequenceEqual(VhdFormat.HeaderCookie))
+        {
+            throw new VhdFormatException("the footer copy at the start of the VHD is damaged (no \"conectix\" cookie), but a dynamic disk header (\"cxsparse\") follows it");
+        }
+        return await importer.ImportFixedAsync(first, second.AsMemory(0, read)).ConfigureAwait(false);
     }
 
     private sealed class Importer(ForwardReader reader, IDiskImage target, VhdImportOptions options, CancellationToken cancellationToken)
@@ -345,7 +357,9 @@ public static class VhdImport
             }
         }
 
-        public async Task<VhdImportResult> ImportFixedAsync(byte[] first)
+        /// <param name="first">The first 512 bytes, held back in case the stream ends there.</param>
+        /// <param name="after">Bytes already read behind them.</param>
+        public async Task<VhdImportResult> ImportFixedAsync(byte[] first, ReadOnlyMemory<byte> after)
         {
             if (reader.Length is { } length && length - VhdFormat.FooterSize > target.Size)
             {
@@ -360,10 +374,13 @@ public static class VhdImport
             {
                 var turn = 0;
                 first.CopyTo(buffers[turn], 0);
+                after.CopyTo(buffers[turn].AsMemory(VhdFormat.FooterSize));
+                var carried = after.Length;
                 while (true)
                 {
                     var buffer = buffers[turn];
-                    var have = VhdFormat.FooterSize + await reader.ReadUpToAsync(buffer.AsMemory(VhdFormat.FooterSize, ChunkSize), cancellationToken).ConfigureAwait(false);
+                    var have = VhdFormat.FooterSize + carried + await reader.ReadUpToAsync(buffer.AsMemory(VhdFormat.FooterSize + carried, ChunkSize - carried), cancellationToken).ConfigureAwait(false);
+                    carried = 0;
                     var data = have - VhdFormat.FooterSize;
                     if (position + data > target.Size)
                     {
