@@ -249,6 +249,8 @@ public class SnapshotFailureTests
             public long AllocatedBytes(string path) => inner.AllocatedBytes(path);
             public bool TryReadHeader(string path, out Qcow2Header header) => inner.TryReadHeader(path, out header);
             public string ImageOf(string path) => inner.ImageOf(path);
+
+            public Microsoft.Win32.SafeHandles.SafeFileHandle? OpenForReading(string path) => inner.OpenForReading(path);
             public string BackingNameOf(string uuid, string extension) => inner.BackingNameOf(uuid, extension);
             public string? UuidOfBacking(string backingName, string extension) => inner.UuidOfBacking(backingName, extension);
             public void Dispose() => inner.Dispose();
