@@ -14,7 +14,7 @@ public enum QemuNbdCache
     /// <summary>
     /// Through the page cache; NBD FLUSH (<see cref="IDiskImage.FlushAsync"/>) makes writes durable.
     /// The default: the data path flushes where durability matters (end of an import), reads
-    /// get read-ahead, and it works on every filesystem (tmpfs refuses O_DIRECT).
+    /// get read-ahead, and it works on every filesystem (tmpfs refused O_DIRECT before Linux 6.6).
     /// </summary>
     Writeback,
 
@@ -96,9 +96,29 @@ public sealed class QemuNbdImage : IDiskImage
     /// <summary>The qemu-nbd process id (for diagnostics and tests).</summary>
     public int ProcessId => _process.Id;
 
-    /// <summary>Opens one image through qemu-nbd with the defaults drivers use.</summary>
-    public static async ValueTask<IDiskImage> OpenAsync(string image, string format, bool writable, string socketDirectory, CancellationToken cancellationToken) =>
-        await OpenAsync(new QemuNbdImageOptions { Image = image, Format = format, Writable = writable, SocketDirectory = socketDirectory }, null, cancellationToken).ConfigureAwait(false);
+    /// <summary>
+    /// Opens one image through qemu-nbd with the defaults drivers use. A local image opened for
+    /// writing bypasses the page cache, as the real server's vhd-tool writes imports
+    /// (<c>--direct</c>): a bulk write then costs no copy into the cache and leaves no gigabytes
+    /// of dirty pages for the closing flush; a filesystem that refuses O_DIRECT (tmpfs before Linux 6.6) gets the
+    /// page cache instead.
+    /// </summary>
+    public static async ValueTask<IDiskImage> OpenAsync(string image, string format, bool writable, string socketDirectory, CancellationToken cancellationToken)
+    {
+        var options = new QemuNbdImageOptions { Image = image, Format = format, Writable = writable, SocketDirectory = socketDirectory };
+        if (writable && !image.Contains("://", StringComparison.Ordinal))
+        {
+            try
+            {
+                return await OpenAsync(options with { Cache = QemuNbdCache.None }, null, cancellationToken).ConfigureAwait(false);
+            }
+            catch (IOException)
+            {
+                // Most likely O_DIRECT refused; a real fault shows again below, with its own message.
+            }
+        }
+        return await OpenAsync(options, null, cancellationToken).ConfigureAwait(false);
+    }
 
     public static async Task<QemuNbdImage> OpenAsync(QemuNbdImageOptions options, ILogger? logger, CancellationToken cancellationToken)
     {

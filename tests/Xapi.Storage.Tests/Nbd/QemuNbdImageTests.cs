@@ -52,6 +52,36 @@ public sealed class QemuNbdImageTests
     private Task<QemuNbdImage> OpenAsync(bool writable, string? image = null) =>
         QemuNbdImage.OpenAsync(new QemuNbdImageOptions { Image = image ?? _top, Format = "qcow2", SocketDirectory = _dir.Path, Writable = writable }, null, CancellationToken.None);
 
+    [TestCase("the page cache is bypassed")]
+    [TestCase("on tmpfs (which before Linux 6.6 refused O_DIRECT)")]
+    public async Task A_drivers_writable_open_keeps_every_acknowledged_write(string where)
+    {
+        var onTmpfs = where.StartsWith("on tmpfs", StringComparison.Ordinal);
+        if (onTmpfs)
+        {
+            Assume.That(Directory.Exists("/dev/shm"), "no tmpfs at /dev/shm");
+        }
+        var directory = Directory.CreateDirectory(onTmpfs ? $"/dev/shm/nbd-{Guid.NewGuid():N}" : _dir.File("direct")).FullName;
+        try
+        {
+            var copy = System.IO.Path.Combine(directory, "copy.qcow2");
+            await Tool.RunAsync("qemu-img", "convert", "-f", "qcow2", "-O", "qcow2", _top, copy);
+            var data = RandomBytes(3 * MiB / 2, 99);
+            await using (var image = await QemuNbdImage.OpenAsync(copy, "qcow2", writable: true, directory, CancellationToken.None))
+            {
+                // Not sector-aligned: O_DIRECT alignment is qemu's business, not the caller's.
+                await image.WriteAsync((10 * MiB) + 512 + 3, data, CancellationToken.None);
+                await image.FlushAsync(CancellationToken.None);
+            }
+            data.CopyTo(_expected, (10 * MiB) + 512 + 3);
+            Assert.That(await Tool.RawContentAsync(copy, directory), Is.EqualTo(_expected));
+        }
+        finally
+        {
+            Directory.Delete(directory, recursive: true);
+        }
+    }
+
     [Test]
     public async Task Reading_a_qcow2_chain_through_qemu_nbd_gives_the_bytes_qemu_img_converts()
     {
