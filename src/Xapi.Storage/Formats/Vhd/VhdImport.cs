@@ -46,6 +46,7 @@ public static class VhdImport
 {
     /// <summary>The largest chunk of a block handled at once: blocks larger than this stream through in pieces.</summary>
     private const int ChunkSize = 2 * 1024 * 1024;
+    private const int WritesInFlight = 4;
 
     /// <exception cref="VhdFormatException">The stream is not a well-formed VHD, or ends early.</exception>
     /// <exception cref="VhdTooLargeException">The VHD's virtual size is larger than <paramref name="target"/>.</exception>
@@ -197,10 +198,13 @@ public static class VhdImport
             var chunk = Math.Min(blockSize, ChunkSize);
             // An overlay writes marked sectors only; a whole import makes unmarked ones zeros.
             var whole = options.ZeroUnallocated && type == VhdDiskType.Dynamic;
-            byte[][] data = [ArrayPool<byte>.Shared.Rent(chunk), ArrayPool<byte>.Shared.Rent(chunk)];
-            byte[][] bitmaps = [ArrayPool<byte>.Shared.Rent(bitmapSize), ArrayPool<byte>.Shared.Rent(bitmapSize)];
-            Task? writing = null;
-            var turn = 0;
+            // Up to WritesInFlight chunks are written at once, each from its own slot (data and a
+            // copy of its block's bitmap), while the next is received: a disk written without the
+            // page cache takes each write at the device's pace, and one at a time would idle it.
+            var slots = Enumerable.Range(0, WritesInFlight).Select(_ => (Data: ArrayPool<byte>.Shared.Rent(chunk), Bitmap: ArrayPool<byte>.Shared.Rent(bitmapSize))).ToArray();
+            var writes = new Task?[WritesInFlight];
+            var blockBitmap = ArrayPool<byte>.Shared.Rent(bitmapSize);
+            var next = 0;
             try
             {
                 for (var b = 0; b < order.Length; b++)
@@ -208,50 +212,59 @@ public static class VhdImport
                     var (offset, index) = order[b];
                     var what = $"block {index}";
                     await reader.SkipToAsync(offset, what, cancellationToken).ConfigureAwait(false);
-                    // The one write in flight belongs to the previous block, and so uses the other bitmap.
-                    var bitmap = bitmaps[b % 2];
-                    await reader.ReadExactlyAsync(bitmap.AsMemory(0, bitmapSize), what, cancellationToken).ConfigureAwait(false);
+                    await reader.ReadExactlyAsync(blockBitmap.AsMemory(0, bitmapSize), what, cancellationToken).ConfigureAwait(false);
                     for (var within = 0; within < blockSize; within += chunk)
                     {
-                        var buffer = data[turn];
-                        turn ^= 1;
-                        await reader.ReadExactlyAsync(buffer.AsMemory(0, chunk), what, cancellationToken).ConfigureAwait(false);
-                        if (writing is not null)
+                        var slot = next;
+                        next = (next + 1) % WritesInFlight;
+                        if (writes[slot] is { } earlier)
                         {
-                            await writing.ConfigureAwait(false);
-                            writing = null;
+                            writes[slot] = null;
+                            await earlier.ConfigureAwait(false);
                         }
+                        var (buffer, bitmap) = slots[slot];
+                        await reader.ReadExactlyAsync(buffer.AsMemory(0, chunk), what, cancellationToken).ConfigureAwait(false);
                         var at = ((long)index * blockSize) + within;
                         if (at < size)
                         {
+                            blockBitmap.AsSpan(0, bitmapSize).CopyTo(bitmap);
                             var length = (int)Math.Min(chunk, size - at);
-                            writing = ApplyChunkAsync(buffer, length, bitmap, within / VhdFormat.SectorSize, at, whole);
+                            writes[slot] = ApplyChunkAsync(buffer, length, bitmap, within / VhdFormat.SectorSize, at, whole);
                         }
                     }
                 }
-                if (writing is not null)
+                for (var slot = 0; slot < WritesInFlight; slot++)
                 {
-                    await writing.ConfigureAwait(false);
-                    writing = null;
+                    if (writes[slot] is { } pending)
+                    {
+                        writes[slot] = null;
+                        await pending.ConfigureAwait(false);
+                    }
                 }
             }
             finally
             {
-                if (writing is not null)
+                foreach (var pending in writes)
                 {
+                    if (pending is null)
+                    {
+                        continue;
+                    }
                     try
                     {
-                        await writing.ConfigureAwait(false);
+                        await pending.ConfigureAwait(false);
                     }
                     catch (Exception)
                     {
-                        // The read that failed is the error to report; this write only has to end before its buffer is reused.
+                        // The failure already thrown is the error to report; this write only has to end before its buffer is reused.
                     }
                 }
-                foreach (var buffer in data.Concat(bitmaps))
+                foreach (var (buffer, bitmap) in slots)
                 {
                     ArrayPool<byte>.Shared.Return(buffer);
+                    ArrayPool<byte>.Shared.Return(bitmap);
                 }
+                ArrayPool<byte>.Shared.Return(blockBitmap);
             }
         }
 
