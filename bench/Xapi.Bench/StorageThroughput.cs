@@ -25,7 +25,11 @@ internal static class StorageThroughput
     private const int Piece = 4 << 20;
     private const string Block = "4M";
 
-    /// <param name="Client">The same client command against <see cref="NullHttpServer"/>: what the transfer costs with no server work at all.</param>
+    /// <param name="Client">
+    /// The same client command against a server that does the least it can: for HTTP
+    /// <see cref="NullHttpServer"/>, for NBD qemu-nbd serving the source file (no image format, no
+    /// session): what the transfer costs the client and the transport.
+    /// </param>
     private sealed record Case(string Name, long Bytes, double Target, Func<Task<double>> Ours, Func<Task<double>> Dd, string Baseline, Func<Task<double>>? Client = null);
 
     public static async Task RunAsync(int runs, IReadOnlyCollection<string> only)
@@ -99,6 +103,8 @@ internal static class StorageThroughput
             return seconds;
         }
 
+        // For NBD the client's own reference server: qemu-nbd serving the raw source file itself.
+        await using var referenceNbd = await ReferenceNbdServer.StartAsync(source);
         string NullGet(long bytes) => new Uri(nullServer.Uri, $"/?bytes={bytes}").ToString();
         var cases = new List<Case>
         {
@@ -125,7 +131,8 @@ internal static class StorageThroughput
             new("nbd export", DiskSize, 0.8,
                 () => TimedAsync("qemu-img", "convert", "-t", "none", "-f", "raw", "-O", "raw", nbdSource, output),
                 () => TimedAsync("dd", $"if={source}", $"of={output}", $"bs={Block}", "oflag=direct", "conv=sparse", "status=none"),
-                "dd oflag=direct conv=sparse of the raw file"),
+                "dd oflag=direct conv=sparse of the raw file",
+                () => TimedAsync("qemu-img", "convert", "-t", "none", "-f", "raw", "-O", "raw", referenceNbd.Url, output)),
         };
 
         Console.WriteLine($"{"case",-11} {"bytes",14} {"ours MiB/s",11} {"dd MiB/s",9} {"ratio",6} {"min-max",11} {"target",6} {"client",6} {"load",11}  baseline");
@@ -161,7 +168,7 @@ internal static class StorageThroughput
             var mib = each.Bytes / (double)(1 << 20);
             Console.WriteLine($"{each.Name,-11} {each.Bytes,14:N0} {mib / Median(ours),11:N0} {mib / Median(dd),9:N0} {Median(ratios),6:0.00} {ratios.Min(),5:0.00}-{ratios.Max(),-5:0.00} {each.Target,6:0.0} {clientRatio,6} {load,5:0.0}-{LoadAverage(),-5:0.0}  {each.Baseline}");
         }
-        Console.WriteLine("client: dd's time over the same client command's time against a server that only receives or sends (the most any server can reach here)");
+        Console.WriteLine("client: dd's time over the same client command's time against a server doing the least it can (HTTP: one that only receives or sends; NBD: qemu-nbd serving the raw source file)");
     }
 
     private static double Median(List<double> values)
@@ -272,6 +279,49 @@ internal static class StorageThroughput
         if (process.ExitCode != 0)
         {
             throw new InvalidOperationException($"{file} {string.Join(' ', arguments)} exited {process.ExitCode}: {await stderr}{await stdout}");
+        }
+    }
+
+    /// <summary>qemu-nbd (read-only, persistent, on a free loopback port) serving one raw file.</summary>
+    private sealed class ReferenceNbdServer : IAsyncDisposable
+    {
+        private readonly Process _process;
+
+        private ReferenceNbdServer(Process process, int port)
+        {
+            _process = process;
+            Url = $"nbd://127.0.0.1:{port}";
+        }
+
+        public string Url { get; }
+
+        public static async Task<ReferenceNbdServer> StartAsync(string file)
+        {
+            var probe = new System.Net.Sockets.TcpListener(IPAddress.Loopback, 0);
+            probe.Start();
+            var port = ((IPEndPoint)probe.LocalEndpoint).Port;
+            probe.Stop();
+            var process = Process.Start(new ProcessStartInfo("qemu-nbd", ["-r", "-t", "-f", "raw", "-b", "127.0.0.1", "-p", port.ToString(CultureInfo.InvariantCulture), file]) { UseShellExecute = false })!;
+            for (var attempt = 0; ; attempt++)
+            {
+                try
+                {
+                    using var client = new System.Net.Sockets.TcpClient();
+                    await client.ConnectAsync(IPAddress.Loopback, port);
+                    return new ReferenceNbdServer(process, port);
+                }
+                catch (System.Net.Sockets.SocketException) when (attempt < 100 && !process.HasExited)
+                {
+                    await Task.Delay(50);
+                }
+            }
+        }
+
+        public async ValueTask DisposeAsync()
+        {
+            _process.Kill();
+            await _process.WaitForExitAsync();
+            _process.Dispose();
         }
     }
 }
