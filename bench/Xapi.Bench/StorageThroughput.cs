@@ -301,7 +301,10 @@ internal static class StorageThroughput
             probe.Start();
             var port = ((IPEndPoint)probe.LocalEndpoint).Port;
             probe.Stop();
-            var process = Process.Start(new ProcessStartInfo("qemu-nbd", ["-r", "-t", "-f", "raw", "-b", "127.0.0.1", "-p", port.ToString(CultureInfo.InvariantCulture), file]) { UseShellExecute = false })!;
+            // Its stderr is dropped: the readiness probe below connects without negotiating, which it reports.
+            var process = Process.Start(new ProcessStartInfo("qemu-nbd", ["-r", "-t", "-f", "raw", "-b", "127.0.0.1", "-p", port.ToString(CultureInfo.InvariantCulture), file]) { UseShellExecute = false, RedirectStandardError = true })!;
+            process.ErrorDataReceived += (_, _) => { };
+            process.BeginErrorReadLine();
             for (var attempt = 0; ; attempt++)
             {
                 try
