@@ -218,6 +218,7 @@ public sealed class TaskManager
     public sealed class Binding(TaskManager tasks, TaskRef task, CancellationTokenSource cancellation) : IDisposable
     {
         private bool _done;
+        private int _lastPercent = -1;
 
         public TaskRef Task { get; } = task;
 
@@ -238,7 +239,21 @@ public sealed class TaskManager
             }
         }
 
-        public void Progress(double fraction) => tasks.ReportProgress(Task, fraction);
+        /// <summary>
+        /// Records progress when it has moved by a whole percent (or reached the end): data paths
+        /// report after every piece they move (a VHD import after every 2 MiB block), and each
+        /// report is a database write that wakes every event watcher.
+        /// </summary>
+        public void Progress(double fraction)
+        {
+            var percent = (int)Math.Clamp(fraction * 100, 0, 100);
+            if (percent == _lastPercent)
+            {
+                return;
+            }
+            _lastPercent = percent;
+            tasks.ReportProgress(Task, fraction);
+        }
 
         private void End(TaskStatusType status, string result, IReadOnlyList<string> errorInfo)
         {
