@@ -527,3 +527,37 @@ public sealed class SimulatorBackendTests
         }
     }
 }
+
+public sealed class SimulatorDensityTests
+{
+    [Test]
+    public async Task Two_hundred_ballooning_domains_fit_a_small_host_by_squeezing_and_give_all_memory_back()
+    {
+        var clock = new ManualClock();
+        using var sim = new SimulatorBackend(new SimulatorOptions { HostMemoryBytes = 16 * GiB, HostOverheadBytes = GiB }, clock);
+        var free = (await sim.GetHostMemoryAsync()).Free;
+
+        for (var n = 1; n <= 200; n++)
+        {
+            await StartAsync(sim, Vm(n, dynamicMin: 64 * MiB, dynamicMax: 256 * MiB));
+        }
+
+        clock.Advance(TimeSpan.FromSeconds(10));
+        var running = await sim.ListDomainsAsync();
+        var crowded = await sim.GetHostMemoryAsync();
+        for (var n = 1; n <= 200; n++)
+        {
+            await sim.DestroyAsync(Id(n));
+        }
+
+        Assert.Multiple(async () =>
+        {
+            Assert.That(running.Select(d => d.DomId), Is.EqualTo(Enumerable.Range(1, 200)));
+            // 200 × 256 MiB would not fit in 15 GiB: everyone is squeezed, to the same target.
+            Assert.That(running.Select(d => d.MemoryTarget).Distinct().Single(), Is.LessThan(256 * MiB).And.GreaterThanOrEqualTo(64 * MiB));
+            Assert.That(running.All(d => d.MemoryActual == d.MemoryTarget), Is.True);
+            Assert.That(crowded.Free, Is.GreaterThanOrEqualTo(Xapi.Xenops.Memory.Squeezer.DefaultHostFreeReserveKib * 1024));
+            Assert.That((await sim.GetHostMemoryAsync()).Free, Is.EqualTo(free));
+        });
+    }
+}

@@ -32,6 +32,7 @@ public sealed partial class SimulatorBackend : IHypervisor, IDisposable
     private long _sequence;
     private long _scheduleOrder;
     private TimeSpan _simulatedNow;
+    private bool _dirty;
 
     public SimulatorBackend(SimulatorOptions options, ISimulationClock clock)
     {
@@ -41,13 +42,18 @@ public sealed partial class SimulatorBackend : IHypervisor, IDisposable
         _clock = clock;
         _logger = options.Logger;
         _simulatedNow = clock.Now;
+        if (options.StatePath is { } path && File.Exists(path))
+        {
+            Load(path);
+        }
+
         _clock.Advanced += OnClockAdvanced;
     }
 
     public void Dispose()
     {
         _clock.Advanced -= OnClockAdvanced;
-        lock (_gate)
+        using (Enter())
         {
             foreach (var subscriber in _subscribers)
             {
@@ -60,7 +66,7 @@ public sealed partial class SimulatorBackend : IHypervisor, IDisposable
 
     public ValueTask<DomainState> CreateAsync(DomainConfig config, CancellationToken cancellationToken = default)
     {
-        lock (_gate)
+        using (Enter())
         {
             CatchUp();
             if (_domains.ContainsKey(config.Uuid))
@@ -93,7 +99,7 @@ public sealed partial class SimulatorBackend : IHypervisor, IDisposable
 
     public ValueTask<DomainState> BuildAsync(Guid uuid, CancellationToken cancellationToken = default)
     {
-        lock (_gate)
+        using (Enter())
         {
             CatchUp();
             var domain = Find(uuid);
@@ -110,7 +116,7 @@ public sealed partial class SimulatorBackend : IHypervisor, IDisposable
 
     public ValueTask<DomainState> PauseAsync(Guid uuid, CancellationToken cancellationToken = default)
     {
-        lock (_gate)
+        using (Enter())
         {
             CatchUp();
             var domain = Find(uuid);
@@ -127,7 +133,7 @@ public sealed partial class SimulatorBackend : IHypervisor, IDisposable
 
     public ValueTask<DomainState> UnpauseAsync(Guid uuid, CancellationToken cancellationToken = default)
     {
-        lock (_gate)
+        using (Enter())
         {
             CatchUp();
             var domain = Find(uuid);
@@ -153,7 +159,7 @@ public sealed partial class SimulatorBackend : IHypervisor, IDisposable
 
     public ValueTask<bool> RequestShutdownAsync(Guid uuid, ShutdownRequest request, CancellationToken cancellationToken = default)
     {
-        lock (_gate)
+        using (Enter())
         {
             CatchUp();
             var domain = Find(uuid);
@@ -182,7 +188,7 @@ public sealed partial class SimulatorBackend : IHypervisor, IDisposable
     /// </summary>
     public void TriggerGuestShutdown(Guid uuid, ShutdownReason reason)
     {
-        lock (_gate)
+        using (Enter())
         {
             CatchUp();
             var domain = Find(uuid);
@@ -199,7 +205,7 @@ public sealed partial class SimulatorBackend : IHypervisor, IDisposable
     {
         SuspendImageBody body;
         int domId;
-        lock (_gate)
+        using (Enter())
         {
             CatchUp();
             var domain = Find(uuid);
@@ -222,7 +228,7 @@ public sealed partial class SimulatorBackend : IHypervisor, IDisposable
 
         await SuspendImage.WriteAsync(destination, body, cancellationToken);
 
-        lock (_gate)
+        using (Enter())
         {
             CatchUp();
             if (!_domains.TryGetValue(uuid, out var domain) || domain.DomId != domId)
@@ -251,7 +257,7 @@ public sealed partial class SimulatorBackend : IHypervisor, IDisposable
             throw new SuspendImageException($"the suspend image belongs to VM {body.Uuid}, not {uuid}");
         }
 
-        lock (_gate)
+        using (Enter())
         {
             CatchUp();
             var domain = Find(uuid);
@@ -286,7 +292,7 @@ public sealed partial class SimulatorBackend : IHypervisor, IDisposable
     public async ValueTask DestroyAsync(Guid uuid, CancellationToken cancellationToken = default)
     {
         List<IGuestDisk> disks;
-        lock (_gate)
+        using (Enter())
         {
             CatchUp();
             var domain = Find(uuid);
@@ -308,7 +314,7 @@ public sealed partial class SimulatorBackend : IHypervisor, IDisposable
 
     public async ValueTask<DomainState> PlugVbdAsync(Guid uuid, VbdConfig vbd, CancellationToken cancellationToken = default)
     {
-        lock (_gate)
+        using (Enter())
         {
             CatchUp();
             var domain = FindLive(uuid, "VBD plug");
@@ -321,7 +327,7 @@ public sealed partial class SimulatorBackend : IHypervisor, IDisposable
         var disk = await OpenDiskAsync(uuid, vbd, cancellationToken);
         try
         {
-            lock (_gate)
+            using (Enter())
             {
                 CatchUp();
                 var domain = FindLive(uuid, "VBD plug");
@@ -353,7 +359,7 @@ public sealed partial class SimulatorBackend : IHypervisor, IDisposable
     {
         IGuestDisk? disk;
         DomainState state;
-        lock (_gate)
+        using (Enter())
         {
             CatchUp();
             var domain = Find(uuid);
@@ -375,7 +381,7 @@ public sealed partial class SimulatorBackend : IHypervisor, IDisposable
     {
         IGuestDisk? disk;
         DomainState state;
-        lock (_gate)
+        using (Enter())
         {
             CatchUp();
             var domain = FindLive(uuid, "VBD eject");
@@ -412,7 +418,7 @@ public sealed partial class SimulatorBackend : IHypervisor, IDisposable
     public async ValueTask<DomainState> InsertVbdAsync(Guid uuid, string device, DiskBinding disk, CancellationToken cancellationToken = default)
     {
         VbdState vbd;
-        lock (_gate)
+        using (Enter())
         {
             CatchUp();
             vbd = CheckInsert(FindLive(uuid, "VBD insert"), device);
@@ -421,7 +427,7 @@ public sealed partial class SimulatorBackend : IHypervisor, IDisposable
         var opened = await OpenDiskAsync(uuid, new VbdConfig(vbd.Device, vbd.Kind, vbd.Mode, disk), cancellationToken);
         try
         {
-            lock (_gate)
+            using (Enter())
             {
                 CatchUp();
                 var domain = FindLive(uuid, "VBD insert");
@@ -448,7 +454,7 @@ public sealed partial class SimulatorBackend : IHypervisor, IDisposable
 
     public ValueTask<DomainState> PlugVifAsync(Guid uuid, VifConfig vif, CancellationToken cancellationToken = default)
     {
-        lock (_gate)
+        using (Enter())
         {
             CatchUp();
             var domain = FindLive(uuid, "VIF plug");
@@ -472,7 +478,7 @@ public sealed partial class SimulatorBackend : IHypervisor, IDisposable
 
     public ValueTask<DomainState> UnplugVifAsync(Guid uuid, int device, bool force, CancellationToken cancellationToken = default)
     {
-        lock (_gate)
+        using (Enter())
         {
             CatchUp();
             var domain = Find(uuid);
@@ -494,7 +500,7 @@ public sealed partial class SimulatorBackend : IHypervisor, IDisposable
 
     public ValueTask<DomainState> SetVcpusAsync(Guid uuid, int online, CancellationToken cancellationToken = default)
     {
-        lock (_gate)
+        using (Enter())
         {
             CatchUp();
             var domain = FindLive(uuid, "set vCPUs");
@@ -510,7 +516,7 @@ public sealed partial class SimulatorBackend : IHypervisor, IDisposable
 
     public ValueTask<DomainState> SetMemoryTargetAsync(Guid uuid, long targetBytes, CancellationToken cancellationToken = default)
     {
-        lock (_gate)
+        using (Enter())
         {
             CatchUp();
             var domain = FindLive(uuid, "set memory target");
@@ -526,7 +532,7 @@ public sealed partial class SimulatorBackend : IHypervisor, IDisposable
 
     public ValueTask<DomainState> SetMemoryDynamicRangeAsync(Guid uuid, long dynamicMinBytes, long dynamicMaxBytes, CancellationToken cancellationToken = default)
     {
-        lock (_gate)
+        using (Enter())
         {
             CatchUp();
             var domain = FindLive(uuid, "set memory dynamic range");
@@ -549,7 +555,7 @@ public sealed partial class SimulatorBackend : IHypervisor, IDisposable
 
     public ValueTask<DomainStats> GetStatsAsync(Guid uuid, CancellationToken cancellationToken = default)
     {
-        lock (_gate)
+        using (Enter())
         {
             CatchUp();
             var domain = Find(uuid);
@@ -570,7 +576,7 @@ public sealed partial class SimulatorBackend : IHypervisor, IDisposable
 
     public ValueTask<DomainState?> TryGetDomainAsync(Guid uuid, CancellationToken cancellationToken = default)
     {
-        lock (_gate)
+        using (Enter())
         {
             CatchUp();
             return new(_domains.TryGetValue(uuid, out var domain) ? domain.Snapshot(_simulatedNow, _options.GuestCounterPeriod) : null);
@@ -579,7 +585,7 @@ public sealed partial class SimulatorBackend : IHypervisor, IDisposable
 
     public ValueTask<IReadOnlyList<DomainState>> ListDomainsAsync(CancellationToken cancellationToken = default)
     {
-        lock (_gate)
+        using (Enter())
         {
             CatchUp();
             IReadOnlyList<DomainState> all = [.. _domains.Values.OrderBy(d => d.DomId).Select(d => d.Snapshot(_simulatedNow, _options.GuestCounterPeriod))];
@@ -589,7 +595,7 @@ public sealed partial class SimulatorBackend : IHypervisor, IDisposable
 
     public ValueTask<HostMemoryInfo> GetHostMemoryAsync(CancellationToken cancellationToken = default)
     {
-        lock (_gate)
+        using (Enter())
         {
             CatchUp();
             return new(new HostMemoryInfo(_options.HostMemoryBytes, _options.HostOverheadBytes, MemoryModel.BytesOfKib(HostFreeKib())));
@@ -611,7 +617,7 @@ public sealed partial class SimulatorBackend : IHypervisor, IDisposable
             FullMode = BoundedChannelFullMode.Wait,
             AllowSynchronousContinuations = false,
         });
-        lock (_gate)
+        using (Enter())
         {
             _subscribers.Add(channel);
         }
@@ -625,9 +631,10 @@ public sealed partial class SimulatorBackend : IHypervisor, IDisposable
     /// </summary>
     public async ValueTask<bool> RunWorkloadStepAsync(Guid uuid, CancellationToken cancellationToken = default)
     {
+        await OpenMissingDisksAsync(uuid, cancellationToken);
         GuestContext context;
         IGuestWorkload workload;
-        lock (_gate)
+        using (Enter())
         {
             CatchUp();
             var domain = Find(uuid);
@@ -647,6 +654,39 @@ public sealed partial class SimulatorBackend : IHypervisor, IDisposable
         return true;
     }
 
+    /// <summary>Domains found again from the state file have their disks opened when the guest first uses them.</summary>
+    private async ValueTask OpenMissingDisksAsync(Guid uuid, CancellationToken cancellationToken)
+    {
+        List<VbdState> missing;
+        using (Enter())
+        {
+            var domain = Find(uuid);
+            missing = [.. domain.Vbds.Where(v => v.Disk is not null && !domain.Disks.ContainsKey(v.Device))];
+        }
+
+        foreach (var vbd in missing)
+        {
+            var disk = await OpenDiskAsync(uuid, new VbdConfig(vbd.Device, vbd.Kind, vbd.Mode, vbd.Disk), cancellationToken);
+            if (disk is null)
+            {
+                continue;
+            }
+
+            using (Enter())
+            {
+                if (_domains.TryGetValue(uuid, out var domain) && domain.Vbds.Contains(vbd) && domain.Disks.TryAdd(vbd.Device, disk))
+                {
+                    disk = null;
+                }
+            }
+
+            if (disk is not null)
+            {
+                await disk.DisposeAsync();
+            }
+        }
+    }
+
     private async IAsyncEnumerable<DomainEvent> ReadAsync(Channel<DomainEvent> channel, [EnumeratorCancellation] CancellationToken cancellationToken)
     {
         try
@@ -658,7 +698,7 @@ public sealed partial class SimulatorBackend : IHypervisor, IDisposable
         }
         finally
         {
-            lock (_gate)
+            using (Enter())
             {
                 _subscribers.Remove(channel);
             }
@@ -819,7 +859,7 @@ public sealed partial class SimulatorBackend : IHypervisor, IDisposable
 
     private void OnClockAdvanced(object? sender, EventArgs e)
     {
-        lock (_gate)
+        using (Enter())
         {
             CatchUp();
         }
@@ -901,6 +941,8 @@ public sealed partial class SimulatorBackend : IHypervisor, IDisposable
 
     private DomainState Emit(DomainEventKind kind, SimDomain domain)
     {
+        // Every change emits an event, so "emitted" is "the state file is stale".
+        _dirty = true;
         var state = domain.Snapshot(_simulatedNow, _options.GuestCounterPeriod);
         var domainEvent = new DomainEvent(++_sequence, kind, state);
         for (var i = _subscribers.Count - 1; i >= 0; i--)

@@ -37,6 +37,12 @@ public sealed record SimulatorOptions
     /// <summary>The largest suspend image <see cref="SimulatorBackend.RestoreAsync"/> reads, bytes.</summary>
     public int MaxSuspendImageBytes { get; init; } = 1024 * 1024;
 
+    /// <summary>
+    /// Where the simulated hypervisor keeps its domains across daemon restarts (null = in memory
+    /// only). Written on every change; a guest's counter resumes from the last change.
+    /// </summary>
+    public string? StatePath { get; init; }
+
     /// <summary>What the simulated guests report through their agent.</summary>
     public GuestOsProfile GuestOs { get; init; } = GuestOsProfile.Debian12;
 
