@@ -1,0 +1,72 @@
+using Microsoft.Extensions.Logging;
+using Microsoft.Extensions.Logging.Abstractions;
+using Xapi.Xenops.Memory;
+
+namespace Xapi.Xenops.Simulator;
+
+/// <summary>The simulated host and guests. Defaults are a small server with cooperative Linux guests.</summary>
+public sealed record SimulatorOptions
+{
+    /// <summary>Physical memory of the simulated host, bytes (host_metrics.memory_total).</summary>
+    public long HostMemoryBytes { get; init; } = 16L * 1024 * 1024 * 1024;
+
+    /// <summary>What Xen and the control domain use, bytes (host.memory_overhead); not for guests.</summary>
+    public long HostOverheadBytes { get; init; } = 1L * 1024 * 1024 * 1024;
+
+    /// <summary>Memory the squeezer keeps free at all times, KiB.</summary>
+    public long HostFreeReserveKib { get; init; } = Squeezer.DefaultHostFreeReserveKib;
+
+    /// <summary>How long after a domain first runs its guest agent publishes data and answers shutdown requests.</summary>
+    public TimeSpan GuestAgentDelay { get; init; } = TimeSpan.FromSeconds(5);
+
+    /// <summary>How long a guest takes to carry out an acknowledged shutdown/reboot/suspend/halt request.</summary>
+    public TimeSpan ShutdownAckDelay { get; init; } = TimeSpan.FromSeconds(1);
+
+    /// <summary>How fast a balloon driver moves memory_actual toward the target, bytes per simulated second.</summary>
+    public long BalloonRateBytesPerSecond { get; init; } = 1L * 1024 * 1024 * 1024;
+
+    /// <summary>The guest counter increments once per this much running (unpaused) time.</summary>
+    public TimeSpan GuestCounterPeriod { get; init; } = TimeSpan.FromSeconds(1);
+
+    /// <summary>Events a subscriber may fall behind before its stream ends with an overflow.</summary>
+    public int EventCapacity { get; init; } = 100_000;
+
+    /// <summary>Characters of console text kept per domain (the oldest are dropped).</summary>
+    public int ConsoleCapacity { get; init; } = 8192;
+
+    /// <summary>The largest suspend image <see cref="SimulatorBackend.RestoreAsync"/> reads, bytes.</summary>
+    public int MaxSuspendImageBytes { get; init; } = 1024 * 1024;
+
+    /// <summary>
+    /// Where the simulated hypervisor keeps its domains across daemon restarts (null = in memory
+    /// only). Written on every change; a guest's counter resumes from the last change.
+    /// </summary>
+    public string? StatePath { get; init; }
+
+    /// <summary>What the simulated guests report through their agent.</summary>
+    public GuestOsProfile GuestOs { get; init; } = GuestOsProfile.Debian12;
+
+    /// <summary>The disks behind VBDs, from the daemon's data path; null = guests see no bytes.</summary>
+    public IGuestDiskProvider? DiskProvider { get; init; }
+
+    /// <summary>The workload a guest runs, per domain; null = guests idle.</summary>
+    public Func<DomainConfig, IGuestWorkload?>? WorkloadFactory { get; init; }
+
+    public ILogger Logger { get; init; } = NullLogger.Instance;
+}
+
+/// <summary>The operating system and PV drivers a simulated guest agent reports (vm-facts.md §8.2 keys).</summary>
+public sealed record GuestOsProfile(
+    string Name,
+    string Uname,
+    string Distro,
+    string MajorVersion,
+    string MinorVersion,
+    string PvDriversMajor,
+    string PvDriversMinor,
+    string PvDriversMicro,
+    string PvDriversBuild)
+{
+    public static GuestOsProfile Debian12 { get; } = new(
+        "Debian GNU/Linux 12 (bookworm)", "6.1.0-28-amd64", "debian", "12", "8", "9", "4", "0", "11");
+}
