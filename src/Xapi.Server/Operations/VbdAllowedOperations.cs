@@ -172,7 +172,7 @@ public sealed class VbdAllowedOperations : IOperationRule
     private static void RefuseSharing(VBDRecord vbd, VMRecord vm, VDIRecord vdi, Action<XenApiException, VbdOperations[]> refuse)
     {
         var db = vbd.Source;
-        var others = db.All<VBDRecord>().Where(b => b.VDI == vdi.Ref && b.Ref != vbd.Ref)
+        var others = vdi.VBDs.Where(b => b != vbd.Ref).Select(b => db.TryGet(b, out var other) ? other : (VBDRecord?)null).OfType<VBDRecord>()
             .Where(b => db.TryGet(b.VM, out var owner) && owner.PowerState != VmPowerState.Suspended && !owner.IsControlDomain)
             .Where(b => b.CurrentlyAttached || b.CurrentOperations.Count > 0)
             .ToList();
