@@ -64,8 +64,10 @@ public class RoundTripTests(RpcDialect dialect) : LoggedInFixture(dialect)
         await AssertRecordAsync(cls, reference, expected);
         await LookupsAsync(cls, reference, expected);
 
-        // Classes whose create and destroy reach storage have tests of their own (Api/Storage).
-        if (cls.MessagesByName.TryGetValue("destroy", out var destroy) && destroy.Implicit == ImplicitKind.Destroy && !ImplementedByHand(destroy))
+        // Classes whose create and destroy reach storage have tests of their own (Api/Storage), and
+        // so have those whose destroy the operation table decides (a VM sampled as Paused may not go).
+        if (cls.MessagesByName.TryGetValue("destroy", out var destroy) && destroy.Implicit == ImplicitKind.Destroy && !ImplementedByHand(destroy)
+            && !DestroyHasRules(cls))
         {
             await Client.InvokeAsync($"{cls.Name}.destroy", reference);
             await XenApiAssert.FailsAsync(() => Client.InvokeAsync($"{cls.Name}.get_record", reference), "HANDLE_INVALID", cls.Name, reference);
@@ -89,6 +91,9 @@ public class RoundTripTests(RpcDialect dialect) : LoggedInFixture(dialect)
         var row = await Daemon.InsertAsync(cls);
         return (row.Ref, expected);
     }
+
+    private bool DestroyHasRules(ClassMeta cls) =>
+        cls.AllowedOperationsField is not null && OperationGuard.Tracks(cls, "destroy") && Daemon.Service<AllowedOperationsRules>().For(cls) is IOperationRule;
 
     private bool ImplementedByHand(MessageMeta message) => Daemon.Service<Xapi.Server.Dispatch.Dispatcher>().Coverage(message) == Xapi.Server.Dispatch.MessageCoverage.Implemented;
 

@@ -261,6 +261,8 @@ public sealed class XapiHost : IAsyncDisposable
         builder.Services.AddSingleton<PBDApi>();
         builder.Services.AddSingleton<SRApi>();
         builder.Services.AddSingleton<VDIApi>();
+        builder.Services.AddSingleton<VMApi>();
+        builder.Services.AddSingleton<VBDApi>();
         builder.Services.AddSingleton<IObjectLifecycle>(services => services.GetRequiredService<PBDApi>());
         builder.Services.AddSingleton<IObjectLifecycle>(services => services.GetRequiredService<VDIApi>());
         builder.Services.AddSingleton(firstBoot);
@@ -282,6 +284,8 @@ public sealed class XapiHost : IAsyncDisposable
             SR = services.GetRequiredService<SRApi>(),
             PBD = services.GetRequiredService<PBDApi>(),
             VDI = services.GetRequiredService<VDIApi>(),
+            VM = services.GetRequiredService<VMApi>(),
+            VBD = services.GetRequiredService<VBDApi>(),
         }));
         ApiHandlers<CallContext> Customized(IServiceProvider services, ApiHandlers<CallContext> handlers)
         {
@@ -347,6 +351,7 @@ public sealed class XapiHost : IAsyncDisposable
         {
             app.Services.GetRequiredService<ILogger<XapiHost>>().LogWarning("Forgot the operations of {Objects} objects that the last run left unfinished", freed);
         }
+        app.Services.GetRequiredService<OperationGuard>().RefreshAllowed();
         var thisHost = new HostRef(firstBoot.HostRef);
         StorageBoot.SynchronizeSmRecords(database, app.Services.GetRequiredService<IEnumerable<Xapi.Storage.ISrDriver>>(), firstBoot);
         var storage = app.Services.GetRequiredService<Xapi.Storage.Service.StorageManager>();

@@ -14,6 +14,19 @@ public interface IAllowedOperationsRule
     IReadOnlyList<object?> Allowed(IRowReader db, string reference, IReadOnlyList<object?> values, IReadOnlyCollection<string> inProgress);
 }
 
+/// <summary>
+/// Rules that decide each operation with the real server's error and order of checks (VM, VBD,
+/// VIF), instead of the default "blocked, else nothing else in progress". The operation stage
+/// asks <see cref="Check"/> before an operation runs; <see cref="IAllowedOperationsRule.Allowed"/>
+/// reads the operations in progress from the row's own <c>current_operations</c>.
+/// </summary>
+public interface IOperationRule : IAllowedOperationsRule
+{
+    /// <param name="values">The object's values, with <c>current_operations</c> as they stand.</param>
+    /// <returns>The first error that refuses <paramref name="operation"/>, or null when it may run.</returns>
+    XenApiException? Check(IRowReader db, string reference, IReadOnlyList<object?> values, string operation);
+}
+
 /// <summary>Until a class states its own rules: every operation when idle, none while one runs.</summary>
 public sealed class IdleAllowsAll(ClassMeta cls) : IAllowedOperationsRule
 {
@@ -44,5 +57,5 @@ public sealed class AllowedOperationsRules
     public IAllowedOperationsRule For(ClassMeta cls) => _rules[cls];
 
     /// <summary>The rules this daemon applies.</summary>
-    public static AllowedOperationsRules Default() => new([new VmAllowedOperations(), new SrAllowedOperations(), new VdiAllowedOperations()]);
+    public static AllowedOperationsRules Default() => new([new VmAllowedOperations(), new VbdAllowedOperations(), new VifAllowedOperations(), new SrAllowedOperations(), new VdiAllowedOperations()]);
 }

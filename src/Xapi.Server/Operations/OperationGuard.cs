@@ -31,11 +31,20 @@ public sealed class OperationGuard(XapiDatabase database, AllowedOperationsRules
         generation = database.Write(tx =>
         {
             var row = tx.Get(cls, reference);
+            var running = (ValueMap)row[current]!;
+            if (rules.For(cls) is IOperationRule rule)
+            {
+                if (rule.Check(tx, reference, tx.GetRowValues(cls, reference), operation) is { } refused)
+                {
+                    throw refused;
+                }
+                Recompute(tx, cls, reference, running.With(operationRef, operation));
+                return tx.Generation;
+            }
             if (cls.BlockedOperationsField is { } blocked && ((ValueMap)row[blocked]!).TryGetValue(operation, out var reason))
             {
                 throw XenApiErrors.OperationBlocked(reference, (string?)reason ?? "");
             }
-            var running = (ValueMap)row[current]!;
             foreach (var (task, op) in running)
             {
                 throw XenApiErrors.OtherOperationInProgress(cls.Name, reference, (string)op!, (string)task);
@@ -65,6 +74,31 @@ public sealed class OperationGuard(XapiDatabase database, AllowedOperationsRules
             freed += stale.Count;
         }
         return freed;
+    });
+
+    /// <summary>
+    /// Recomputes the stored <c>allowed_operations</c> of every object whose class states its
+    /// own rules, as real hosts do when they start: rows written by first boot, by an older
+    /// version or behind the API's back then list what the rules allow. Writes only rows that
+    /// change; returns how many.
+    /// </summary>
+    public int RefreshAllowed() => database.Write(tx =>
+    {
+        var changed = 0;
+        foreach (var cls in ApiSchema.Classes.Where(c => c.AllowedOperationsField is not null && rules.For(c) is IOperationRule))
+        {
+            var allowedField = cls.AllowedOperationsField!;
+            foreach (var (reference, values) in tx.AllRowValues(cls).ToList())
+            {
+                var allowed = rules.For(cls).Allowed(tx, reference, values, []);
+                if (!allowed.SequenceEqual((IEnumerable<object?>)values[allowedField.Ordinal]!))
+                {
+                    tx.UpdateRow(cls, reference, v => v[allowedField.Ordinal] = allowed);
+                    changed++;
+                }
+            }
+        }
+        return changed;
     });
 
     private void End(ClassMeta cls, string reference, string operationRef)
