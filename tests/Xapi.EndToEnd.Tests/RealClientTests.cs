@@ -102,4 +102,18 @@ public class RealClientTests
             Assert.That(methods, Is.GreaterThan(1900), "system.listMethods through Python's xmlrpc.client");
         });
     }
+
+    [Test]
+    public async Task Xenapi_py_creates_and_destroys_a_vm_with_its_disk_cd_and_vifs_as_openstack_nova_does()
+    {
+        const string python = "/usr/bin/python3";
+        RequireOrIgnore(File.Exists("/usr/lib/python3/dist-packages/os_xenapi/client/XenAPI.py") && File.Exists(python), "python3-os-xenapi");
+        await using var daemon = await TestDaemon.StartAsync();
+        var (exitCode, output) = await RunAsync(python, "xenapi_py_nova_records.py", daemon.Uri.ToString().TrimEnd('/'), TestDaemon.Password);
+        Assert.Multiple(() =>
+        {
+            Assert.That(exitCode, Is.Zero, output);
+            Assert.That(output, Does.Contain("OK"));
+        });
+    }
 }

@@ -222,7 +222,7 @@ public class ReferenceIntegrityTests(RpcDialect dialect) : LoggedInFixture(diale
             }
         }
         TestContext.Out.WriteLine($"{exercised.Count} write paths: {string.Join(", ", exercised)}");
-        Assert.That(exercised, Does.Contain("VBD.create(VDI)").And.Contain("VM.set_affinity")
+        Assert.That(exercised, Does.Contain("PVS_cache_storage.create(SR)").And.Contain("VM.set_affinity")
             .And.Contain("PGPU.add_enabled_VGPU_types"));
     }
 

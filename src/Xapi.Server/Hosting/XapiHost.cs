@@ -261,10 +261,14 @@ public sealed class XapiHost : IAsyncDisposable
         builder.Services.AddSingleton<PBDApi>();
         builder.Services.AddSingleton<SRApi>();
         builder.Services.AddSingleton<VDIApi>();
-        builder.Services.AddSingleton<VMApi>();
-        builder.Services.AddSingleton<VBDApi>();
         builder.Services.AddSingleton<IObjectLifecycle>(services => services.GetRequiredService<PBDApi>());
         builder.Services.AddSingleton<IObjectLifecycle>(services => services.GetRequiredService<VDIApi>());
+        builder.Services.AddSingleton<VMApi>();
+        builder.Services.AddSingleton<VBDApi>();
+        builder.Services.AddSingleton<VIFApi>();
+        builder.Services.AddSingleton<IObjectLifecycle>(services => services.GetRequiredService<VMApi>());
+        builder.Services.AddSingleton<IObjectLifecycle>(services => services.GetRequiredService<VBDApi>());
+        builder.Services.AddSingleton<IObjectLifecycle>(services => services.GetRequiredService<VIFApi>());
         builder.Services.AddSingleton(firstBoot);
         builder.Services.AddSingleton<StorageBoot>();
         builder.Services.AddSingleton(services => Customized(services, new ApiHandlers<CallContext>
@@ -286,6 +290,7 @@ public sealed class XapiHost : IAsyncDisposable
             VDI = services.GetRequiredService<VDIApi>(),
             VM = services.GetRequiredService<VMApi>(),
             VBD = services.GetRequiredService<VBDApi>(),
+            VIF = services.GetRequiredService<VIFApi>(),
         }));
         ApiHandlers<CallContext> Customized(IServiceProvider services, ApiHandlers<CallContext> handlers)
         {
