@@ -10,6 +10,25 @@ namespace Xapi.Database;
 /// </summary>
 public static class References
 {
+    /// <summary>
+    /// Creates a row of <paramref name="cls"/> holding <paramref name="values"/> (a whole row, as
+    /// a class's own create handler builds it), refused when a constructor field names an object
+    /// that does not exist.
+    /// </summary>
+    /// <exception cref="XenApiException">HANDLE_INVALID [class, ref] (or the field's INVALID_VALUE).</exception>
+    public static string CreateRowCheckingReferences(this Transaction tx, ClassMeta cls, object?[] values, string? reference = null) =>
+        tx.CreateRow(cls, row =>
+        {
+            values.CopyTo(row, 0);
+            foreach (var field in cls.Fields)
+            {
+                if (field.References is not null && field.IsConstructorArgument && field.ManyOf is null)
+                {
+                    tx.CheckReferences(field, row);
+                }
+            }
+        }, reference);
+
     /// <summary>Checks a field's whole new value, as the row being written will hold it.</summary>
     /// <exception cref="XenApiException">HANDLE_INVALID [class, ref] (or the field's INVALID_VALUE).</exception>
     public static void CheckReferences(this Transaction tx, FieldMeta field, IReadOnlyList<object?> row)

@@ -104,17 +104,7 @@ public sealed partial class VBDApi(VMApi vms) : IVBDApi<CallContext>, IObjectLif
         vbd.StatusDetail = "";
         vbd.RuntimeProperties = ValueMap.Empty;
         vbd.QosSupportedAlgorithms = [];
-        var created = tx.CreateRow(VBDRef.Class, row =>
-        {
-            values.CopyTo(row, 0);
-            foreach (var field in VBDRef.Class.Fields)
-            {
-                if (field.References is not null && field.IsConstructorArgument && field.ManyOf is null)
-                {
-                    tx.CheckReferences(field, row);
-                }
-            }
-        });
+        var created = tx.CreateRowCheckingReferences(VBDRef.Class, values);
         vms.RefreshAllowedOperations(tx, VBDRef.Class, created);
         return created;
     }

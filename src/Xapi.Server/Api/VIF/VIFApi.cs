@@ -77,17 +77,7 @@ public sealed partial class VIFApi(VMApi vms) : IVIFApi<CallContext>, IObjectLif
         vif.Ipv6ConfigurationMode = VifIpv6ConfigurationMode.None;
         vif.Ipv6Addresses = [];
         vif.Ipv6Gateway = "";
-        var created = tx.CreateRow(VIFRef.Class, row =>
-        {
-            values.CopyTo(row, 0);
-            foreach (var field in VIFRef.Class.Fields)
-            {
-                if (field.References is not null && field.IsConstructorArgument && field.ManyOf is null)
-                {
-                    tx.CheckReferences(field, row);
-                }
-            }
-        });
+        var created = tx.CreateRowCheckingReferences(VIFRef.Class, values);
         vms.RefreshAllowedOperations(tx, VIFRef.Class, created);
         return created;
     }

@@ -97,17 +97,7 @@ public sealed partial class VMApi : IObjectLifecycle
             {
                 vm.HardwarePlatformVersion = VendorDeviceHardwarePlatformVersion;
             }
-            var created = new VMRef(tx.CreateRow(VMRef.Class, row =>
-            {
-                values.CopyTo(row, 0);
-                foreach (var field in VMRef.Class.Fields)
-                {
-                    if (field.References is not null && field.IsConstructorArgument && field.ManyOf is null)
-                    {
-                        tx.CheckReferences(field, row);
-                    }
-                }
-            }, reference.Value));
+            var created = new VMRef(tx.CreateRowCheckingReferences(VMRef.Class, values, reference.Value));
             RefreshAllowedOperations(tx, VMRef.Class, created.Value);
             return created.Value;
         }));
