@@ -23,6 +23,8 @@ public readonly record struct NbdExtent(long Offset, long Length, uint Flags)
 /// </summary>
 public sealed class NbdClient : IAsyncDisposable
 {
+    private const int UnixSendBufferBytes = 4 << 20;
+
     /// <summary>How many requests may wait for their replies at once.</summary>
     public const int MaxInFlight = 16;
 
@@ -77,7 +79,13 @@ public sealed class NbdClient : IAsyncDisposable
     /// <summary>Connects to a Unix socket and negotiates <paramref name="exportName"/>.</summary>
     public static async Task<NbdClient> ConnectUnixAsync(string socketPath, string exportName, CancellationToken cancellationToken)
     {
-        var socket = new Socket(AddressFamily.Unix, SocketType.Stream, ProtocolType.Unspecified);
+        var socket = new Socket(AddressFamily.Unix, SocketType.Stream, ProtocolType.Unspecified)
+        {
+            // A unix socket holds what its sender's buffer allows (208 KiB by default), so a 2 MiB
+            // write went to qemu-nbd in ten hand-overs; with 4 MiB a 1 GiB VHD import took
+            // 1.5–1.8 s instead of 1.6–2.0 s on 2 cores. The kernel caps it at net.core.wmem_max.
+            SendBufferSize = UnixSendBufferBytes,
+        };
         try
         {
             await socket.ConnectAsync(new UnixDomainSocketEndPoint(socketPath), cancellationToken).ConfigureAwait(false);
