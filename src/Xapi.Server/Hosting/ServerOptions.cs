@@ -153,6 +153,15 @@ public sealed class ServerOptions
     /// <summary>Lines about unauthenticated failures (failed logins, unparseable requests) written per minute at most, per kind.</summary>
     public int UnauthenticatedLogLinesPerMinute { get; set; } = 60;
 
+    /// <summary>The simulated host's memory, bytes (the simulator backend's whole RAM, dom0's share included).</summary>
+    public long SimulatedHostMemory { get; set; } = 16L << 30;
+
+    /// <summary>How long a simulated guest takes to boot far enough for its agent to report (VM_guest_metrics).</summary>
+    public TimeSpan SimulatedGuestAgentDelay { get; set; } = TimeSpan.FromSeconds(5);
+
+    /// <summary>How long a simulated guest takes to act on a shutdown, reboot or suspend request.</summary>
+    public TimeSpan SimulatedShutdownDelay { get; set; } = TimeSpan.FromSeconds(1);
+
     private static readonly Dictionary<string, string> SwitchMappings = new(StringComparer.OrdinalIgnoreCase)
     {
         ["--http-port"] = nameof(HttpPort),
@@ -175,6 +184,9 @@ public sealed class ServerOptions
         ["--iso-sr-path"] = nameof(IsoSrPath),
         ["--log-level"] = nameof(LogLevel),
         ["--salvage-journal"] = nameof(SalvageJournal),
+        ["--sim-host-memory"] = nameof(SimulatedHostMemory),
+        ["--sim-guest-agent-delay"] = nameof(SimulatedGuestAgentDelay),
+        ["--sim-shutdown-delay"] = nameof(SimulatedShutdownDelay),
         ["--config"] = "Config",
     };
 
@@ -240,6 +252,8 @@ public sealed class ServerOptions
         Require(DurabilityTimeout > TimeSpan.Zero && SessionIdleTimeout > TimeSpan.Zero && FailedLoginDelay >= TimeSpan.Zero && FinishedTaskRetention >= TimeSpan.Zero,
             "DurabilityTimeout and SessionIdleTimeout must be positive, FailedLoginDelay and FinishedTaskRetention not negative");
         Require(PasswordHashIterations > 0, "PasswordHashIterations must be positive");
+        Require(SimulatedHostMemory >= 2L << 30, "SimulatedHostMemory must be at least 2 GiB (the simulated host keeps 1 GiB for itself)");
+        Require(SimulatedGuestAgentDelay >= TimeSpan.Zero && SimulatedShutdownDelay >= TimeSpan.Zero, "SimulatedGuestAgentDelay and SimulatedShutdownDelay must not be negative");
     }
 
     // XAPI_HTTP_PORT -> HttpPort, XAPI_ROOT_PASSWORD -> RootPassword

@@ -258,6 +258,9 @@ public sealed class XapiHost : IAsyncDisposable
         builder.Services.AddSingleton(services => new Xapi.Storage.Service.StorageManager(
             services.GetRequiredService<XapiDatabase>(), services.GetRequiredService<IEnumerable<Xapi.Storage.ISrDriver>>(),
             RuntimeDirectory(options.DataDir), services.GetRequiredService<ILogger<Xapi.Storage.Service.StorageManager>>()));
+        builder.Services.AddSingleton<Xapi.Xenops.IHypervisor>(services => Simulator(options, services.GetRequiredService<ILoggerFactory>()));
+        builder.Services.AddSingleton(services => new VmRuntime(services.GetRequiredService<Xapi.Xenops.IHypervisor>(),
+            services.GetRequiredService<XapiDatabase>(), services.GetRequiredService<TimeProvider>(), services.GetRequiredService<ILoggerFactory>()));
         builder.Services.AddSingleton<PBDApi>();
         builder.Services.AddSingleton<SRApi>();
         builder.Services.AddSingleton<VDIApi>();
@@ -362,6 +365,7 @@ public sealed class XapiHost : IAsyncDisposable
         var storage = app.Services.GetRequiredService<Xapi.Storage.Service.StorageManager>();
         storage.ThisHost = thisHost;
         storage.InUse = (snapshot, vdi) => vdi.CurrentOperations.Count > 0 || snapshot.All<VBDRecord>().Any(b => b.VDI == vdi.Ref && b.CurrentlyAttached);
+        app.Services.GetRequiredService<VmRuntime>().ThisHost = thisHost;
         var sessionManager = app.Services.GetRequiredService<SessionManager>();
         var taskManager = app.Services.GetRequiredService<TaskManager>();
         sessionManager.ThisHost = thisHost;
@@ -400,6 +404,23 @@ public sealed class XapiHost : IAsyncDisposable
         return Path.Combine(Path.GetTempPath(), "xapi-run-" + hash);
     }
 
+    // The simulator's state file: a restarted daemon finds its running domains again.
+    private const string SimulatorStateFile = "xenops-simulator.json";
+
+    // How often simulated time catches up with the wall clock (guest agents, shutdown acknowledgements, balloons).
+    private static readonly TimeSpan SimulatorTick = TimeSpan.FromMilliseconds(50);
+
+    private static Xapi.Xenops.Simulator.SimulatorBackend Simulator(ServerOptions options, ILoggerFactory loggers) => new(
+        new Xapi.Xenops.Simulator.SimulatorOptions
+        {
+            HostMemoryBytes = options.SimulatedHostMemory,
+            GuestAgentDelay = options.SimulatedGuestAgentDelay,
+            ShutdownAckDelay = options.SimulatedShutdownDelay,
+            StatePath = Path.Combine(options.DataDir, SimulatorStateFile),
+            Logger = loggers.CreateLogger<Xapi.Xenops.Simulator.SimulatorBackend>(),
+        },
+        new Xapi.Xenops.Simulator.RealTimeClock(SimulatorTick));
+
     /// <summary>The SR types this build has drivers for.</summary>
     public static IReadOnlyList<Xapi.Storage.ISrDriver> StorageDrivers() =>
     [
@@ -415,6 +436,8 @@ public sealed class XapiHost : IAsyncDisposable
     {
         // Storage is plugged before clients are served, so none sees an SR half recovered.
         await _app.Services.GetRequiredService<StorageBoot>().PlugAllAsync(Database, cancellationToken);
+        // VMs show what the backend runs before any client looks.
+        await _app.Services.GetRequiredService<VmRuntime>().StartAsync(cancellationToken);
         await _app.StartAsync(cancellationToken);
         _app.Services.GetRequiredService<NbdEndpoint>().Start(NbdCertificate);
         var addresses = _app.Services.GetRequiredService<IServer>().Features.Get<IServerAddressesFeature>()!.Addresses.ToList();
@@ -465,6 +488,7 @@ public sealed class XapiHost : IAsyncDisposable
             await _sessionReaper.DisposeAsync();
         }
         await _app.StopAsync();
+        await _app.Services.GetRequiredService<VmRuntime>().DisposeAsync();
         await _app.Services.GetRequiredService<NbdEndpoint>().DisposeAsync();
         await _app.Services.GetRequiredService<Xapi.Storage.Service.StorageManager>().DisposeAsync();
         await _app.DisposeAsync();

@@ -85,6 +85,12 @@ public interface IHypervisor
     ValueTask<HostMemoryInfo> GetHostMemoryAsync(CancellationToken cancellationToken = default);
 
     /// <summary>
+    /// The <see cref="DomainEvent.Sequence"/> of the last event emitted so far: state read after this
+    /// is at least as new as that event, so older events can be told apart and skipped.
+    /// </summary>
+    long LatestEventSequence { get; }
+
+    /// <summary>
     /// The changes from the moment of the call on, in order, until cancelled. A subscriber that
     /// falls too far behind gets <see cref="EventStreamOverflowException"/> and must resynchronise.
     /// </summary>

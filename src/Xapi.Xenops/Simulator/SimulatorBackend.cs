@@ -602,6 +602,17 @@ public sealed partial class SimulatorBackend : IHypervisor, IDisposable
         }
     }
 
+    public long LatestEventSequence
+    {
+        get
+        {
+            using (Enter())
+            {
+                return _sequence;
+            }
+        }
+    }
+
     public IAsyncEnumerable<DomainEvent> WatchAsync(CancellationToken cancellationToken = default) =>
         // Subscribed now, not at the first MoveNextAsync, so no event between the call and the first read is lost.
         ReadAsync(Subscribe(), cancellationToken);

@@ -1,0 +1,292 @@
+using Xapi.Model;
+using Xapi.Server.Dispatch;
+using Xapi.Server.Operations;
+using Xapi.Xenops;
+
+namespace Xapi.Server.Api;
+
+/// <summary>
+/// The power operations (xapi_vm.ml, xapi_xenops.ml): each holds the VM, drives the seam through
+/// the orchestrator, and ends by folding the backend's state into the database, success or not.
+/// Which power states each may start from the operation stage has checked already.
+/// </summary>
+public sealed partial class VMApi
+{
+    // How long a clean shutdown or reboot waits for the guest (xapi_globs.ml domain_shutdown_total_timeout).
+    private static readonly TimeSpan GuestShutdownTimeout = TimeSpan.FromSeconds(1200);
+
+    [RunsAs<VmOperations>(VmOperations.Start)]
+    public async ValueTask Start(CallContext context, VMRef vm, bool startPaused, bool force)
+    {
+        // VM.start picks a host and hides why the others would not do (choose_host_for_vm): short
+        // memory alone still lets the backend try, squeezing the running guests.
+        if (await BootRefusalAsync(context, vm, runtime.ThisHost) is { } refused && refused.Code != ErrorCodes.HostNotEnoughFreeMemory)
+        {
+            throw XenApiErrors.NoHostsAvailable();
+        }
+        await StartHereAsync(context, vm, startPaused);
+    }
+
+    [RunsAs<VmOperations>(VmOperations.StartOn)]
+    public async ValueTask StartOn(CallContext context, VMRef vm, HostRef host, bool startPaused, bool force)
+    {
+        await AssertCanBootHereAsync(context, vm, host);
+        await StartHereAsync(context, vm, startPaused);
+    }
+
+    public async ValueTask AssertCanBootHere(CallContext context, VMRef self, HostRef host) => await AssertCanBootHereAsync(context, self, host);
+
+    private async ValueTask AssertCanBootHereAsync(CallContext context, VMRef vm, HostRef host)
+    {
+        if (await BootRefusalAsync(context, vm, host) is { } refused)
+        {
+            throw refused;
+        }
+    }
+
+    private async ValueTask<XenApiException?> BootRefusalAsync(CallContext context, VMRef vm, HostRef host)
+    {
+        var snapshot = context.Snapshot;
+        if (host != runtime.ThisHost)
+        {
+            // Only this host runs VMs until pools can forward a start to another member.
+            return XenApiErrors.HostNotLive();
+        }
+        var memory = await runtime.Hypervisor.GetHostMemoryAsync(context.Cancellation);
+        return BootChecks.Check(snapshot, snapshot.Get(vm), snapshot.Get(host), memory);
+    }
+
+    private async ValueTask StartHereAsync(CallContext context, VMRef vm, bool paused)
+    {
+        var record = context.Snapshot.Get(vm);
+        var uuid = Guid.Parse(record.Uuid);
+        await using var hold = await runtime.HoldAsync(uuid, context.Cancellation);
+        try
+        {
+            var config = DomainConfigs.Of(context.Snapshot, record);
+            await runtime.Orchestrator.StartAsync(config, paused, context.ReportProgress, hold.Token);
+        }
+        catch (XenopsException e)
+        {
+            throw XenopsErrors.ToXenApi(e, vm);
+        }
+        catch (OperationCanceledException) when (hold.Token.IsCancellationRequested)
+        {
+            throw XenopsErrors.Cancelled(context);
+        }
+        finally
+        {
+            await runtime.SyncAsync(vm, uuid, VmPowerState.Halted, CancellationToken.None);
+        }
+    }
+
+    [RunsAs<VmOperations>(VmOperations.CleanShutdown)]
+    public async ValueTask CleanShutdown(CallContext context, VMRef vm) =>
+        await StopAsync(context, vm, clean: true, GuestShutdownTimeout);
+
+    [RunsAs<VmOperations>(VmOperations.HardShutdown)]
+    public async ValueTask HardShutdown(CallContext context, VMRef vm) => await HardStopAsync(context, vm);
+
+    /// <summary>A clean shutdown that falls back to a hard one if the guest does not cooperate; a suspended VM loses its image.</summary>
+    [RunsAs<VmOperations>(VmOperations.Shutdown)]
+    public async ValueTask Shutdown(CallContext context, VMRef vm)
+    {
+        var record = context.Snapshot.Get(vm);
+        if (record.PowerState != VmPowerState.Suspended)
+        {
+            var timeout = record.ShutdownDelay > 0 ? TimeSpan.FromSeconds(record.ShutdownDelay) : GuestShutdownTimeout;
+            try
+            {
+                await StopAsync(context, vm, clean: true, timeout);
+                return;
+            }
+            catch (XenApiException e) when (e.Code is not ErrorCodes.TaskCancelled)
+            {
+                // Whatever stopped the clean way, the hard way follows (xapi_vm.ml shutdown).
+            }
+        }
+        await HardStopAsync(context, vm);
+    }
+
+    private async ValueTask StopAsync(CallContext context, VMRef vm, bool clean, TimeSpan timeout)
+    {
+        var uuid = Guid.Parse(context.Snapshot.Get(vm).Uuid);
+        await using var hold = await runtime.HoldAsync(uuid, context.Cancellation, preempt: !clean);
+        try
+        {
+            await runtime.Orchestrator.ShutdownAsync(uuid, clean, timeout, hold.Token);
+        }
+        catch (DomainNotFoundException)
+        {
+            // Already gone: the VM is halted, which is what was asked.
+        }
+        catch (XenopsException e)
+        {
+            throw XenopsErrors.ToXenApi(e, vm);
+        }
+        catch (OperationCanceledException) when (hold.Token.IsCancellationRequested)
+        {
+            throw XenopsErrors.Cancelled(context);
+        }
+        finally
+        {
+            await runtime.SyncAsync(vm, uuid, VmPowerState.Halted, CancellationToken.None);
+        }
+    }
+
+    private async ValueTask HardStopAsync(CallContext context, VMRef vm)
+    {
+        var record = context.Snapshot.Get(vm);
+        if (record.PowerState == VmPowerState.Suspended)
+        {
+            await DiscardSuspendImageAsync(context, vm);
+            return;
+        }
+        await StopAsync(context, vm, clean: false, TimeSpan.Zero);
+    }
+
+    [RunsAs<VmOperations>(VmOperations.CleanReboot)]
+    public async ValueTask CleanReboot(CallContext context, VMRef vm) => await RebootAsync(context, vm, clean: true);
+
+    [RunsAs<VmOperations>(VmOperations.HardReboot)]
+    public async ValueTask HardReboot(CallContext context, VMRef vm) => await RebootAsync(context, vm, clean: false);
+
+    private async ValueTask RebootAsync(CallContext context, VMRef vm, bool clean)
+    {
+        var record = context.Snapshot.Get(vm);
+        var uuid = Guid.Parse(record.Uuid);
+        await using var hold = await runtime.HoldAsync(uuid, context.Cancellation, preempt: !clean);
+        try
+        {
+            // The memory settings cannot change across a reboot: the new domain gets the old config.
+            var config = DomainConfigs.Of(context.Snapshot, record);
+            await runtime.Orchestrator.RebootAsync(config, clean, GuestShutdownTimeout, context.ReportProgress, hold.Token);
+        }
+        catch (XenopsException e)
+        {
+            throw XenopsErrors.ToXenApi(e, vm);
+        }
+        catch (OperationCanceledException) when (hold.Token.IsCancellationRequested)
+        {
+            throw XenopsErrors.Cancelled(context);
+        }
+        finally
+        {
+            await runtime.SyncAsync(vm, uuid, VmPowerState.Halted, CancellationToken.None);
+        }
+    }
+
+    [RunsAs<VmOperations>(VmOperations.Pause)]
+    public async ValueTask Pause(CallContext context, VMRef vm) =>
+        await OnDomainAsync(context, vm, (uuid, token) => runtime.Hypervisor.PauseAsync(uuid, token));
+
+    [RunsAs<VmOperations>(VmOperations.Unpause)]
+    public async ValueTask Unpause(CallContext context, VMRef vm) =>
+        await OnDomainAsync(context, vm, (uuid, token) => runtime.Hypervisor.UnpauseAsync(uuid, token));
+
+    private async ValueTask OnDomainAsync(CallContext context, VMRef vm, Func<Guid, CancellationToken, ValueTask<DomainState>> operation)
+    {
+        var uuid = Guid.Parse(context.Snapshot.Get(vm).Uuid);
+        await using var hold = await runtime.HoldAsync(uuid, context.Cancellation);
+        try
+        {
+            await operation(uuid, hold.Token);
+        }
+        catch (XenopsException e)
+        {
+            throw XenopsErrors.ToXenApi(e, vm);
+        }
+        finally
+        {
+            await runtime.SyncAsync(vm, uuid, VmPowerState.Halted, CancellationToken.None);
+        }
+    }
+
+    /// <summary>
+    /// Marks a VM Halted whatever the database said, for a VM whose host died (xapi_vm.ml
+    /// power_state_reset). Refused while its domain still runs here: that would lose track of it.
+    /// </summary>
+    public async ValueTask PowerStateReset(CallContext context, VMRef vm)
+    {
+        var record = context.Snapshot.Get(vm);
+        if (record.IsControlDomain)
+        {
+            throw XenApiErrors.CannotResetControlDomain(vm.Value);
+        }
+        var uuid = Guid.Parse(record.Uuid);
+        if (record.PowerState is VmPowerState.Running or VmPowerState.Paused && record.ResidentOn == runtime.ThisHost)
+        {
+            await using var hold = await runtime.HoldAsync(uuid, context.Cancellation);
+            var domain = await runtime.Hypervisor.TryGetDomainAsync(uuid, hold.Token);
+            if (domain is { PowerState: DomainPowerState.Running })
+            {
+                // Declared with [vm; domid]; real hosts send only the VM.
+                throw new XenApiException(ErrorCodes.DomainExists, vm.Value);
+            }
+            if (domain is not null)
+            {
+                await runtime.Hypervisor.DestroyAsync(uuid, hold.Token);
+            }
+        }
+        context.Write(tx =>
+        {
+            ForceHalted(tx, vm);
+        });
+        await context.SettledAsync();
+    }
+
+    /// <summary>force_state_reset Halted: no domain, no residence, devices detached, no operations left registered.</summary>
+    private static void ForceHalted(Xapi.Database.Transaction tx, VMRef vm)
+    {
+        var record = tx.Get(vm);
+        tx.Update(vm, v =>
+        {
+            v.PowerState = VmPowerState.Halted;
+            v.Domid = -1;
+            v.ResidentOn = HostRef.Null;
+            v.ScheduledToBeResidentOn = HostRef.Null;
+            v.RequiresReboot = false;
+            v.CurrentOperations = ValueMap.Empty;
+        });
+        foreach (var vbd in record.VBDs.Where(tx.Exists))
+        {
+            tx.Update(vbd, b =>
+            {
+                b.CurrentlyAttached = false;
+                b.CurrentOperations = ValueMap.Empty;
+            });
+        }
+        foreach (var vif in record.VIFs.Where(tx.Exists))
+        {
+            tx.Update(vif, f =>
+            {
+                f.CurrentlyAttached = false;
+                f.CurrentOperations = ValueMap.Empty;
+            });
+        }
+        RefreshAllowedOperations(tx, vm);
+    }
+
+    /// <summary>A suspended VM shut down hard: its image is destroyed (errors ignored, as real hosts do) and it is Halted.</summary>
+    private async ValueTask DiscardSuspendImageAsync(CallContext context, VMRef vm)
+    {
+        var image = context.Snapshot.Get(vm).SuspendVDI;
+        if (!image.IsNull && context.Snapshot.Exists(image))
+        {
+            try
+            {
+                await storage.DiscardVdiAsync(image);
+            }
+            catch (Exception e) when (e is not OperationCanceledException)
+            {
+                // The VM is halted whether or not its image could go.
+            }
+        }
+        context.Write(tx =>
+        {
+            tx.Update(vm, v => v.SuspendVDI = VDIRef.Null);
+            ForceHalted(tx, vm);
+        });
+        await context.SettledAsync();
+    }
+}
