@@ -26,6 +26,13 @@ command -v cpio >/dev/null 2>&1 || missing+=(cpio)
 command -v modinfo >/dev/null 2>&1 || missing+=(kmod)
 command -v lvm >/dev/null 2>&1 || missing+=(lvm2)
 command -v ip >/dev/null 2>&1 || missing+=(iproute2)
+# The Xen bindings' tests: Debian's Xen 4.17 runtime libraries (libxenlight and libxenctrl are in
+# libxenmisc4.17) and libxen-dev's headers for the C layout probe gcc compiles.
+[ -e /usr/lib/x86_64-linux-gnu/libxenlight.so.4.17 ] || missing+=(libxenmisc4.17)
+[ -e /usr/lib/x86_64-linux-gnu/libxenstore.so.4 ] || missing+=(libxenstore4)
+[ -e /usr/lib/x86_64-linux-gnu/libxentoollog.so.1 ] || missing+=(libxentoollog1)
+[ -f /usr/include/libxl.h ] || missing+=(libxen-dev)
+command -v gcc >/dev/null 2>&1 || missing+=(gcc libc6-dev)
 if [ ${#missing[@]} -gt 0 ]; then
   echo "installing: ${missing[*]}"
   as_root apt-get update -qq

@@ -130,6 +130,15 @@ public sealed class ServerOptions
 
     public string? LogFile { get; set; }
 
+    public const string SimulatorHypervisor = "simulator";
+    public const string XenHypervisor = "xen";
+
+    /// <summary>
+    /// What runs the VMs: <c>simulator</c> (default; deterministic simulated domains) or <c>xen</c>
+    /// (libxl in a Xen dom0; refused at start with one line when this machine cannot run it).
+    /// </summary>
+    public string Hypervisor { get; set; } = SimulatorHypervisor;
+
     /// <summary>The NBD server's port (10809 on real hosts); a negative value turns it off, 0 picks a free port.</summary>
     public int NbdPort { get; set; } = Xapi.Storage.Nbd.NbdServerOptions.StandardPort;
 
@@ -187,6 +196,7 @@ public sealed class ServerOptions
         ["--sim-host-memory"] = nameof(SimulatedHostMemory),
         ["--sim-guest-agent-delay"] = nameof(SimulatedGuestAgentDelay),
         ["--sim-shutdown-delay"] = nameof(SimulatedShutdownDelay),
+        ["--hypervisor"] = nameof(Hypervisor),
         ["--config"] = "Config",
     };
 
@@ -245,6 +255,7 @@ public sealed class ServerOptions
         Require(System.Net.IPAddress.TryParse(ListenAddress, out _), $"ListenAddress '{ListenAddress}' is not an IP address");
         Require(DataDir.Length > 0, "DataDir is empty");
         Require(Database.ToLowerInvariant() is "journal" or "memory" or "postgres", $"unknown Database '{Database}': use journal, memory or postgres");
+        Require(Hypervisor.ToLowerInvariant() is SimulatorHypervisor or XenHypervisor, $"unknown Hypervisor '{Hypervisor}': use {SimulatorHypervisor} or {XenHypervisor}");
         Require(!Database.Equals("postgres", StringComparison.OrdinalIgnoreCase) || !string.IsNullOrEmpty(Postgres), "--database postgres needs --postgres CONNECTION_STRING");
         Require(Enum.TryParse<Serilog.Events.LogEventLevel>(LogLevel, ignoreCase: true, out _), $"LogLevel '{LogLevel}' is not one of Verbose, Debug, Information, Warning, Error, Fatal");
         Require(MaxBodyBytes > 0 && MaxNestingDepth > 0 && MaxPendingTasks > 0 && EventQueueLimit > 0 && TombstoneLimit > 0 && JournalCompactBytes > 0,

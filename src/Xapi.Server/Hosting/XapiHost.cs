@@ -81,6 +81,12 @@ public sealed class XapiHost : IAsyncDisposable
         {
             throw new StartupException(e.Message, e);
         }
+        if (options.Hypervisor.Equals(ServerOptions.XenHypervisor, StringComparison.OrdinalIgnoreCase))
+        {
+            // Before the data dir is touched: a machine that cannot run Xen is told so in one line.
+            throw new StartupException(Xapi.LibXenCtrl.Interop.XenEnvironment.Probe()
+                ?? "--hypervisor xen: the Xen backend is not wired into the daemon yet; use --hypervisor simulator");
+        }
         DataDirectory.Prepare(options.DataDir);
         // Everything the data dir holds is read and checked before anything in it is written, so a
         // refused start leaves it as it was.

@@ -1,0 +1,121 @@
+using System.Globalization;
+using System.Text.Json.Nodes;
+using Xapi.Xenops;
+using Xapi.Xenops.Memory;
+
+namespace Xapi.LibXenCtrl.Interop;
+
+/// <summary>How a domain boots: a PV/PVH kernel (direct boot) or nothing (HVM's firmware).</summary>
+public sealed record XenBoot(string? Kernel = null, string? Ramdisk = null, string? Cmdline = null)
+{
+    public static XenBoot Firmware { get; } = new();
+}
+
+/// <summary>
+/// A disk as libxl attaches it: the file or device, its format (<c>raw</c>, <c>qcow2</c>, <c>vhd</c>)
+/// and the backend serving it (<c>phy</c>: blkback over a loop device; <c>qdisk</c>: qemu).
+/// </summary>
+public sealed record XenDisk(string Target, string Format, string Backend);
+
+/// <summary>
+/// A seam <see cref="DomainConfig"/> as libxl's JSON domain config, the form <c>xl create -n</c>
+/// prints and <c>libxl_domain_config_from_json</c> reads: keys left out take libxl's defaults.
+/// </summary>
+public static class LibxlDomainJson
+{
+    public static string Build(DomainConfig config, XenBoot boot, Func<VbdConfig, XenDisk?> diskOf)
+    {
+        var type = config.Type switch
+        {
+            DomainType.Hvm => "hvm",
+            DomainType.Pv => "pv",
+            _ => "pvh",
+        };
+        var buildInfo = new JsonObject
+        {
+            ["max_vcpus"] = config.VcpusMax,
+            // A libxl_bitmap in JSON is the list of its set bits: vCPUs 0..n-1 online at boot.
+            ["avail_vcpus"] = new JsonArray([.. Enumerable.Range(0, config.VcpusAtStartup).Select(i => JsonValue.Create(i))]),
+            ["max_memkb"] = MemoryModel.KibOfBytesUsed(config.Memory.StaticMax),
+            ["target_memkb"] = MemoryModel.KibOfBytesUsed(MemoryModel.StartTargetBytes(config.Type, config.Memory)),
+        };
+        if (boot.Kernel is not null)
+        {
+            buildInfo["kernel"] = boot.Kernel;
+        }
+        if (boot.Ramdisk is not null)
+        {
+            buildInfo["ramdisk"] = boot.Ramdisk;
+        }
+        if (boot.Cmdline is not null)
+        {
+            buildInfo["cmdline"] = boot.Cmdline;
+        }
+        // The keyed union's member for the type (libxl reads "type.pv" etc. by c_info.type).
+        var typeInfo = new JsonObject();
+        if (config.Type == DomainType.PvInPvh)
+        {
+            typeInfo["pvshim"] = "True";
+        }
+        buildInfo["type." + type] = typeInfo;
+
+        var disks = new JsonArray();
+        foreach (var vbd in config.Vbds)
+        {
+            // An empty drive has nothing for libxl to attach; it is left out.
+            if (vbd.Disk is null)
+            {
+                continue;
+            }
+            var disk = diskOf(vbd) ?? throw new InvalidDomainRequestException(config.Uuid, $"VBD {vbd.Device}: disk {vbd.Disk.Id} is nothing libxl can attach");
+            var entry = new JsonObject
+            {
+                ["pdev_path"] = disk.Target,
+                ["vdev"] = vbd.Device,
+                ["backend"] = disk.Backend,
+                ["format"] = disk.Format,
+                ["readwrite"] = vbd.Mode == VbdMode.ReadWrite ? 1 : 0,
+            };
+            if (vbd.Kind == VbdKind.CdRom)
+            {
+                entry["is_cdrom"] = 1;
+                entry["removable"] = 1;
+            }
+            disks.Add(entry);
+        }
+
+        var nics = new JsonArray();
+        foreach (var vif in config.Vifs)
+        {
+            nics.Add(new JsonObject
+            {
+                ["devid"] = vif.Device,
+                ["mac"] = vif.Mac,
+                ["bridge"] = vif.Bridge,
+                ["mtu"] = vif.Mtu,
+            });
+        }
+
+        var root = new JsonObject
+        {
+            ["c_info"] = new JsonObject
+            {
+                ["type"] = type,
+                ["name"] = config.Name,
+                ["uuid"] = config.Uuid.ToString("D", CultureInfo.InvariantCulture),
+                // This process runs the hotplug scripts during create/destroy (no udev path in 4.17).
+                ["run_hotplug_scripts"] = "True",
+            },
+            ["b_info"] = buildInfo,
+            ["disks"] = disks,
+            ["nics"] = nics,
+        };
+        return root.ToJsonString();
+    }
+
+    /// <summary>The default disk mapping: a binding whose id is an absolute path is that file, qcow2 through qemu, anything else raw through blkback.</summary>
+    public static XenDisk? DiskAtPath(VbdConfig vbd) =>
+        vbd.Disk is { Id: var path } && Path.IsPathRooted(path)
+            ? path.EndsWith(".qcow2", StringComparison.OrdinalIgnoreCase) ? new XenDisk(path, "qcow2", "qdisk") : new XenDisk(path, "raw", "phy")
+            : null;
+}
