@@ -15,10 +15,10 @@ internal sealed class BenchDaemon : IAsyncDisposable
 
     public XapiHost Host { get; }
 
-    public static async Task<BenchDaemon> StartAsync(string database = "memory", string? postgres = null)
+    public static async Task<BenchDaemon> StartAsync(string database = "memory", string? postgres = null, Action<ServerOptions>? configure = null)
     {
         var dataDir = Directory.CreateTempSubdirectory("xapi-bench-").FullName;
-        var host = XapiHost.Create(new ServerOptions
+        var options = new ServerOptions
         {
             HttpPort = 0,
             NbdPort = 0,
@@ -30,7 +30,9 @@ internal sealed class BenchDaemon : IAsyncDisposable
             PasswordHashIterations = 1_000,
             LogFile = "",
             LogLevel = "Warning",
-        });
+        };
+        configure?.Invoke(options);
+        var host = XapiHost.Create(options);
         await host.StartAsync();
         return new BenchDaemon(host, dataDir);
     }

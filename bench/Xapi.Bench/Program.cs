@@ -18,6 +18,7 @@ using Xapi.Server.Hosting;
 //   dotnet run -c Release --project bench/Xapi.Bench -- events [writes] [journal|memory|postgres]
 //   dotnet run -c Release --project bench/Xapi.Bench -- durability [seconds-per-case]
 //   dotnet run -c Release --project bench/Xapi.Bench -- storage [runs] [raw-import|raw-export|vhd-import|vhd-export|nbd-export ...]
+//   dotnet run -c Release --project bench/Xapi.Bench -- vm [seconds-per-case] [fleet]
 if (args.Length > 0 && args[0] == "events")
 {
     await EventLatency.RunAsync(args.Length > 1 ? int.Parse(args[1], CultureInfo.InvariantCulture) : 10_000, args.Length > 2 ? args[2] : "journal");
@@ -31,6 +32,11 @@ if (args.Length > 0 && args[0] == "durability")
 if (args.Length > 0 && args[0] == "storage")
 {
     await StorageThroughput.RunAsync(args.Length > 1 ? int.Parse(args[1], CultureInfo.InvariantCulture) : 5, args.Length > 2 ? args[2..] : []);
+    return;
+}
+if (args.Length > 0 && args[0] == "vm")
+{
+    await VmLifecycle.RunAsync(args.Length > 1 ? double.Parse(args[1], CultureInfo.InvariantCulture) : 10, args.Length > 2 ? int.Parse(args[2], CultureInfo.InvariantCulture) : 512);
     return;
 }
 if (args.Length > 0 && args[0] == "rpc")

@@ -413,6 +413,9 @@ public sealed class XapiHost : IAsyncDisposable
     // The simulator's state file: a restarted daemon finds its running domains again.
     public const string SimulatorStateFile = "xenops-simulator.json";
 
+    // Changes to the simulated domains gather this long before the state file is written again.
+    private static readonly TimeSpan SimulatorStateWriteDelay = TimeSpan.FromMilliseconds(100);
+
     // How often simulated time catches up with the wall clock (guest agents, shutdown acknowledgements, balloons).
     private static readonly TimeSpan SimulatorTick = TimeSpan.FromMilliseconds(50);
 
@@ -423,6 +426,7 @@ public sealed class XapiHost : IAsyncDisposable
             GuestAgentDelay = options.SimulatedGuestAgentDelay,
             ShutdownAckDelay = options.SimulatedShutdownDelay,
             StatePath = Path.Combine(options.DataDir, SimulatorStateFile),
+            StateWriteDelay = SimulatorStateWriteDelay,
             Logger = loggers.CreateLogger<Xapi.Xenops.Simulator.SimulatorBackend>(),
         },
         new Xapi.Xenops.Simulator.RealTimeClock(SimulatorTick));

@@ -37,12 +37,47 @@ public sealed partial class SimulatorBackend
         {
             try
             {
-                _owner.PersistIfDirty();
+                _owner.OnLeave();
             }
             finally
             {
                 _scope.Dispose();
             }
+        }
+    }
+
+    /// <summary>
+    /// Leaving the lock after a change: the state file is written now, or, with a write delay, once
+    /// for every change within it, so a busy host does not rewrite every domain on every operation.
+    /// </summary>
+    private void OnLeave()
+    {
+        if (!_dirty || _options.StatePath is null)
+        {
+            _dirty = false;
+            return;
+        }
+
+        if (_options.StateWriteDelay <= TimeSpan.Zero || _disposed)
+        {
+            PersistIfDirty();
+            return;
+        }
+
+        if (!_writePending)
+        {
+            _writePending = true;
+            _stateWriter ??= new Timer(_ => WriteDeferred());
+            _stateWriter.Change(_options.StateWriteDelay, Timeout.InfiniteTimeSpan);
+        }
+    }
+
+    private void WriteDeferred()
+    {
+        lock (_gate)
+        {
+            _writePending = false;
+            PersistIfDirty();
         }
     }
 

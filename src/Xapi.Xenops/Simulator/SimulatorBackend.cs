@@ -33,6 +33,9 @@ public sealed partial class SimulatorBackend : IHypervisor, IDisposable
     private long _scheduleOrder;
     private TimeSpan _simulatedNow;
     private bool _dirty;
+    private bool _writePending;
+    private bool _disposed;
+    private Timer? _stateWriter;
 
     public SimulatorBackend(SimulatorOptions options, ISimulationClock clock)
     {
@@ -53,8 +56,11 @@ public sealed partial class SimulatorBackend : IHypervisor, IDisposable
     public void Dispose()
     {
         _clock.Advanced -= OnClockAdvanced;
+        _stateWriter?.Dispose();
         using (Enter())
         {
+            // What a deferred write still owed goes out now.
+            _disposed = true;
             foreach (var subscriber in _subscribers)
             {
                 subscriber.Writer.TryComplete();
@@ -865,8 +871,18 @@ public sealed partial class SimulatorBackend : IHypervisor, IDisposable
         domain.Agent = tree;
     }
 
-    private void Schedule(TimeSpan delay, SimDomain domain, ScheduledKind kind, ShutdownReason? reason) =>
-        _schedule.Enqueue(new ScheduledAction(domain.Config.Uuid, domain.DomId, kind, reason), (_simulatedNow + delay, _scheduleOrder++));
+    private void Schedule(TimeSpan delay, SimDomain domain, ScheduledKind kind, ShutdownReason? reason)
+    {
+        var action = new ScheduledAction(domain.Config.Uuid, domain.DomId, kind, reason);
+        if (delay == TimeSpan.Zero)
+        {
+            // An instant guest (benchmarks, dense tests) answers now rather than at the clock's next tick.
+            Run(action);
+            return;
+        }
+
+        _schedule.Enqueue(action, (_simulatedNow + delay, _scheduleOrder++));
+    }
 
     private void OnClockAdvanced(object? sender, EventArgs e)
     {

@@ -39,9 +39,15 @@ public sealed record SimulatorOptions
 
     /// <summary>
     /// Where the simulated hypervisor keeps its domains across daemon restarts (null = in memory
-    /// only). Written on every change; a guest's counter resumes from the last change.
+    /// only). Written after changes (see StateWriteDelay); a guest's counter resumes from the last write.
     /// </summary>
     public string? StatePath { get; init; }
+
+    /// <summary>
+    /// How long changes gather before the state file is written (zero: at every change). A process
+    /// that dies in between loses the domains' last changes, as a host that loses power loses its guests.
+    /// </summary>
+    public TimeSpan StateWriteDelay { get; init; }
 
     /// <summary>What the simulated guests report through their agent.</summary>
     public GuestOsProfile GuestOs { get; init; } = GuestOsProfile.Debian12;
