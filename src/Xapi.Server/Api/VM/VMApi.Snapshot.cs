@@ -275,6 +275,10 @@ public sealed partial class VMApi
         {
             toDestroy.Add(current.SuspendVDI);
         }
+        // Taken before the old disks go: destroying a disk clears the snapshot_of of its snapshots.
+        var snapshotsOfOldDisks = db.All<VDIRecord>().Where(v => !v.SnapshotOf.IsNull && snapshotOf.Contains(v.SnapshotOf))
+            .GroupBy(v => v.SnapshotOf).ToDictionary(g => g.Key, g => g.Select(v => v.Ref).ToList());
+        var previousOf = snapDiskVbds.ToDictionary(b => b.Ref, b => db.TryGet(b.VDI, out var vdi) ? vdi.SnapshotOf : VDIRef.Null);
         context.Write(tx =>
         {
             foreach (var vbd in vmVbds.Where(b => b.Type != VbdType.Disk || toDestroy.Contains(b.VDI) || withoutSnapshot.Contains(b.VDI)))
@@ -309,10 +313,12 @@ public sealed partial class VMApi
                 foreach (var (vbd, clone) in cloned.Where(c => !c.Vdi.IsNull))
                 {
                     // The VM's other snapshots of the old disk are now snapshots of its new one.
-                    var previous = tx.Get(tx.Get(vbd).VDI).SnapshotOf;
-                    foreach (var other in tx.All<VDIRecord>().Where(v => !previous.IsNull && v.SnapshotOf == previous).ToList())
+                    foreach (var other in snapshotsOfOldDisks.GetValueOrDefault(previousOf[vbd]) ?? [])
                     {
-                        tx.Update(other.Ref, v => v.SnapshotOf = clone);
+                        if (tx.Exists(other))
+                        {
+                            tx.Update(other, v => v.SnapshotOf = clone);
+                        }
                     }
                 }
                 foreach (var (vbd, vdi) in cloned.Concat(clonedCds))
