@@ -283,7 +283,7 @@ public sealed class XapiHost : IAsyncDisposable
         builder.Services.AddSingleton(services => Customized(services, new ApiHandlers<CallContext>
         {
             Session = new SessionApi(services.GetRequiredService<SessionManager>()),
-            Host = new HostApi(services.GetRequiredService<TimeProvider>()),
+            Host = new HostApi(services.GetRequiredService<TimeProvider>(), services.GetRequiredService<VmRuntime>()),
             Event = new EventApi(
                 services.GetRequiredService<XapiDatabase>(),
                 services.GetRequiredService<EventHub>(),

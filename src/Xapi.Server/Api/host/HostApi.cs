@@ -3,8 +3,27 @@ using Xapi.Server.Dispatch;
 
 namespace Xapi.Server.Api;
 
-public sealed class HostApi(TimeProvider time) : IHostApi<CallContext>
+public sealed class HostApi(TimeProvider time, VmRuntime runtime) : IHostApi<CallContext>
 {
+    /// <summary>
+    /// host.compute_free_memory (memory_check.ml): the host's memory less its own overhead and the
+    /// dynamic_min plus overhead of every VM resident on or scheduled to it, at most compression;
+    /// what the database promises, not what the balloons hold at the moment.
+    /// </summary>
+    public async ValueTask<long> ComputeFreeMemory(CallContext context, HostRef host)
+    {
+        context.Snapshot.Get(host);
+        var memory = await runtime.Hypervisor.GetHostMemoryAsync(context.Cancellation);
+        return BootChecks.FreeBytes(context.Snapshot, host, memory);
+    }
+
+    /// <summary>What the host keeps for itself (Xen and dom0), as the backend accounts it.</summary>
+    public async ValueTask<long> ComputeMemoryOverhead(CallContext context, HostRef host)
+    {
+        context.Snapshot.Get(host);
+        return (await runtime.Hypervisor.GetHostMemoryAsync(context.Cancellation)).HostOverhead;
+    }
+
     // The real server forwards to the named host, so a host that does not exist is HANDLE_INVALID.
     public ValueTask<DateTime> GetServertime(CallContext context, HostRef host)
     {
