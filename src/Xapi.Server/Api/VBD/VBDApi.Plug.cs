@@ -55,7 +55,7 @@ public sealed partial class VBDApi
         }
         if (owner.PowerState == VmPowerState.Halted)
         {
-            SetMedia(context, vbd, vm, vdi);
+            await SetMediaAsync(context, vbd, vm, vdi);
             return;
         }
         if (await HasEmulatedDrivesAsync(uuid, hold))
@@ -67,7 +67,7 @@ public sealed partial class VBDApi
             }
             return;
         }
-        SetMedia(context, vbd, vm, vdi);
+        await SetMediaAsync(context, vbd, vm, vdi);
         await PlugHeldAsync(context, vbd, vm, uuid, hold);
     }
 
@@ -89,7 +89,7 @@ public sealed partial class VBDApi
         AssertNotSuspended(owner);
         if (owner.PowerState == VmPowerState.Halted)
         {
-            SetMedia(context, vbd, vm, VDIRef.Null);
+            await SetMediaAsync(context, vbd, vm, VDIRef.Null);
             return;
         }
         if (await HasEmulatedDrivesAsync(uuid, hold))
@@ -102,7 +102,7 @@ public sealed partial class VBDApi
             return;
         }
         await UnplugHeldAsync(context, vbd, vm, uuid, force: false, hold);
-        SetMedia(context, vbd, vm, VDIRef.Null);
+        await SetMediaAsync(context, vbd, vm, VDIRef.Null);
     }
 
     private async ValueTask UnplugAsync(CallContext context, VBDRef self, bool force)
@@ -169,15 +169,20 @@ public sealed partial class VBDApi
     private async ValueTask<bool> HasEmulatedDrivesAsync(Guid uuid, VmRuntime.Hold hold) =>
         await runtime.Hypervisor.TryGetDomainAsync(uuid, hold.Token) is { Type: Xapi.Xenops.DomainType.Hvm };
 
-    private static void SetMedia(CallContext context, VBDRef vbd, VMRef vm, VDIRef vdi) => context.Write(tx =>
+    private static async ValueTask SetMediaAsync(CallContext context, VBDRef vbd, VMRef vm, VDIRef vdi)
     {
-        tx.Update(vbd, b =>
+        context.Write(tx =>
         {
-            b.VDI = vdi;
-            b.Empty = vdi.IsNull;
+            tx.Update(vbd, b =>
+            {
+                b.VDI = vdi;
+                b.Empty = vdi.IsNull;
+            });
+            VMApi.RefreshAllowedOperations(tx, vm);
         });
-        VMApi.RefreshAllowedOperations(tx, vm);
-    });
+        // What follows (a plug) reads the drive back.
+        await context.SettledAsync();
+    }
 
     private static (VMRef Vm, Guid Uuid) VmOf(CallContext context, VBDRef vbd)
     {

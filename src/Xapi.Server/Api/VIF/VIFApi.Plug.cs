@@ -51,6 +51,7 @@ public sealed partial class VIFApi
             throw XenApiErrors.HostCannotAttachNetwork(owner.ResidentOn.Value, network.Value);
         }
         context.Write(tx => tx.Update(self, v => v.Network = network));
+        await context.SettledAsync();
         if (!active)
         {
             return;
