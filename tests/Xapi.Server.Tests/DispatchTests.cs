@@ -142,7 +142,7 @@ public class DispatchTests(RpcDialect dialect) : LoggedInFixture(dialect)
     public async Task Unimplemented_custom_messages_say_so()
     {
         var template = await TemplateAsync();
-        await XenApiAssert.FailsAsync(() => Client.InvokeAsync("VM.start", template, false, false), "NOT_IMPLEMENTED", "VM.start");
+        await XenApiAssert.FailsAsync(() => Client.InvokeAsync("VM.assert_agile", template), "NOT_IMPLEMENTED", "VM.assert_agile");
     }
 
     [Test]

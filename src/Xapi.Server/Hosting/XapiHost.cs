@@ -411,7 +411,7 @@ public sealed class XapiHost : IAsyncDisposable
     }
 
     // The simulator's state file: a restarted daemon finds its running domains again.
-    private const string SimulatorStateFile = "xenops-simulator.json";
+    public const string SimulatorStateFile = "xenops-simulator.json";
 
     // How often simulated time catches up with the wall clock (guest agents, shutdown acknowledgements, balloons).
     private static readonly TimeSpan SimulatorTick = TimeSpan.FromMilliseconds(50);

@@ -119,6 +119,7 @@ public sealed partial class VmRuntime : IDomainEventSink, IAsyncDisposable
         {
             React(vm, state);
         }
+        await RefreshHostMemoryAsync(cancellationToken);
         // A write that changed nothing has no generation of its own: wait for everything committed so far.
         await _database.WhenVisibleAsync(_database.CommittedGeneration, cancellationToken);
     }
@@ -221,8 +222,30 @@ public sealed partial class VmRuntime : IDomainEventSink, IAsyncDisposable
         {
             ReportUnknown(unknown);
         }
+        await RefreshHostMemoryAsync(cancellationToken);
         // A write that changed nothing has no generation of its own: wait for everything committed so far.
         await _database.WhenVisibleAsync(_database.CommittedGeneration, cancellationToken);
+    }
+
+    /// <summary>host_metrics' memory as the backend counts it, after each operation that may have changed it.</summary>
+    private async ValueTask RefreshHostMemoryAsync(CancellationToken cancellationToken)
+    {
+        var memory = await Hypervisor.GetHostMemoryAsync(cancellationToken);
+        _database.Write(tx =>
+        {
+            if (!tx.TryGet(ThisHost, out var host) || !tx.TryGet(host.Metrics, out var metrics))
+            {
+                return;
+            }
+            if (metrics.MemoryTotal != memory.Total || metrics.MemoryFree != memory.Free)
+            {
+                tx.Update(host.Metrics, m =>
+                {
+                    m.MemoryTotal = memory.Total;
+                    m.MemoryFree = memory.Free;
+                });
+            }
+        });
     }
 
     private bool TryFind(Guid uuid, out VMRef vm)

@@ -45,63 +45,11 @@ public class VmPowerTests
 
     private async Task<string> HostAsync() => (string)((IReadOnlyList<object?>)(await _client.InvokeAsync("host.get_all"))!)[0]!;
 
-    private async Task<string> VmAsync(string name, Action<Dictionary<string, object?>>? edit = null, bool withDevices = true)
-    {
-        var record = ApiSchema.Class("VM").MinimalRecord();
-        record["name_label"] = name;
-        record["memory_static_min"] = (128 * MiB).ToString();
-        record["memory_dynamic_min"] = (256 * MiB).ToString();
-        record["memory_dynamic_max"] = (256 * MiB).ToString();
-        record["memory_static_max"] = (256 * MiB).ToString();
-        record["VCPUs_max"] = "1";
-        record["VCPUs_at_startup"] = "1";
-        record["actions_after_shutdown"] = "destroy";
-        record["actions_after_reboot"] = "restart";
-        record["actions_after_crash"] = "restart";
-        edit?.Invoke(record);
-        var vm = (string)(await _client.InvokeAsync("VM.create", record))!;
-        if (withDevices)
-        {
-            var sr = (string)((IReadOnlyList<object?>)(await _client.InvokeAsync("SR.get_by_name_label", "Local storage"))!)[0]!;
-            var disk = ApiSchema.Class("VDI").MinimalRecord();
-            disk["name_label"] = name + " disk";
-            disk["SR"] = sr;
-            disk["virtual_size"] = (4 * MiB).ToString();
-            var vdi = (string)(await _client.InvokeAsync("VDI.create", disk))!;
-            var vbd = ApiSchema.Class("VBD").MinimalRecord();
-            vbd["VM"] = vm;
-            vbd["VDI"] = vdi;
-            vbd["userdevice"] = "0";
-            vbd["type"] = "Disk";
-            vbd["mode"] = "RW";
-            vbd["bootable"] = true;
-            await _client.InvokeAsync("VBD.create", vbd);
-            var vif = ApiSchema.Class("VIF").MinimalRecord();
-            vif["VM"] = vm;
-            vif["network"] = ((IReadOnlyList<object?>)(await _client.InvokeAsync("network.get_all"))!)[0];
-            vif["device"] = "0";
-            vif["MAC"] = "";
-            vif["MTU"] = "1500";
-            await _client.InvokeAsync("VIF.create", vif);
-        }
-        return vm;
-    }
+    private Task<string> VmAsync(string name, Action<Dictionary<string, object?>>? edit = null, bool withDevices = true) =>
+        _client.CreateVmAsync(name, edit, withDevices);
 
-    /// <summary>Follows the VM through event.from until <paramref name="until"/> holds for its record.</summary>
-    private async Task<IReadOnlyDictionary<string, object?>> UntilAsync(string vm, Func<IReadOnlyDictionary<string, object?>, bool> until)
-    {
-        using var deadline = new CancellationTokenSource(TimeSpan.FromSeconds(20));
-        var token = "";
-        var record = await RecordAsync("VM", vm);
-        while (!until(record))
-        {
-            deadline.Token.ThrowIfCancellationRequested();
-            var batch = await _client.FromAsync([$"VM/{vm}"], token, 5);
-            token = batch.Token;
-            record = await RecordAsync("VM", vm);
-        }
-        return record;
-    }
+    private Task<IReadOnlyDictionary<string, object?>> UntilAsync(string vm, Func<IReadOnlyDictionary<string, object?>, bool> until) =>
+        _client.UntilVmAsync(vm, until);
 
     private static string PowerState(IReadOnlyDictionary<string, object?> vm) => (string)vm["power_state"]!;
 
