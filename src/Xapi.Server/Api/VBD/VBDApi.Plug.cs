@@ -90,19 +90,38 @@ public sealed partial class VBDApi
         if (owner.PowerState == VmPowerState.Halted)
         {
             await SetMediaAsync(context, vbd, vm, VDIRef.Null);
-            return;
         }
-        if (await HasEmulatedDrivesAsync(uuid, hold))
+        else if (await HasEmulatedDrivesAsync(uuid, hold))
         {
             await DeviceOperations.OnBackendAsync(runtime, context, vm, uuid, hold, async token => await runtime.Hypervisor.EjectVbdAsync(uuid, DomainConfigs.DeviceKey(record), token));
             if (context.Snapshot.Get(vbd) is { Empty: false } || !context.Snapshot.Get(vbd).VDI.IsNull)
             {
                 throw XenApiErrors.InternalError($"vbd_eject_hvm: The VBD {vbd.Value} has not been emptied");
             }
+        }
+        else
+        {
+            await UnplugHeldAsync(context, vbd, vm, uuid, force: false, hold);
+            await SetMediaAsync(context, vbd, vm, VDIRef.Null);
+        }
+        // The disc is free again: its own operations no longer count this drive.
+        context.Write(tx => RefreshDisk(tx, record.VDI));
+        await context.SettledAsync();
+    }
+
+    private static void RefreshDisk(Database.Transaction tx, VDIRef vdi)
+    {
+        if (!tx.TryGet(vdi, out var disk))
+        {
             return;
         }
-        await UnplugHeldAsync(context, vbd, vm, uuid, force: false, hold);
-        await SetMediaAsync(context, vbd, vm, VDIRef.Null);
+        var inProgress = disk.CurrentOperations.Values.Select(o => (string)o!).ToList();
+        var allowed = Xapi.Storage.Service.StorageAllowedOperations.ForVdi(tx, vdi, tx.GetRowValues(VDIRef.Class, vdi.Value), inProgress)
+            .Select(o => VdiOperationsWire.Parse((string)o!)).ToArray();
+        if (!allowed.SequenceEqual(disk.AllowedOperations))
+        {
+            tx.Update(vdi, v => v.AllowedOperations = allowed);
+        }
     }
 
     private async ValueTask UnplugAsync(CallContext context, VBDRef self, bool force)

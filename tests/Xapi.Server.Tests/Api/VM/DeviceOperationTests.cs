@@ -228,6 +228,7 @@ public class DeviceOperationTests
         var isoUuid = (string)(await FieldAsync("VDI", iso, "uuid"))!;
         Assert.That((await DomainAsync(vm)).Vbds.Single(v => v.Device == "3").Disk, Is.EqualTo(new DiskBinding(isoUuid)));
         Assert.That(List(await FieldAsync("VDI", iso, "VBDs")), Is.EqualTo(new[] { cd }));
+        Assert.That(List(await FieldAsync("VDI", iso, "allowed_operations")), Does.Not.Contain("destroy"));
         await XenApiAssert.FailsAsync(() => _client.InvokeAsync("VBD.insert", cd, iso), "VBD_NOT_EMPTY", cd);
 
         await _client.InvokeAsync("VBD.eject", cd);
@@ -237,6 +238,7 @@ public class DeviceOperationTests
         Assert.That(ejected["VDI"], Is.EqualTo(XType.NullRef));
         Assert.That(ejected["currently_attached"], Is.True);
         Assert.That((await DomainAsync(vm)).Vbds.Single(v => v.Device == "3").Disk, Is.Null);
+        Assert.That(List(await FieldAsync("VDI", iso, "allowed_operations")), Does.Contain("destroy"));
         await XenApiAssert.FailsAsync(() => _client.InvokeAsync("VBD.eject", cd), "VBD_IS_EMPTY", cd);
         await _client.InvokeAsync("VM.hard_shutdown", vm);
     }
