@@ -860,6 +860,11 @@ public sealed partial class SimulatorBackend : IHypervisor, IDisposable
             tree["control/feature-balloon"] = "1";
         }
 
+        if (os.StaticIpSetting)
+        {
+            tree["control/feature-static-ip-setting"] = "1";
+        }
+
         // Addresses from the VM's identity and the interface, so the same VM always reports the same.
         var bytes = domain.Config.Uuid.ToByteArray();
         foreach (var vif in domain.Vifs.Keys)

@@ -73,6 +73,9 @@ public sealed record GuestOsProfile(
     string PvDriversMicro,
     string PvDriversBuild)
 {
+    /// <summary>Whether the agent applies static IP settings pushed by the toolstack (VIF.configure_ipv4/ipv6).</summary>
+    public bool StaticIpSetting { get; init; } = true;
+
     public static GuestOsProfile Debian12 { get; } = new(
         "Debian GNU/Linux 12 (bookworm)", "6.1.0-28-amd64", "debian", "12", "8", "9", "4", "0", "11");
 }

@@ -11,7 +11,7 @@ namespace Xapi.Server.Api;
 /// name (resolving "autodetect") and its uniqueness among the VM's devices, all inside the
 /// writing transaction so that two creates cannot take the same device.
 /// </summary>
-public sealed partial class VBDApi(VMApi vms) : IVBDApi<CallContext>, IObjectLifecycle
+public sealed partial class VBDApi(VMApi vms, VmRuntime runtime) : IVBDApi<CallContext>, IObjectLifecycle
 {
     internal const string Autodetect = "autodetect";
 

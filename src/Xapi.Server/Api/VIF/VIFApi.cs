@@ -13,7 +13,7 @@ namespace Xapi.Server.Api;
 /// when the client leaves it empty), then the device's uniqueness among the VM's VIFs, inside
 /// the writing transaction so that two creates cannot take the same device.
 /// </summary>
-public sealed partial class VIFApi(VMApi vms) : IVIFApi<CallContext>, IObjectLifecycle
+public sealed partial class VIFApi(VMApi vms, VmRuntime runtime) : IVIFApi<CallContext>, IObjectLifecycle
 {
     /// <summary>
     /// The highest device a MAC is derived for. The derivation hashes 2·device+1 times, so real

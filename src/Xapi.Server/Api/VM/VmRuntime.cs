@@ -26,6 +26,9 @@ public sealed partial class VmRuntime : IDomainEventSink, IAsyncDisposable
     // Halted (xenopsd, for Xen: 120 s).
     private static readonly TimeSpan MinimumRunBeforeCrashRestart = TimeSpan.FromSeconds(120);
 
+    // Where a host serves its VMs' consoles (constants.ml console_uri).
+    private const string ConsolePath = "/console";
+
     private readonly XapiDatabase _database;
     private readonly TimeProvider _time;
     private readonly ILogger<VmRuntime> _logger;
@@ -297,6 +300,7 @@ public sealed partial class VmRuntime : IDomainEventSink, IAsyncDisposable
                 v.RequiresReboot = false;
             }
         });
+        FoldConsoles(tx, vm, null);
         if (!halted)
         {
             // A suspended VM's disks stay in use: its devices stay attached (force_state_reset).
@@ -361,17 +365,53 @@ public sealed partial class VmRuntime : IDomainEventSink, IAsyncDisposable
             }
         }
         FoldDevices(tx, vm, state);
+        FoldConsoles(tx, vm, state);
         FoldGuestAgent(tx, tx.Get(vm.Ref), state, newDomain, now);
+    }
+
+    /// <summary>
+    /// One console per domain, at <c>https://&lt;host address&gt;/console?uuid=&lt;console uuid&gt;</c>
+    /// (xapi_xenops.ml): a graphical one (rfb) for HVM, a text one (vt100) otherwise; none without a
+    /// domain. A console whose protocol or host address no longer matches is replaced.
+    /// </summary>
+    private void FoldConsoles(Transaction tx, VMRecord vm, DomainState? state)
+    {
+        ConsoleProtocol? wanted = state is null ? null : state.Type == Xapi.Xenops.DomainType.Hvm ? ConsoleProtocol.Rfb : ConsoleProtocol.Vt100;
+        var address = tx.TryGet(ThisHost, out var host) ? host.Address : "";
+        // An IPv6 address is bracketed in a URI.
+        var uri = $"https://{(address.Contains(':', StringComparison.Ordinal) ? $"[{address}]" : address)}{ConsolePath}";
+        var kept = false;
+        foreach (var console in vm.Consoles.Where(tx.Exists).ToList())
+        {
+            var record = tx.Get(console);
+            if (!kept && record.Protocol == wanted && record.Location.StartsWith(uri + "?", StringComparison.Ordinal))
+            {
+                kept = true;
+                continue;
+            }
+            tx.Delete(console);
+        }
+        if (wanted is { } protocol && !kept)
+        {
+            tx.CreateConsole(c =>
+            {
+                c.Uuid = Guid.NewGuid().ToString("D");
+                c.Protocol = protocol;
+                c.Location = $"{uri}?uuid={c.Uuid}";
+                c.VM = vm.Ref;
+                c.OtherConfig = ValueMap.Empty;
+            });
+        }
     }
 
     private static void FoldDevices(Transaction tx, VMRecord vm, DomainState state)
     {
         var hvm = vm.DomainType == Xapi.Model.DomainType.Hvm;
-        var plugged = state.Vbds.Select(v => v.Device).ToHashSet(StringComparer.Ordinal);
+        var plugged = state.Vbds.ToDictionary(v => v.Device, StringComparer.Ordinal);
         foreach (var vbd in vm.VBDs.Where(tx.Exists))
         {
             var record = tx.Get(vbd);
-            var attached = plugged.Contains(DomainConfigs.DeviceKey(record));
+            var attached = plugged.TryGetValue(DomainConfigs.DeviceKey(record), out var backend);
             var device = attached && DeviceNumber.Parse(record.Userdevice, hvm) is { } number ? number.ToLinuxDevice() : record.Device;
             if (record.CurrentlyAttached != attached || record.Device != device)
             {
@@ -380,6 +420,10 @@ public sealed partial class VmRuntime : IDomainEventSink, IAsyncDisposable
                     b.CurrentlyAttached = attached;
                     b.Device = device;
                 });
+            }
+            if (backend is { Kind: not VbdKind.Disk })
+            {
+                FoldMedia(tx, record, backend.Disk);
             }
         }
         var vifs = state.Vifs.Select(v => v.Device.ToString(System.Globalization.CultureInfo.InvariantCulture)).ToHashSet(StringComparer.Ordinal);
@@ -390,6 +434,30 @@ public sealed partial class VmRuntime : IDomainEventSink, IAsyncDisposable
             {
                 tx.Update(vif, f => f.CurrentlyAttached = attached);
             }
+        }
+    }
+
+    /// <summary>What a plugged removable drive holds is what the backend says it holds (after an insert or eject).</summary>
+    private static void FoldMedia(Transaction tx, VBDRecord vbd, DiskBinding? disk)
+    {
+        var vdi = VDIRef.Null;
+        if (disk is not null)
+        {
+            if (!tx.TryGetByUuid(VDIRef.Class, disk.Id, out var row))
+            {
+                // A disk the database no longer knows: nothing better to record than what it says.
+                return;
+            }
+            vdi = new VDIRef(row.Ref);
+        }
+        var empty = disk is null;
+        if (vbd.Empty != empty || vbd.VDI != vdi)
+        {
+            tx.Update(vbd.Ref, b =>
+            {
+                b.Empty = empty;
+                b.VDI = vdi;
+            });
         }
     }
 
