@@ -116,4 +116,31 @@ public class RealClientTests
             Assert.That(output, Does.Contain("OK"));
         });
     }
+
+    [Test]
+    public async Task Xenapi_py_runs_a_vm_through_start_on_shutdown_reboot_snapshot_revert_and_destroy_as_openstack_nova_does()
+    {
+        const string python = "/usr/bin/python3";
+        RequireOrIgnore(File.Exists("/usr/lib/python3/dist-packages/os_xenapi/client/XenAPI.py") && File.Exists(python), "python3-os-xenapi");
+        await using var daemon = await TestDaemon.StartAsync(o => o.SimulatedGuestAgentDelay = TimeSpan.FromMilliseconds(200));
+        var (exitCode, output) = await RunAsync(python, "xenapi_py_nova_lifecycle.py", daemon.Uri.ToString().TrimEnd('/'), TestDaemon.Password);
+        Assert.Multiple(() =>
+        {
+            Assert.That(exitCode, Is.Zero, output);
+            Assert.That(output, Does.Contain("OK"));
+        });
+    }
+
+    [Test]
+    public async Task Npm_xen_api_clones_provisions_and_starts_a_vm_through_tasks_and_sees_its_guest_metrics_as_xen_orchestra_does()
+    {
+        RequireOrIgnore(Directory.Exists(Path.Combine(ClientsDir, "node_modules", "xen-api")), "npm xen-api");
+        await using var daemon = await TestDaemon.StartAsync(o => o.SimulatedGuestAgentDelay = TimeSpan.FromMilliseconds(200));
+        var (exitCode, output) = await RunAsync("node", "vm-lifecycle.mjs", daemon.Uri.ToString().TrimEnd('/'), TestDaemon.Password);
+        Assert.Multiple(() =>
+        {
+            Assert.That(exitCode, Is.Zero, output);
+            Assert.That(output, Does.Contain("started through a task").And.Contain("guest metrics in the cache").And.Contain("OK"));
+        });
+    }
 }
