@@ -402,6 +402,21 @@ public sealed class SimulatorBackendTests
     }
 
     [Test]
+    public async Task A_running_guest_dirties_memory_pages_at_the_set_rate_and_a_paused_one_does_not()
+    {
+        (_clock, _sim) = New(new SimulatorOptions { DirtyPagesPerSecond = 1000 });
+        await StartAsync(_sim, Vm(1));
+
+        _clock.Advance(TimeSpan.FromSeconds(3));
+        var running = (await _sim.GetStatsAsync(Id(1))).PagesDirtied;
+        await _sim.PauseAsync(Id(1));
+        _clock.Advance(TimeSpan.FromSeconds(5));
+        var paused = (await _sim.GetStatsAsync(Id(1))).PagesDirtied;
+
+        Assert.That((running, paused), Is.EqualTo((3000L, 3000L)));
+    }
+
+    [Test]
     public async Task A_damaged_pattern_block_is_found_by_verification()
     {
         var workload = new DiskPatternWorkload();

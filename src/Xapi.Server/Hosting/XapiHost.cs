@@ -264,7 +264,8 @@ public sealed class XapiHost : IAsyncDisposable
         builder.Services.AddSingleton(services => new Xapi.Storage.Service.StorageManager(
             services.GetRequiredService<XapiDatabase>(), services.GetRequiredService<IEnumerable<Xapi.Storage.ISrDriver>>(),
             RuntimeDirectory(options.DataDir), services.GetRequiredService<ILogger<Xapi.Storage.Service.StorageManager>>()));
-        builder.Services.AddSingleton<Xapi.Xenops.IHypervisor>(services => Simulator(options, services.GetRequiredService<ILoggerFactory>()));
+        builder.Services.AddSingleton<Xapi.Xenops.IHypervisor>(services => Simulator(options, services.GetRequiredService<ILoggerFactory>(),
+            new StorageGuestDisks(services.GetRequiredService<XapiDatabase>(), services.GetRequiredService<Xapi.Storage.Service.StorageManager>())));
         builder.Services.AddSingleton(services => new VmRuntime(services.GetRequiredService<Xapi.Xenops.IHypervisor>(),
             services.GetRequiredService<XapiDatabase>(), services.GetRequiredService<TimeProvider>(), services.GetRequiredService<ILoggerFactory>()));
         builder.Services.AddSingleton<PBDApi>();
@@ -419,7 +420,7 @@ public sealed class XapiHost : IAsyncDisposable
     // How often simulated time catches up with the wall clock (guest agents, shutdown acknowledgements, balloons).
     private static readonly TimeSpan SimulatorTick = TimeSpan.FromMilliseconds(50);
 
-    private static Xapi.Xenops.Simulator.SimulatorBackend Simulator(ServerOptions options, ILoggerFactory loggers) => new(
+    private static Xapi.Xenops.Simulator.SimulatorBackend Simulator(ServerOptions options, ILoggerFactory loggers, Xapi.Xenops.IGuestDiskProvider disks) => new(
         new Xapi.Xenops.Simulator.SimulatorOptions
         {
             HostMemoryBytes = options.SimulatedHostMemory,
@@ -427,6 +428,9 @@ public sealed class XapiHost : IAsyncDisposable
             ShutdownAckDelay = options.SimulatedShutdownDelay,
             StatePath = Path.Combine(options.DataDir, SimulatorStateFile),
             StateWriteDelay = SimulatorStateWriteDelay,
+            // Guests write a verifiable pattern to their disks when told to step (SimulatorBackend.RunWorkloadStepAsync).
+            DiskProvider = disks,
+            WorkloadFactory = _ => new Xapi.Xenops.Simulator.DiskPatternWorkload(),
             Logger = loggers.CreateLogger<Xapi.Xenops.Simulator.SimulatorBackend>(),
         },
         new Xapi.Xenops.Simulator.RealTimeClock(SimulatorTick));

@@ -169,7 +169,10 @@ public sealed record VifState(int Device, string Mac, string Bridge);
 /// </summary>
 public sealed record GuestAgentData(IReadOnlyDictionary<string, string> Xenstore, bool PvDriversDetected);
 
-/// <summary>Counters since the domain was created.</summary>
+/// <summary>
+/// Counters since the domain was created. <paramref name="PagesDirtied"/> counts guest memory page
+/// writes (what a live migration's pre-copy must send again); a page written twice counts twice.
+/// </summary>
 public sealed record DomainStats(
     Guid Uuid,
     int DomId,
@@ -177,7 +180,8 @@ public sealed record DomainStats(
     long MemoryActual,
     long MemoryTarget,
     IReadOnlyList<VbdStats> Vbds,
-    IReadOnlyList<VifStats> Vifs);
+    IReadOnlyList<VifStats> Vifs,
+    long PagesDirtied = 0);
 
 public sealed record VbdStats(string Device, long BytesRead, long BytesWritten);
 

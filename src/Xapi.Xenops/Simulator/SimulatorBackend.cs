@@ -576,7 +576,8 @@ public sealed partial class SimulatorBackend : IHypervisor, IDisposable
                 MemoryModel.BytesOfKib(domain.ActualKib),
                 MemoryModel.BytesOfKib(domain.TargetKib),
                 [.. domain.Vbds.Select(v => domain.DiskCounters.TryGetValue(v.Device, out var c) ? new VbdStats(v.Device, c.Read, c.Written) : new VbdStats(v.Device, 0, 0))],
-                [.. domain.Vifs.Values.Select(v => new VifStats(v.Device, 1500 * seconds, 500 * seconds))]));
+                [.. domain.Vifs.Values.Select(v => new VifStats(v.Device, 1500 * seconds, 500 * seconds))],
+                (long)(running.TotalSeconds * _options.DirtyPagesPerSecond)));
         }
     }
 

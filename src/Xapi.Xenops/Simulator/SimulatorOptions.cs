@@ -16,6 +16,9 @@ public sealed record SimulatorOptions
     /// <summary>Memory the squeezer keeps free at all times, KiB.</summary>
     public long HostFreeReserveKib { get; init; } = Squeezer.DefaultHostFreeReserveKib;
 
+    /// <summary>How many guest memory pages a running guest writes per second (10 MiB/s of 4 KiB pages by default).</summary>
+    public double DirtyPagesPerSecond { get; init; } = 2560;
+
     /// <summary>How long after a domain first runs its guest agent publishes data and answers shutdown requests.</summary>
     public TimeSpan GuestAgentDelay { get; init; } = TimeSpan.FromSeconds(5);
 
