@@ -20,7 +20,7 @@ internal static class DeviceOperations
         {
             throw XenopsErrors.ToXenApi(e, vm);
         }
-        catch (OperationCanceledException) when (hold.Token.IsCancellationRequested)
+        catch (OperationCanceledException) when (hold.Preempted)
         {
             throw XenopsErrors.Cancelled(context);
         }

@@ -70,7 +70,7 @@ public sealed partial class VMApi
         {
             throw XenopsErrors.ToXenApi(e, vm);
         }
-        catch (OperationCanceledException) when (hold.Token.IsCancellationRequested)
+        catch (OperationCanceledException) when (hold.Preempted)
         {
             throw XenopsErrors.Cancelled(context);
         }
@@ -124,7 +124,7 @@ public sealed partial class VMApi
         {
             throw XenopsErrors.ToXenApi(e, vm);
         }
-        catch (OperationCanceledException) when (hold.Token.IsCancellationRequested)
+        catch (OperationCanceledException) when (hold.Preempted)
         {
             throw XenopsErrors.Cancelled(context);
         }
@@ -166,7 +166,7 @@ public sealed partial class VMApi
         {
             throw XenopsErrors.ToXenApi(e, vm);
         }
-        catch (OperationCanceledException) when (hold.Token.IsCancellationRequested)
+        catch (OperationCanceledException) when (hold.Preempted)
         {
             throw XenopsErrors.Cancelled(context);
         }

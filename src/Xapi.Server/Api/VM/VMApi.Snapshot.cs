@@ -65,7 +65,7 @@ public sealed partial class VMApi
         await ResumeFromImageAsync(context, vm, uuid, image);
         if (failure is not null)
         {
-            if (failure.SourceException is OperationCanceledException)
+            if (failure.SourceException is OperationCanceledException && !context.Cancellation.IsCancellationRequested)
             {
                 throw XenopsErrors.Cancelled(context);
             }

@@ -117,7 +117,7 @@ public sealed partial class VMApi
         {
             throw XenopsErrors.ToXenApi(e, vm);
         }
-        catch (OperationCanceledException) when (hold.Token.IsCancellationRequested)
+        catch (OperationCanceledException) when (hold.Preempted)
         {
             throw XenopsErrors.Cancelled(context);
         }

@@ -33,7 +33,7 @@ public sealed partial class VmRuntime : IDomainEventSink, IAsyncDisposable
     private readonly TimeProvider _time;
     private readonly ILogger<VmRuntime> _logger;
     private readonly ConcurrentDictionary<Guid, SemaphoreSlim> _locks = new();
-    private readonly ConcurrentDictionary<Guid, CancellationTokenSource> _held = new();
+    private readonly ConcurrentDictionary<Guid, HoldState> _held = new();
     private readonly ConcurrentDictionary<Guid, long> _foldedUpTo = new();
     // The newest event about a held VM, folded when the hold ends; guarded by _handoff with _held.
     private readonly Dictionary<Guid, DomainEvent> _deferred = [];
@@ -82,7 +82,8 @@ public sealed partial class VmRuntime : IDomainEventSink, IAsyncDisposable
         {
             try
             {
-                await holder.CancelAsync();
+                holder.Preempted = true;
+                await holder.Cancellation.CancelAsync();
             }
             catch (ObjectDisposedException)
             {
@@ -90,12 +91,12 @@ public sealed partial class VmRuntime : IDomainEventSink, IAsyncDisposable
             }
         }
         await gate.WaitAsync(cancellationToken);
-        var cancellation = CancellationTokenSource.CreateLinkedTokenSource(cancellationToken, _stopping.Token);
+        var state = new HoldState(CancellationTokenSource.CreateLinkedTokenSource(cancellationToken, _stopping.Token));
         lock (_handoff)
         {
-            _held[uuid] = cancellation;
+            _held[uuid] = state;
         }
-        return new Hold(this, uuid, gate, cancellation);
+        return new Hold(this, uuid, gate, state);
     }
 
     /// <summary>
@@ -138,12 +139,12 @@ public sealed partial class VmRuntime : IDomainEventSink, IAsyncDisposable
         return ValueTask.CompletedTask;
     }
 
-    private void Release(Guid uuid, CancellationTokenSource holder)
+    private void Release(Guid uuid, HoldState holder)
     {
         DomainEvent? deferred;
         lock (_handoff)
         {
-            _held.TryRemove(new KeyValuePair<Guid, CancellationTokenSource>(uuid, holder));
+            _held.TryRemove(new KeyValuePair<Guid, HoldState>(uuid, holder));
             _deferred.Remove(uuid, out deferred);
         }
         if (deferred is not null)
@@ -656,25 +657,42 @@ public sealed partial class VmRuntime : IDomainEventSink, IAsyncDisposable
     }
 
     /// <summary>An operation's hold on a VM; disposing releases it.</summary>
-    public sealed class Hold(VmRuntime owner, Guid uuid, SemaphoreSlim gate, CancellationTokenSource cancellation) : IAsyncDisposable
+    public sealed class Hold(VmRuntime owner, Guid uuid, SemaphoreSlim gate, HoldState state) : IAsyncDisposable
     {
         private int _released;
 
         /// <summary>Cancelled when the caller's call is, when the daemon stops, or when a hard operation takes over.</summary>
-        public CancellationToken Token => cancellation.Token;
+        public CancellationToken Token => state.Cancellation.Token;
 
-        /// <summary>Whether a hard operation took the VM over (rather than the caller cancelling).</summary>
-        public bool Preempted => cancellation.IsCancellationRequested;
+        /// <summary>
+        /// A hard operation took the VM over: the holder answers TASK_CANCELLED. A caller that
+        /// cancelled its own task sees the task cancelled instead.
+        /// </summary>
+        public bool Preempted => state.Preempted;
 
         public ValueTask DisposeAsync()
         {
             if (Interlocked.Exchange(ref _released, 1) == 0)
             {
-                owner.Release(uuid, cancellation);
-                cancellation.Dispose();
+                owner.Release(uuid, state);
+                state.Cancellation.Dispose();
                 gate.Release();
             }
             return ValueTask.CompletedTask;
+        }
+    }
+
+    /// <summary>What the runtime knows of a hold: how to cancel it, and whether a hard operation did.</summary>
+    public sealed class HoldState(CancellationTokenSource cancellation)
+    {
+        private volatile bool _preempted;
+
+        public CancellationTokenSource Cancellation { get; } = cancellation;
+
+        public bool Preempted
+        {
+            get => _preempted;
+            set => _preempted = value;
         }
     }
 
