@@ -34,7 +34,10 @@ public sealed partial class VmRuntime : IDomainEventSink, IAsyncDisposable
     private readonly ILogger<VmRuntime> _logger;
     private readonly ConcurrentDictionary<Guid, SemaphoreSlim> _locks = new();
     private readonly ConcurrentDictionary<Guid, HoldState> _held = new();
-    private readonly ConcurrentDictionary<Guid, long> _foldedUpTo = new();
+    // The newest backend event each VM's rows reflect. Read and written only inside database write
+    // transactions, which run one at a time: checking an event against it and folding it are one step,
+    // so an event cannot pass the check and then land after a newer fold.
+    private readonly Dictionary<Guid, long> _foldedUpTo = [];
     // The newest event about a held VM, folded when the hold ends; guarded by _handoff with _held.
     private readonly Dictionary<Guid, DomainEvent> _deferred = [];
     private readonly Lock _handoff = new();
@@ -108,9 +111,9 @@ public sealed partial class VmRuntime : IDomainEventSink, IAsyncDisposable
         // Read in this order: the state is at least as new as the sequence, so skipping events up to it loses nothing.
         var sequence = Hypervisor.LatestEventSequence;
         var state = await Hypervisor.TryGetDomainAsync(uuid, cancellationToken);
-        _foldedUpTo.AddOrUpdate(uuid, sequence, (_, old) => Math.Max(old, sequence));
         _database.Write(tx =>
         {
+            FoldedUpTo(uuid, sequence);
             if (tx.Exists(vm))
             {
                 Fold(tx, vm, state, whenGone);
@@ -157,31 +160,31 @@ public sealed partial class VmRuntime : IDomainEventSink, IAsyncDisposable
     private void Apply(DomainEvent domainEvent)
     {
         var uuid = domainEvent.State.Uuid;
-        if (_foldedUpTo.AddOrUpdate(uuid, domainEvent.Sequence, (_, old) => Math.Max(old, domainEvent.Sequence)) != domainEvent.Sequence)
-        {
-            // Older than what was already folded.
-            return;
-        }
         if (!TryFind(uuid, out var vm))
         {
             ReportUnknown(domainEvent.State);
             return;
         }
-        if (domainEvent.Kind == DomainEventKind.Shutdown)
-        {
-            // What happens next is the VM's actions_after_*; until then it keeps its recorded state.
-            React(vm, domainEvent.State);
-            return;
-        }
         var gone = domainEvent.Kind == DomainEventKind.Destroyed;
         var whenGone = gone && domainEvent.State.ShutdownReason == ShutdownReason.Suspend ? VmPowerState.Suspended : VmPowerState.Halted;
-        _database.Write(tx =>
+        var newest = _database.Write(tx =>
         {
-            if (tx.Exists(vm))
+            if (!FoldedUpTo(uuid, domainEvent.Sequence))
+            {
+                // Older than what the rows already show.
+                return false;
+            }
+            if (domainEvent.Kind != DomainEventKind.Shutdown && tx.Exists(vm))
             {
                 Fold(tx, vm, gone ? null : domainEvent.State, whenGone);
             }
+            return true;
         });
+        if (newest && domainEvent.Kind == DomainEventKind.Shutdown)
+        {
+            // What happens next is the VM's actions_after_*; until then it keeps its recorded state.
+            React(vm, domainEvent.State);
+        }
     }
 
     /// <summary>Re-reads every domain and every VM this host runs (at start-up, and after lost events).</summary>
@@ -199,7 +202,7 @@ public sealed partial class VmRuntime : IDomainEventSink, IAsyncDisposable
                 {
                     continue;
                 }
-                _foldedUpTo.AddOrUpdate(uuid, sequence, (_, old) => Math.Max(old, sequence));
+                FoldedUpTo(uuid, sequence);
                 if (byUuid.Remove(uuid, out var state))
                 {
                     Fold(tx, vm.Ref, state, VmPowerState.Halted);
@@ -247,6 +250,20 @@ public sealed partial class VmRuntime : IDomainEventSink, IAsyncDisposable
                 });
             }
         });
+    }
+
+    /// <summary>
+    /// Records that a VM's rows now reflect the backend up to <paramref name="sequence"/>; false when
+    /// they already reflect that or later. Call only inside a database write transaction.
+    /// </summary>
+    private bool FoldedUpTo(Guid uuid, long sequence)
+    {
+        if (_foldedUpTo.TryGetValue(uuid, out var folded) && sequence <= folded)
+        {
+            return false;
+        }
+        _foldedUpTo[uuid] = sequence;
+        return true;
     }
 
     private bool TryFind(Guid uuid, out VMRef vm)
