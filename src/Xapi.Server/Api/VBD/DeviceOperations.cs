@@ -9,26 +9,9 @@ namespace Xapi.Server.Api;
 internal static class DeviceOperations
 {
     /// <summary>Runs one seam operation on the held VM and folds the backend's state afterwards, whatever happened.</summary>
-    internal static async ValueTask OnBackendAsync(
-        VmRuntime runtime, CallContext context, VMRef vm, Guid uuid, VmRuntime.Hold hold, Func<CancellationToken, ValueTask> operation)
-    {
-        try
-        {
-            await operation(hold.Token);
-        }
-        catch (XenopsException e)
-        {
-            throw XenopsErrors.ToXenApi(e, vm);
-        }
-        catch (OperationCanceledException) when (hold.Preempted)
-        {
-            throw XenopsErrors.Cancelled(context);
-        }
-        finally
-        {
-            await runtime.SyncAsync(vm, uuid, VmPowerState.Halted, CancellationToken.None);
-        }
-    }
+    internal static ValueTask OnBackendAsync(
+        VmRuntime runtime, CallContext context, VMRef vm, Guid uuid, VmRuntime.Hold hold, Func<CancellationToken, ValueTask> operation) =>
+        runtime.RunHeldAsync(context, vm, uuid, hold, operation);
 
     /// <summary>The VM may have stopped while this call waited for it.</summary>
     internal static void AssertRunning(VMRecord vm)

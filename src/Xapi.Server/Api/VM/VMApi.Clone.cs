@@ -126,7 +126,7 @@ public sealed partial class VMApi
                 {
                     CopyVif(tx, vif, copy, preserveMac: isSnapshot);
                 }
-                ResetCopiedState(tx, copy, newState);
+                ForceStateReset(tx, copy, newState);
                 return copy;
             });
             await context.SettledAsync();
@@ -430,8 +430,8 @@ public sealed partial class VMApi
         }));
     }
 
-    /// <summary>force_state_reset for a VM that has no domain: Halted detaches its devices, Suspended keeps them in use.</summary>
-    private static void ResetCopiedState(Transaction tx, VMRef vm, VmPowerState state)
+    /// <summary>force_state_reset for a VM that has no domain: Halted detaches its devices, Suspended keeps them in use; no operations stay registered.</summary>
+    private static void ForceStateReset(Transaction tx, VMRef vm, VmPowerState state)
     {
         var record = tx.Get(vm);
         tx.Update(vm, v =>

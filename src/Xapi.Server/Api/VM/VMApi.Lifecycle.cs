@@ -59,25 +59,8 @@ public sealed partial class VMApi
     private async ValueTask StartHereAsync(CallContext context, VMRef vm, bool paused)
     {
         var record = context.Snapshot.Get(vm);
-        var uuid = Guid.Parse(record.Uuid);
-        await using var hold = await runtime.HoldAsync(uuid, context.Cancellation);
-        try
-        {
-            var config = DomainConfigs.Of(context.Snapshot, record);
-            await runtime.Orchestrator.StartAsync(config, paused, context.ReportProgress, hold.Token);
-        }
-        catch (XenopsException e)
-        {
-            throw XenopsErrors.ToXenApi(e, vm);
-        }
-        catch (OperationCanceledException) when (hold.Preempted)
-        {
-            throw XenopsErrors.Cancelled(context);
-        }
-        finally
-        {
-            await runtime.SyncAsync(vm, uuid, VmPowerState.Halted, CancellationToken.None);
-        }
+        await runtime.RunAsync(context, vm, Guid.Parse(record.Uuid), async token =>
+            await runtime.Orchestrator.StartAsync(DomainConfigs.Of(context.Snapshot, record), paused, context.ReportProgress, token));
     }
 
     [RunsAs<VmOperations>(VmOperations.CleanShutdown)]
@@ -111,27 +94,17 @@ public sealed partial class VMApi
     private async ValueTask StopAsync(CallContext context, VMRef vm, bool clean, TimeSpan timeout)
     {
         var uuid = Guid.Parse(context.Snapshot.Get(vm).Uuid);
-        await using var hold = await runtime.HoldAsync(uuid, context.Cancellation, preempt: !clean);
-        try
+        await runtime.RunAsync(context, vm, uuid, async token =>
         {
-            await runtime.Orchestrator.ShutdownAsync(uuid, clean, timeout, hold.Token);
-        }
-        catch (DomainNotFoundException)
-        {
-            // Already gone: the VM is halted, which is what was asked.
-        }
-        catch (XenopsException e)
-        {
-            throw XenopsErrors.ToXenApi(e, vm);
-        }
-        catch (OperationCanceledException) when (hold.Preempted)
-        {
-            throw XenopsErrors.Cancelled(context);
-        }
-        finally
-        {
-            await runtime.SyncAsync(vm, uuid, VmPowerState.Halted, CancellationToken.None);
-        }
+            try
+            {
+                await runtime.Orchestrator.ShutdownAsync(uuid, clean, timeout, token);
+            }
+            catch (DomainNotFoundException)
+            {
+                // Already gone: the VM is halted, which is what was asked.
+            }
+        }, preempt: !clean);
     }
 
     private async ValueTask HardStopAsync(CallContext context, VMRef vm)
@@ -154,26 +127,10 @@ public sealed partial class VMApi
     private async ValueTask RebootAsync(CallContext context, VMRef vm, bool clean)
     {
         var record = context.Snapshot.Get(vm);
-        var uuid = Guid.Parse(record.Uuid);
-        await using var hold = await runtime.HoldAsync(uuid, context.Cancellation, preempt: !clean);
-        try
-        {
-            // The memory settings cannot change across a reboot: the new domain gets the old config.
-            var config = DomainConfigs.Of(context.Snapshot, record);
-            await runtime.Orchestrator.RebootAsync(config, clean, GuestShutdownTimeout, context.ReportProgress, hold.Token);
-        }
-        catch (XenopsException e)
-        {
-            throw XenopsErrors.ToXenApi(e, vm);
-        }
-        catch (OperationCanceledException) when (hold.Preempted)
-        {
-            throw XenopsErrors.Cancelled(context);
-        }
-        finally
-        {
-            await runtime.SyncAsync(vm, uuid, VmPowerState.Halted, CancellationToken.None);
-        }
+        // The memory settings cannot change across a reboot: the new domain gets the old config.
+        await runtime.RunAsync(context, vm, Guid.Parse(record.Uuid), async token =>
+            await runtime.Orchestrator.RebootAsync(DomainConfigs.Of(context.Snapshot, record), clean, GuestShutdownTimeout, context.ReportProgress, token),
+            preempt: !clean);
     }
 
     [RunsAs<VmOperations>(VmOperations.Pause)]
@@ -187,19 +144,7 @@ public sealed partial class VMApi
     private async ValueTask OnDomainAsync(CallContext context, VMRef vm, Func<Guid, CancellationToken, ValueTask<DomainState>> operation)
     {
         var uuid = Guid.Parse(context.Snapshot.Get(vm).Uuid);
-        await using var hold = await runtime.HoldAsync(uuid, context.Cancellation);
-        try
-        {
-            await operation(uuid, hold.Token);
-        }
-        catch (XenopsException e)
-        {
-            throw XenopsErrors.ToXenApi(e, vm);
-        }
-        finally
-        {
-            await runtime.SyncAsync(vm, uuid, VmPowerState.Halted, CancellationToken.None);
-        }
+        await runtime.RunAsync(context, vm, uuid, async token => await operation(uuid, token));
     }
 
     /// <summary>
@@ -236,36 +181,7 @@ public sealed partial class VMApi
     }
 
     /// <summary>force_state_reset Halted: no domain, no residence, devices detached, no operations left registered.</summary>
-    private static void ForceHalted(Xapi.Database.Transaction tx, VMRef vm)
-    {
-        var record = tx.Get(vm);
-        tx.Update(vm, v =>
-        {
-            v.PowerState = VmPowerState.Halted;
-            v.Domid = -1;
-            v.ResidentOn = HostRef.Null;
-            v.ScheduledToBeResidentOn = HostRef.Null;
-            v.RequiresReboot = false;
-            v.CurrentOperations = ValueMap.Empty;
-        });
-        foreach (var vbd in record.VBDs.Where(tx.Exists))
-        {
-            tx.Update(vbd, b =>
-            {
-                b.CurrentlyAttached = false;
-                b.CurrentOperations = ValueMap.Empty;
-            });
-        }
-        foreach (var vif in record.VIFs.Where(tx.Exists))
-        {
-            tx.Update(vif, f =>
-            {
-                f.CurrentlyAttached = false;
-                f.CurrentOperations = ValueMap.Empty;
-            });
-        }
-        RefreshAllowedOperations(tx, vm);
-    }
+    private static void ForceHalted(Xapi.Database.Transaction tx, VMRef vm) => ForceStateReset(tx, vm, VmPowerState.Halted);
 
     /// <summary>A suspended VM shut down hard: its image is destroyed (errors ignored, as real hosts do) and it is Halted.</summary>
     private async ValueTask DiscardSuspendImageAsync(CallContext context, VMRef vm)

@@ -196,7 +196,7 @@ public sealed partial class VMApi
                     v.Parent = snapshot;
                     v.GenerationId = FreshGenerationId(v.GenerationId);
                 });
-                ResetCopiedState(tx, vm, tx.Get(snapshot).PowerState);
+                ForceStateReset(tx, vm, tx.Get(snapshot).PowerState);
             });
             context.ReportProgress(1.0);
             await context.SettledAsync();

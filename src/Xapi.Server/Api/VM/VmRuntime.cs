@@ -103,6 +103,38 @@ public sealed partial class VmRuntime : IDomainEventSink, IAsyncDisposable
     }
 
     /// <summary>
+    /// Holds the VM, runs one orchestration on it and folds the backend's state afterwards, whatever
+    /// happened (xapi's with_vm_operation around a xenopsd call): backend failures become XenAPI
+    /// errors, and a hard operation taking over becomes TASK_CANCELLED.
+    /// </summary>
+    public async ValueTask RunAsync(Dispatch.CallContext context, VMRef vm, Guid uuid, Func<CancellationToken, ValueTask> operation, bool preempt = false)
+    {
+        await using var hold = await HoldAsync(uuid, context.Cancellation, preempt);
+        await RunHeldAsync(context, vm, uuid, hold, operation);
+    }
+
+    /// <summary>The same on a VM the caller holds already (it checked something under the hold first).</summary>
+    public async ValueTask RunHeldAsync(Dispatch.CallContext context, VMRef vm, Guid uuid, Hold hold, Func<CancellationToken, ValueTask> operation)
+    {
+        try
+        {
+            await operation(hold.Token);
+        }
+        catch (XenopsException e)
+        {
+            throw XenopsErrors.ToXenApi(e, vm);
+        }
+        catch (OperationCanceledException) when (hold.Preempted)
+        {
+            throw XenopsErrors.Cancelled(context);
+        }
+        finally
+        {
+            await SyncAsync(vm, uuid, VmPowerState.Halted, CancellationToken.None);
+        }
+    }
+
+    /// <summary>
     /// Folds the backend's present state of a VM into the database: its domain, or, when it has
     /// none, <paramref name="whenGone"/> (Halted, or Suspended after a suspend).
     /// </summary>

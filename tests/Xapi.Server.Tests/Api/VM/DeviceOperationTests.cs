@@ -11,36 +11,9 @@ namespace Xapi.Server.Tests.Api.VM;
 /// (/work/notes/vm-facts.md §6.4, §7.4, §8.3). What a client reads back and what the simulated
 /// domain has are both checked.
 /// </summary>
-public class DeviceOperationTests
+public class DeviceOperationTests() : SimulatedHostFixture()
 {
     private const long MiB = 1L << 20;
-
-    private TestDaemon _daemon = null!;
-    private XenApiClient _client = null!;
-
-    [OneTimeSetUp]
-    public async Task StartDaemonAsync()
-    {
-        _daemon = await TestDaemon.StartAsync(o =>
-        {
-            o.SimulatedGuestAgentDelay = TimeSpan.FromMilliseconds(100);
-            o.SimulatedShutdownDelay = TimeSpan.FromMilliseconds(20);
-            o.SimulatedHostMemory = 4L << 30;
-        });
-        _client = await _daemon.LoginAsync();
-    }
-
-    [OneTimeTearDown]
-    public async Task StopDaemonAsync()
-    {
-        _client.Dispose();
-        await _daemon.DisposeAsync();
-    }
-
-    private SimulatorBackend Simulator => (SimulatorBackend)_daemon.Service<IHypervisor>();
-
-    private async Task<IReadOnlyDictionary<string, object?>> RecordAsync(string cls, string reference) =>
-        (IReadOnlyDictionary<string, object?>)(await _client.InvokeAsync($"{cls}.get_record", reference))!;
 
     private async Task<object?> FieldAsync(string cls, string reference, string field) => (await RecordAsync(cls, reference))[field];
 
@@ -95,25 +68,25 @@ public class DeviceOperationTests
         vbd["mode"] = "RO";
         vbd["empty"] = true;
         vbd["unpluggable"] = false;
-        return (string)(await _client.InvokeAsync("VBD.create", vbd))!;
+        return (string)(await Client.InvokeAsync("VBD.create", vbd))!;
     }
 
     private async Task<string> NetworkAsync(string name)
     {
         var network = ApiSchema.Class("network").MinimalRecord();
         network["name_label"] = name;
-        return (string)(await _client.InvokeAsync("network.create", network))!;
+        return (string)(await Client.InvokeAsync("network.create", network))!;
     }
 
     private async Task<string> VifAsync(string vm, string device, string? network = null)
     {
         var vif = ApiSchema.Class("VIF").MinimalRecord();
         vif["VM"] = vm;
-        vif["network"] = network ?? List(await _client.InvokeAsync("network.get_all"))[0];
+        vif["network"] = network ?? List(await Client.InvokeAsync("network.get_all"))[0];
         vif["device"] = device;
         vif["MAC"] = "";
         vif["MTU"] = "1500";
-        return (string)(await _client.InvokeAsync("VIF.create", vif))!;
+        return (string)(await Client.InvokeAsync("VIF.create", vif))!;
     }
 
     /// <summary>Follows the VM through event.from until <paramref name="until"/> holds for its record.</summary>
@@ -125,7 +98,7 @@ public class DeviceOperationTests
         while (!until(record))
         {
             deadline.Token.ThrowIfCancellationRequested();
-            var batch = await _client.FromAsync([$"VM/{vm}"], token, 5);
+            var batch = await Client.FromAsync([$"VM/{vm}"], token, 5);
             token = batch.Token;
             record = await RecordAsync("VM", vm);
         }
@@ -135,7 +108,7 @@ public class DeviceOperationTests
     /// <summary>Starts the VM and waits for its guest agent (PV drivers) to report.</summary>
     private async Task<string> RunningWithDriversAsync(string vm)
     {
-        await _client.InvokeAsync("VM.start", vm, false, false);
+        await Client.InvokeAsync("VM.start", vm, false, false);
         await UntilAsync(vm, r => (string)r["guest_metrics"]! != XType.NullRef);
         return vm;
     }
@@ -146,47 +119,47 @@ public class DeviceOperationTests
     [Test]
     public async Task A_disk_hot_plugged_into_a_running_HVM_guest_with_PV_drivers_is_attached_and_the_domain_has_it_until_unplugged()
     {
-        var vm = await RunningWithDriversAsync(await VmAsync(_client, "hotplug", hvm: true));
-        var vbd = await DiskAsync(_client, vm, "1");
+        var vm = await RunningWithDriversAsync(await VmAsync(Client, "hotplug", hvm: true));
+        var vbd = await DiskAsync(Client, vm, "1");
         Assert.That(await FieldAsync("VBD", vbd, "currently_attached"), Is.False);
 
-        await _client.InvokeAsync("VBD.plug", vbd);
+        await Client.InvokeAsync("VBD.plug", vbd);
 
         var plugged = await RecordAsync("VBD", vbd);
         Assert.That(plugged["currently_attached"], Is.True);
         Assert.That(List(plugged["allowed_operations"]), Does.Contain("unplug").And.Not.Contain("plug"));
         Assert.That((await DomainAsync(vm)).Vbds.Select(v => v.Device), Does.Contain("1"));
 
-        await _client.InvokeAsync("VBD.unplug", vbd);
+        await Client.InvokeAsync("VBD.unplug", vbd);
 
         Assert.That(await FieldAsync("VBD", vbd, "currently_attached"), Is.False);
         Assert.That((await DomainAsync(vm)).Vbds.Select(v => v.Device), Does.Not.Contain("1"));
 
-        await _client.InvokeAsync("VBD.plug", vbd);
-        await _client.InvokeAsync("VBD.unplug_force", vbd);
+        await Client.InvokeAsync("VBD.plug", vbd);
+        await Client.InvokeAsync("VBD.unplug_force", vbd);
         Assert.That(await FieldAsync("VBD", vbd, "currently_attached"), Is.False);
-        await _client.InvokeAsync("VM.hard_shutdown", vm);
+        await Client.InvokeAsync("VM.hard_shutdown", vm);
     }
 
     [Test]
     public async Task Hotplug_refusals_name_the_device_or_the_VM_and_a_refused_call_changes_nothing()
     {
-        var vm = await VmAsync(_client, "hotplug refusals");
-        var fixedDisk = await DiskAsync(_client, vm, "0", b => b["unpluggable"] = false);
-        var disk = await DiskAsync(_client, vm, "1");
-        await XenApiAssert.FailsAsync(() => _client.InvokeAsync("VBD.plug", disk), "VM_BAD_POWER_STATE", vm, "running", "halted");
+        var vm = await VmAsync(Client, "hotplug refusals");
+        var fixedDisk = await DiskAsync(Client, vm, "0", b => b["unpluggable"] = false);
+        var disk = await DiskAsync(Client, vm, "1");
+        await XenApiAssert.FailsAsync(() => Client.InvokeAsync("VBD.plug", disk), "VM_BAD_POWER_STATE", vm, "running", "halted");
 
         await RunningWithDriversAsync(vm);
-        await XenApiAssert.FailsAsync(() => _client.InvokeAsync("VBD.plug", disk), "DEVICE_ALREADY_ATTACHED", disk);
-        await XenApiAssert.FailsAsync(() => _client.InvokeAsync("VBD.unplug", fixedDisk), "VBD_NOT_UNPLUGGABLE", fixedDisk);
-        await _client.InvokeAsync("VBD.unplug", disk);
-        await XenApiAssert.FailsAsync(() => _client.InvokeAsync("VBD.unplug", disk), "DEVICE_ALREADY_DETACHED", disk);
-        await XenApiAssert.FailsAsync(() => _client.InvokeAsync("VBD.unplug_force", disk), "DEVICE_ALREADY_DETACHED", disk);
+        await XenApiAssert.FailsAsync(() => Client.InvokeAsync("VBD.plug", disk), "DEVICE_ALREADY_ATTACHED", disk);
+        await XenApiAssert.FailsAsync(() => Client.InvokeAsync("VBD.unplug", fixedDisk), "VBD_NOT_UNPLUGGABLE", fixedDisk);
+        await Client.InvokeAsync("VBD.unplug", disk);
+        await XenApiAssert.FailsAsync(() => Client.InvokeAsync("VBD.unplug", disk), "DEVICE_ALREADY_DETACHED", disk);
+        await XenApiAssert.FailsAsync(() => Client.InvokeAsync("VBD.unplug_force", disk), "DEVICE_ALREADY_DETACHED", disk);
 
         Assert.That(await FieldAsync("VBD", fixedDisk, "currently_attached"), Is.True);
         Assert.That((await DomainAsync(vm)).Vbds.Select(v => v.Device), Is.EqualTo(new[] { "0" }));
         Assert.That(await FieldAsync("VBD", disk, "current_operations"), Is.Empty);
-        await _client.InvokeAsync("VM.hard_shutdown", vm);
+        await Client.InvokeAsync("VM.hard_shutdown", vm);
     }
 
     [Test]
@@ -212,13 +185,13 @@ public class DeviceOperationTests
     [Test]
     public async Task A_CD_in_a_running_HVM_guest_takes_and_gives_up_its_disc_in_place()
     {
-        var vm = await VmAsync(_client, "cd hvm", hvm: true);
+        var vm = await VmAsync(Client, "cd hvm", hvm: true);
         var cd = await EmptyCdAsync(vm);
-        var iso = await VdiAsync(_client, "installer.iso");
-        await _client.InvokeAsync("VM.start", vm, false, false);
+        var iso = await VdiAsync(Client, "installer.iso");
+        await Client.InvokeAsync("VM.start", vm, false, false);
         Assert.That(await FieldAsync("VBD", cd, "currently_attached"), Is.True);
 
-        await _client.InvokeAsync("VBD.insert", cd, iso);
+        await Client.InvokeAsync("VBD.insert", cd, iso);
 
         var inserted = await RecordAsync("VBD", cd);
         Assert.That(inserted["empty"], Is.False);
@@ -229,9 +202,9 @@ public class DeviceOperationTests
         Assert.That((await DomainAsync(vm)).Vbds.Single(v => v.Device == "3").Disk, Is.EqualTo(new DiskBinding(isoUuid)));
         Assert.That(List(await FieldAsync("VDI", iso, "VBDs")), Is.EqualTo(new[] { cd }));
         Assert.That(List(await FieldAsync("VDI", iso, "allowed_operations")), Does.Not.Contain("destroy"));
-        await XenApiAssert.FailsAsync(() => _client.InvokeAsync("VBD.insert", cd, iso), "VBD_NOT_EMPTY", cd);
+        await XenApiAssert.FailsAsync(() => Client.InvokeAsync("VBD.insert", cd, iso), "VBD_NOT_EMPTY", cd);
 
-        await _client.InvokeAsync("VBD.eject", cd);
+        await Client.InvokeAsync("VBD.eject", cd);
 
         var ejected = await RecordAsync("VBD", cd);
         Assert.That(ejected["empty"], Is.True);
@@ -239,98 +212,98 @@ public class DeviceOperationTests
         Assert.That(ejected["currently_attached"], Is.True);
         Assert.That((await DomainAsync(vm)).Vbds.Single(v => v.Device == "3").Disk, Is.Null);
         Assert.That(List(await FieldAsync("VDI", iso, "allowed_operations")), Does.Contain("destroy"));
-        await XenApiAssert.FailsAsync(() => _client.InvokeAsync("VBD.eject", cd), "VBD_IS_EMPTY", cd);
-        await _client.InvokeAsync("VM.hard_shutdown", vm);
+        await XenApiAssert.FailsAsync(() => Client.InvokeAsync("VBD.eject", cd), "VBD_IS_EMPTY", cd);
+        await Client.InvokeAsync("VM.hard_shutdown", vm);
     }
 
     [Test]
     public async Task A_CD_in_a_PV_guest_is_plugged_with_its_disc_and_unplugged_to_eject_it()
     {
-        var vm = await VmAsync(_client, "cd pv");
+        var vm = await VmAsync(Client, "cd pv");
         var cd = await EmptyCdAsync(vm);
-        var iso = await VdiAsync(_client, "tools.iso");
-        await _client.InvokeAsync("VM.start", vm, false, false);
+        var iso = await VdiAsync(Client, "tools.iso");
+        await Client.InvokeAsync("VM.start", vm, false, false);
         Assert.That(await FieldAsync("VBD", cd, "currently_attached"), Is.False);
 
-        await _client.InvokeAsync("VBD.insert", cd, iso);
+        await Client.InvokeAsync("VBD.insert", cd, iso);
 
         var inserted = await RecordAsync("VBD", cd);
         Assert.That((inserted["empty"], inserted["VDI"], inserted["currently_attached"]), Is.EqualTo((false, iso, true)));
         Assert.That((await DomainAsync(vm)).Vbds.Select(v => v.Device), Does.Contain("3"));
 
-        await _client.InvokeAsync("VBD.eject", cd);
+        await Client.InvokeAsync("VBD.eject", cd);
 
         var ejected = await RecordAsync("VBD", cd);
         Assert.That((ejected["empty"], ejected["VDI"], ejected["currently_attached"]), Is.EqualTo((true, XType.NullRef, false)));
         Assert.That((await DomainAsync(vm)).Vbds.Select(v => v.Device), Does.Not.Contain("3"));
-        await _client.InvokeAsync("VM.hard_shutdown", vm);
+        await Client.InvokeAsync("VM.hard_shutdown", vm);
     }
 
     [Test]
     public async Task A_halted_VMs_CD_changes_disc_in_its_records_only_and_a_disk_is_not_removable()
     {
-        var vm = await VmAsync(_client, "cd halted");
+        var vm = await VmAsync(Client, "cd halted");
         var cd = await EmptyCdAsync(vm);
-        var disk = await DiskAsync(_client, vm, "0");
-        var iso = await VdiAsync(_client, "halted.iso");
+        var disk = await DiskAsync(Client, vm, "0");
+        var iso = await VdiAsync(Client, "halted.iso");
 
-        await _client.InvokeAsync("VBD.insert", cd, iso);
+        await Client.InvokeAsync("VBD.insert", cd, iso);
         Assert.That(await FieldAsync("VBD", cd, "VDI"), Is.EqualTo(iso));
         Assert.That(List(await FieldAsync("VBD", cd, "allowed_operations")), Does.Contain("eject").And.Not.Contain("insert"));
-        await _client.InvokeAsync("VBD.eject", cd);
+        await Client.InvokeAsync("VBD.eject", cd);
         Assert.That(await FieldAsync("VBD", cd, "empty"), Is.True);
         Assert.That(await FieldAsync("VBD", cd, "VDI"), Is.EqualTo(XType.NullRef));
 
-        await XenApiAssert.FailsAsync(() => _client.InvokeAsync("VBD.insert", disk, iso), "VBD_NOT_REMOVABLE_MEDIA", disk);
-        await XenApiAssert.FailsAsync(() => _client.InvokeAsync("VBD.eject", disk), "VBD_NOT_REMOVABLE_MEDIA", disk);
+        await XenApiAssert.FailsAsync(() => Client.InvokeAsync("VBD.insert", disk, iso), "VBD_NOT_REMOVABLE_MEDIA", disk);
+        await XenApiAssert.FailsAsync(() => Client.InvokeAsync("VBD.eject", disk), "VBD_NOT_REMOVABLE_MEDIA", disk);
     }
 
     [Test]
     public async Task A_network_interface_hot_plugged_into_a_running_VM_is_attached_and_the_domain_has_it_until_unplugged()
     {
-        var vm = await VmAsync(_client, "vif hotplug");
+        var vm = await VmAsync(Client, "vif hotplug");
         await VifAsync(vm, "0");
         await RunningWithDriversAsync(vm);
         var vif = await VifAsync(vm, "1");
         Assert.That(await FieldAsync("VIF", vif, "currently_attached"), Is.False);
 
-        await _client.InvokeAsync("VIF.plug", vif);
+        await Client.InvokeAsync("VIF.plug", vif);
 
         Assert.That(await FieldAsync("VIF", vif, "currently_attached"), Is.True);
         Assert.That((await DomainAsync(vm)).Vifs.Select(v => v.Device), Is.EqualTo(new[] { 0, 1 }));
-        await XenApiAssert.FailsAsync(() => _client.InvokeAsync("VIF.plug", vif), "DEVICE_ALREADY_ATTACHED", vif);
+        await XenApiAssert.FailsAsync(() => Client.InvokeAsync("VIF.plug", vif), "DEVICE_ALREADY_ATTACHED", vif);
 
-        await _client.InvokeAsync("VIF.unplug", vif);
+        await Client.InvokeAsync("VIF.unplug", vif);
 
         Assert.That(await FieldAsync("VIF", vif, "currently_attached"), Is.False);
         Assert.That((await DomainAsync(vm)).Vifs.Select(v => v.Device), Is.EqualTo(new[] { 0 }));
-        await XenApiAssert.FailsAsync(() => _client.InvokeAsync("VIF.unplug_force", vif), "DEVICE_ALREADY_DETACHED", vif);
-        await _client.InvokeAsync("VIF.plug", vif);
-        await _client.InvokeAsync("VIF.unplug_force", vif);
+        await XenApiAssert.FailsAsync(() => Client.InvokeAsync("VIF.unplug_force", vif), "DEVICE_ALREADY_DETACHED", vif);
+        await Client.InvokeAsync("VIF.plug", vif);
+        await Client.InvokeAsync("VIF.unplug_force", vif);
         Assert.That(await FieldAsync("VIF", vif, "currently_attached"), Is.False);
-        await _client.InvokeAsync("VM.hard_shutdown", vm);
-        await XenApiAssert.FailsAsync(() => _client.InvokeAsync("VIF.plug", vif), "VM_BAD_POWER_STATE", vm, "running", "halted");
+        await Client.InvokeAsync("VM.hard_shutdown", vm);
+        await XenApiAssert.FailsAsync(() => Client.InvokeAsync("VIF.plug", vif), "VM_BAD_POWER_STATE", vm, "running", "halted");
     }
 
     [Test]
     public async Task Moving_a_plugged_interface_joins_the_new_networks_bridge_and_a_halted_VMs_only_changes_its_record()
     {
-        var vm = await VmAsync(_client, "vif move");
+        var vm = await VmAsync(Client, "vif move");
         var vif = await VifAsync(vm, "0");
         var other = await NetworkAsync("move target");
         var bridge = (string)(await FieldAsync("network", other, "bridge"))!;
-        await _client.InvokeAsync("VM.start", vm, false, false);
+        await Client.InvokeAsync("VM.start", vm, false, false);
 
-        await _client.InvokeAsync("VIF.move", vif, other);
+        await Client.InvokeAsync("VIF.move", vif, other);
 
         var moved = await RecordAsync("VIF", vif);
         Assert.That(moved["network"], Is.EqualTo(other));
         Assert.That(moved["currently_attached"], Is.True);
         Assert.That((await DomainAsync(vm)).Vifs.Single().Bridge, Is.EqualTo(bridge));
 
-        await _client.InvokeAsync("VM.hard_shutdown", vm);
-        var first = List(await _client.InvokeAsync("network.get_all")).First(n => (string)n! != other)!;
-        await _client.InvokeAsync("VIF.move", vif, first);
+        await Client.InvokeAsync("VM.hard_shutdown", vm);
+        var first = List(await Client.InvokeAsync("network.get_all")).First(n => (string)n! != other)!;
+        await Client.InvokeAsync("VIF.move", vif, first);
         Assert.That(await FieldAsync("VIF", vif, "network"), Is.EqualTo(first));
         Assert.That(await FieldAsync("VIF", vif, "currently_attached"), Is.False);
     }
@@ -338,22 +311,22 @@ public class DeviceOperationTests
     [Test]
     public async Task Static_addresses_are_checked_and_need_a_guest_that_applies_them()
     {
-        var vm = await VmAsync(_client, "ip settings");
+        var vm = await VmAsync(Client, "ip settings");
         var vif = await VifAsync(vm, "0");
 
-        await XenApiAssert.FailsAsync(() => _client.InvokeAsync("VIF.configure_ipv4", vif, "Static", "192.168.1.10", ""), "INVALID_CIDR_ADDRESS_SPECIFIED", "address");
-        await XenApiAssert.FailsAsync(() => _client.InvokeAsync("VIF.configure_ipv4", vif, "Static", "192.168.1.300/24", ""), "INVALID_CIDR_ADDRESS_SPECIFIED", "address");
-        await XenApiAssert.FailsAsync(() => _client.InvokeAsync("VIF.configure_ipv4", vif, "Static", "192.168.1.10/24", "192.168.1"), "INVALID_IP_ADDRESS_SPECIFIED", "gateway");
-        await XenApiAssert.FailsAsync(() => _client.InvokeAsync("VIF.configure_ipv4", vif, "Static", "192.168.1.10/24", "fd00::1"), "INVALID_IP_ADDRESS_SPECIFIED", "gateway");
-        await XenApiAssert.FailsAsync(() => _client.InvokeAsync("VIF.configure_ipv6", vif, "Static", "192.168.1.10/24", ""), "INVALID_CIDR_ADDRESS_SPECIFIED", "address");
+        await XenApiAssert.FailsAsync(() => Client.InvokeAsync("VIF.configure_ipv4", vif, "Static", "192.168.1.10", ""), "INVALID_CIDR_ADDRESS_SPECIFIED", "address");
+        await XenApiAssert.FailsAsync(() => Client.InvokeAsync("VIF.configure_ipv4", vif, "Static", "192.168.1.300/24", ""), "INVALID_CIDR_ADDRESS_SPECIFIED", "address");
+        await XenApiAssert.FailsAsync(() => Client.InvokeAsync("VIF.configure_ipv4", vif, "Static", "192.168.1.10/24", "192.168.1"), "INVALID_IP_ADDRESS_SPECIFIED", "gateway");
+        await XenApiAssert.FailsAsync(() => Client.InvokeAsync("VIF.configure_ipv4", vif, "Static", "192.168.1.10/24", "fd00::1"), "INVALID_IP_ADDRESS_SPECIFIED", "gateway");
+        await XenApiAssert.FailsAsync(() => Client.InvokeAsync("VIF.configure_ipv6", vif, "Static", "192.168.1.10/24", ""), "INVALID_CIDR_ADDRESS_SPECIFIED", "address");
         // No guest has said it can apply them: even clearing them is refused.
-        await XenApiAssert.FailsAsync(() => _client.InvokeAsync("VIF.configure_ipv4", vif, "Static", "192.168.1.10/24", "192.168.1.1"), "VM_LACKS_FEATURE", vm);
-        await XenApiAssert.FailsAsync(() => _client.InvokeAsync("VIF.configure_ipv4", vif, "None", "", ""), "VM_LACKS_FEATURE", vm);
+        await XenApiAssert.FailsAsync(() => Client.InvokeAsync("VIF.configure_ipv4", vif, "Static", "192.168.1.10/24", "192.168.1.1"), "VM_LACKS_FEATURE", vm);
+        await XenApiAssert.FailsAsync(() => Client.InvokeAsync("VIF.configure_ipv4", vif, "None", "", ""), "VM_LACKS_FEATURE", vm);
         Assert.That(await FieldAsync("VIF", vif, "ipv4_configuration_mode"), Is.EqualTo("None"));
 
         await RunningWithDriversAsync(vm);
-        await _client.InvokeAsync("VIF.configure_ipv4", vif, "Static", "192.168.1.10/24", "192.168.1.1");
-        await _client.InvokeAsync("VIF.configure_ipv6", vif, "Static", "fd00::10/64", "fd00::1");
+        await Client.InvokeAsync("VIF.configure_ipv4", vif, "Static", "192.168.1.10/24", "192.168.1.1");
+        await Client.InvokeAsync("VIF.configure_ipv6", vif, "Static", "fd00::10/64", "fd00::1");
 
         var configured = await RecordAsync("VIF", vif);
         Assert.That(configured["ipv4_configuration_mode"], Is.EqualTo("Static"));
@@ -362,41 +335,41 @@ public class DeviceOperationTests
         Assert.That(configured["ipv6_configuration_mode"], Is.EqualTo("Static"));
         Assert.That(configured["ipv6_addresses"], Is.EqualTo(new[] { "fd00::10/64" }));
 
-        await _client.InvokeAsync("VIF.configure_ipv4", vif, "None", "", "");
+        await Client.InvokeAsync("VIF.configure_ipv4", vif, "None", "", "");
         var cleared = await RecordAsync("VIF", vif);
         Assert.That((cleared["ipv4_configuration_mode"], cleared["ipv4_addresses"], cleared["ipv4_gateway"]), Is.EqualTo(("None", new[] { "" }, "")));
-        await _client.InvokeAsync("VM.hard_shutdown", vm);
+        await Client.InvokeAsync("VM.hard_shutdown", vm);
     }
 
     [Test]
     public async Task A_locked_interface_takes_only_a_static_address_it_is_allowed()
     {
-        var vm = await VmAsync(_client, "ip locked");
+        var vm = await VmAsync(Client, "ip locked");
         var vif = await VifAsync(vm, "0");
         await RunningWithDriversAsync(vm);
-        _daemon.Database.Write(tx => tx.Update(new VIFRef(vif), v =>
+        Daemon.Database.Write(tx => tx.Update(new VIFRef(vif), v =>
         {
             v.LockingMode = VifLockingMode.Locked;
             v.Ipv4Allowed = ["10.1.1.5"];
         }));
 
-        await XenApiAssert.FailsAsync(() => _client.InvokeAsync("VIF.configure_ipv4", vif, "Static", "10.1.1.6/24", ""), "ADDRESS_VIOLATES_LOCKING_CONSTRAINT", "10.1.1.6/24");
-        await _client.InvokeAsync("VIF.configure_ipv4", vif, "Static", "10.1.1.5/24", "");
+        await XenApiAssert.FailsAsync(() => Client.InvokeAsync("VIF.configure_ipv4", vif, "Static", "10.1.1.6/24", ""), "ADDRESS_VIOLATES_LOCKING_CONSTRAINT", "10.1.1.6/24");
+        await Client.InvokeAsync("VIF.configure_ipv4", vif, "Static", "10.1.1.5/24", "");
         Assert.That(await FieldAsync("VIF", vif, "ipv4_addresses"), Is.EqualTo(new[] { "10.1.1.5/24" }));
-        await _client.InvokeAsync("VM.hard_shutdown", vm);
+        await Client.InvokeAsync("VM.hard_shutdown", vm);
     }
 
     [Test]
     public async Task A_running_VM_has_one_console_at_its_hosts_address_which_goes_when_it_halts()
     {
-        var pv = await VmAsync(_client, "console pv");
-        var hvm = await VmAsync(_client, "console hvm", hvm: true);
+        var pv = await VmAsync(Client, "console pv");
+        var hvm = await VmAsync(Client, "console hvm", hvm: true);
         Assert.That(await FieldAsync("VM", pv, "consoles"), Is.Empty);
-        var host = List(await _client.InvokeAsync("host.get_all"))[0]!;
+        var host = List(await Client.InvokeAsync("host.get_all"))[0]!;
         var address = (string)(await FieldAsync("host", (string)host, "address"))!;
 
-        await _client.InvokeAsync("VM.start", pv, false, false);
-        await _client.InvokeAsync("VM.start", hvm, false, false);
+        await Client.InvokeAsync("VM.start", pv, false, false);
+        await Client.InvokeAsync("VM.start", hvm, false, false);
 
         var consoles = List(await FieldAsync("VM", pv, "consoles"));
         Assert.That(consoles, Has.Count.EqualTo(1));
@@ -408,14 +381,14 @@ public class DeviceOperationTests
         var graphical = List(await FieldAsync("VM", hvm, "consoles"));
         Assert.That(await FieldAsync("console", (string)graphical.Single()!, "protocol"), Is.EqualTo("rfb"));
 
-        await _client.InvokeAsync("VM.hard_reboot", pv);
+        await Client.InvokeAsync("VM.hard_reboot", pv);
         Assert.That(List(await FieldAsync("VM", pv, "consoles")), Has.Count.EqualTo(1));
 
-        await _client.InvokeAsync("VM.hard_shutdown", pv);
-        await _client.InvokeAsync("VM.hard_shutdown", hvm);
+        await Client.InvokeAsync("VM.hard_shutdown", pv);
+        await Client.InvokeAsync("VM.hard_shutdown", hvm);
 
         Assert.That(await FieldAsync("VM", pv, "consoles"), Is.Empty);
         Assert.That(await FieldAsync("VM", hvm, "consoles"), Is.Empty);
-        await XenApiAssert.FailsAsync(() => _client.InvokeAsync("console.get_record", consoles[0]), "HANDLE_INVALID", "console", (string)consoles[0]!);
+        await XenApiAssert.FailsAsync(() => Client.InvokeAsync("console.get_record", consoles[0]), "HANDLE_INVALID", "console", (string)consoles[0]!);
     }
 }

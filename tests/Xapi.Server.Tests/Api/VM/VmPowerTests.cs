@@ -10,46 +10,17 @@ namespace Xapi.Server.Tests.Api.VM;
 /// as a client reads them back, and the exact refusals. The simulated guests answer within
 /// milliseconds so the tests wait on events, not on time.
 /// </summary>
-public class VmPowerTests
+public class VmPowerTests() : SimulatedHostFixture()
 {
     private const long MiB = 1L << 20;
 
-    private TestDaemon _daemon = null!;
-    private XenApiClient _client = null!;
-
-    [OneTimeSetUp]
-    public async Task StartDaemonAsync()
-    {
-        _daemon = await TestDaemon.StartAsync(o =>
-        {
-            o.SimulatedGuestAgentDelay = TimeSpan.FromMilliseconds(100);
-            o.SimulatedShutdownDelay = TimeSpan.FromMilliseconds(20);
-            o.SimulatedHostMemory = 4L << 30;
-        });
-        _client = await _daemon.LoginAsync();
-    }
-
-    [OneTimeTearDown]
-    public async Task StopDaemonAsync()
-    {
-        _client.Dispose();
-        await _daemon.DisposeAsync();
-    }
-
-    private SimulatorBackend Simulator => (SimulatorBackend)_daemon.Service<IHypervisor>();
-
-    private async Task<IReadOnlyDictionary<string, object?>> RecordAsync(string cls, string reference) =>
-        (IReadOnlyDictionary<string, object?>)(await _client.InvokeAsync($"{cls}.get_record", reference))!;
-
     private async Task<object?> FieldAsync(string cls, string reference, string field) => (await RecordAsync(cls, reference))[field];
 
-    private async Task<string> HostAsync() => (string)((IReadOnlyList<object?>)(await _client.InvokeAsync("host.get_all"))!)[0]!;
-
     private Task<string> VmAsync(string name, Action<Dictionary<string, object?>>? edit = null, bool withDevices = true) =>
-        _client.CreateVmAsync(name, edit, withDevices);
+        Client.CreateVmAsync(name, edit, withDevices);
 
     private Task<IReadOnlyDictionary<string, object?>> UntilAsync(string vm, Func<IReadOnlyDictionary<string, object?>, bool> until) =>
-        _client.UntilVmAsync(vm, until);
+        Client.UntilVmAsync(vm, until);
 
     private static string PowerState(IReadOnlyDictionary<string, object?> vm) => (string)vm["power_state"]!;
 
@@ -58,7 +29,7 @@ public class VmPowerTests
     private async Task<string> StartedAsync(string name, Action<Dictionary<string, object?>>? edit = null)
     {
         var vm = await VmAsync(name, edit);
-        await _client.InvokeAsync("VM.start", vm, false, false);
+        await Client.InvokeAsync("VM.start", vm, false, false);
         return vm;
     }
 
@@ -66,7 +37,7 @@ public class VmPowerTests
     public async Task A_started_VM_runs_here_with_a_domain_its_devices_attached_and_its_metrics_filled()
     {
         var vm = await VmAsync("start");
-        await _client.InvokeAsync("VM.start", vm, false, false);
+        await Client.InvokeAsync("VM.start", vm, false, false);
 
         var record = await RecordAsync("VM", vm);
         Assert.That(PowerState(record), Is.EqualTo("Running"));
@@ -102,19 +73,19 @@ public class VmPowerTests
     public async Task A_VM_started_paused_is_paused_and_unpause_runs_the_same_domain()
     {
         var vm = await VmAsync("paused start");
-        await _client.InvokeAsync("VM.start", vm, true, false);
+        await Client.InvokeAsync("VM.start", vm, true, false);
         var paused = await RecordAsync("VM", vm);
         Assert.That(PowerState(paused), Is.EqualTo("Paused"));
 
-        await _client.InvokeAsync("VM.unpause", vm);
+        await Client.InvokeAsync("VM.unpause", vm);
         var running = await RecordAsync("VM", vm);
         Assert.That(PowerState(running), Is.EqualTo("Running"));
         Assert.That(DomId(running), Is.EqualTo(DomId(paused)));
 
-        await _client.InvokeAsync("VM.pause", vm);
+        await Client.InvokeAsync("VM.pause", vm);
         Assert.That(await FieldAsync("VM", vm, "power_state"), Is.EqualTo("Paused"));
-        await XenApiAssert.FailsAsync(() => _client.InvokeAsync("VM.pause", vm), "VM_BAD_POWER_STATE", vm, "running", "paused");
-        await _client.InvokeAsync("VM.hard_shutdown", vm);
+        await XenApiAssert.FailsAsync(() => Client.InvokeAsync("VM.pause", vm), "VM_BAD_POWER_STATE", vm, "running", "paused");
+        await Client.InvokeAsync("VM.hard_shutdown", vm);
         Assert.That(await FieldAsync("VM", vm, "power_state"), Is.EqualTo("Halted"));
     }
 
@@ -124,7 +95,7 @@ public class VmPowerTests
         var vm = await StartedAsync("clean shutdown");
         await UntilAsync(vm, r => (string)r["guest_metrics"]! != XType.NullRef);
 
-        await _client.InvokeAsync("VM.clean_shutdown", vm);
+        await Client.InvokeAsync("VM.clean_shutdown", vm);
 
         var record = await RecordAsync("VM", vm);
         Assert.That(PowerState(record), Is.EqualTo("Halted"));
@@ -162,36 +133,36 @@ public class VmPowerTests
         var vm = await StartedAsync("reboots");
         var first = DomId(await UntilAsync(vm, r => (string)r["guest_metrics"]! != XType.NullRef));
 
-        await _client.InvokeAsync("VM.clean_reboot", vm);
+        await Client.InvokeAsync("VM.clean_reboot", vm);
         var afterClean = await RecordAsync("VM", vm);
         Assert.That(PowerState(afterClean), Is.EqualTo("Running"));
         Assert.That(DomId(afterClean), Is.Not.EqualTo(first));
         Assert.That(afterClean["guest_metrics"], Is.EqualTo(XType.NullRef), "the new guest has not reported yet");
 
-        await _client.InvokeAsync("VM.hard_reboot", vm);
+        await Client.InvokeAsync("VM.hard_reboot", vm);
         var afterHard = await RecordAsync("VM", vm);
         Assert.That(PowerState(afterHard), Is.EqualTo("Running"));
         Assert.That(DomId(afterHard), Is.Not.EqualTo(DomId(afterClean)));
         var vbd = await RecordAsync("VBD", (string)((IReadOnlyList<object?>)afterHard["VBDs"]!)[0]!);
         Assert.That(vbd["currently_attached"], Is.True);
-        await _client.InvokeAsync("VM.hard_shutdown", vm);
+        await Client.InvokeAsync("VM.hard_shutdown", vm);
     }
 
     [Test]
     public async Task Refused_transitions_name_the_states_allowed_and_the_state_found()
     {
         var vm = await VmAsync("refusals", withDevices: false);
-        await XenApiAssert.FailsAsync(() => _client.InvokeAsync("VM.clean_shutdown", vm), "VM_BAD_POWER_STATE", vm, "running", "halted");
-        await XenApiAssert.FailsAsync(() => _client.InvokeAsync("VM.unpause", vm), "VM_BAD_POWER_STATE", vm, "paused", "halted");
-        await XenApiAssert.FailsAsync(() => _client.InvokeAsync("VM.hard_reboot", vm), "VM_BAD_POWER_STATE", vm, "paused, running", "halted");
-        await _client.InvokeAsync("VM.start", vm, false, false);
-        await XenApiAssert.FailsAsync(() => _client.InvokeAsync("VM.start", vm, false, false), "VM_BAD_POWER_STATE", vm, "halted", "running");
-        await XenApiAssert.FailsAsync(() => _client.InvokeAsync("VM.resume", vm, false, false), "VM_BAD_POWER_STATE", vm, "suspended", "running");
-        await _client.InvokeAsync("VM.pause", vm);
-        await XenApiAssert.FailsAsync(() => _client.InvokeAsync("VM.suspend", vm), "VM_BAD_POWER_STATE", vm, "running", "paused");
-        await XenApiAssert.FailsAsync(() => _client.InvokeAsync("VM.clean_reboot", vm), "VM_BAD_POWER_STATE", vm, "running", "paused");
-        await XenApiAssert.FailsAsync(() => _client.InvokeAsync("VM.destroy", vm), "VM_BAD_POWER_STATE", vm, "halted, suspended", "paused");
-        await _client.InvokeAsync("VM.hard_shutdown", vm);
+        await XenApiAssert.FailsAsync(() => Client.InvokeAsync("VM.clean_shutdown", vm), "VM_BAD_POWER_STATE", vm, "running", "halted");
+        await XenApiAssert.FailsAsync(() => Client.InvokeAsync("VM.unpause", vm), "VM_BAD_POWER_STATE", vm, "paused", "halted");
+        await XenApiAssert.FailsAsync(() => Client.InvokeAsync("VM.hard_reboot", vm), "VM_BAD_POWER_STATE", vm, "paused, running", "halted");
+        await Client.InvokeAsync("VM.start", vm, false, false);
+        await XenApiAssert.FailsAsync(() => Client.InvokeAsync("VM.start", vm, false, false), "VM_BAD_POWER_STATE", vm, "halted", "running");
+        await XenApiAssert.FailsAsync(() => Client.InvokeAsync("VM.resume", vm, false, false), "VM_BAD_POWER_STATE", vm, "suspended", "running");
+        await Client.InvokeAsync("VM.pause", vm);
+        await XenApiAssert.FailsAsync(() => Client.InvokeAsync("VM.suspend", vm), "VM_BAD_POWER_STATE", vm, "running", "paused");
+        await XenApiAssert.FailsAsync(() => Client.InvokeAsync("VM.clean_reboot", vm), "VM_BAD_POWER_STATE", vm, "running", "paused");
+        await XenApiAssert.FailsAsync(() => Client.InvokeAsync("VM.destroy", vm), "VM_BAD_POWER_STATE", vm, "halted, suspended", "paused");
+        await Client.InvokeAsync("VM.hard_shutdown", vm);
     }
 
     [Test]
@@ -200,10 +171,10 @@ public class VmPowerTests
         var vm = await VmAsync("too many vcpus", r => r["VCPUs_at_startup"] = "2", withDevices: false);
         var host = await HostAsync();
 
-        await XenApiAssert.FailsAsync(() => _client.InvokeAsync("VM.start", vm, false, false), "NO_HOSTS_AVAILABLE");
-        await XenApiAssert.FailsAsync(() => _client.InvokeAsync("VM.start_on", vm, host, false, false),
+        await XenApiAssert.FailsAsync(() => Client.InvokeAsync("VM.start", vm, false, false), "NO_HOSTS_AVAILABLE");
+        await XenApiAssert.FailsAsync(() => Client.InvokeAsync("VM.start_on", vm, host, false, false),
             "VALUE_NOT_SUPPORTED", "VCPUs-at-startup", "2", "value greater than VCPUs-max");
-        await XenApiAssert.FailsAsync(() => _client.InvokeAsync("VM.assert_can_boot_here", vm, host),
+        await XenApiAssert.FailsAsync(() => Client.InvokeAsync("VM.assert_can_boot_here", vm, host),
             "VALUE_NOT_SUPPORTED", "VCPUs-at-startup", "2", "value greater than VCPUs-max");
         Assert.That(await FieldAsync("VM", vm, "power_state"), Is.EqualTo("Halted"));
     }
@@ -217,11 +188,11 @@ public class VmPowerTests
         }, withDevices: false);
         var host = await HostAsync();
 
-        var onHost = await XenApiAssert.FailsAsync(() => _client.InvokeAsync("VM.start_on", vm, host, false, false), "HOST_NOT_ENOUGH_FREE_MEMORY");
+        var onHost = await XenApiAssert.FailsAsync(() => Client.InvokeAsync("VM.start_on", vm, host, false, false), "HOST_NOT_ENOUGH_FREE_MEMORY");
         Assert.That(long.Parse(onHost.Parameters[0]), Is.GreaterThan(8L << 30));
         Assert.That(long.Parse(onHost.Parameters[1]), Is.LessThan(4L << 30));
         // VM.start lets the backend try (it could squeeze others): the backend's numbers come back.
-        var started = await XenApiAssert.FailsAsync(() => _client.InvokeAsync("VM.start", vm, false, false), "HOST_NOT_ENOUGH_FREE_MEMORY");
+        var started = await XenApiAssert.FailsAsync(() => Client.InvokeAsync("VM.start", vm, false, false), "HOST_NOT_ENOUGH_FREE_MEMORY");
         Assert.That(long.Parse(started.Parameters[0]), Is.GreaterThan(long.Parse(started.Parameters[1])));
         Assert.That(await FieldAsync("VM", vm, "power_state"), Is.EqualTo("Halted"));
         Assert.That(Convert.ToInt64(await FieldAsync("VM", vm, "domid")), Is.EqualTo(-1));
@@ -231,21 +202,21 @@ public class VmPowerTests
     public async Task A_VM_whose_disk_SR_is_not_attached_here_cannot_boot_here()
     {
         var vm = await VmAsync("needs sr");
-        var vdi = (string)(await _client.InvokeAsync("VBD.get_VDI", ((IReadOnlyList<object?>)(await FieldAsync("VM", vm, "VBDs"))!)[0]))!;
-        var sr = (string)(await _client.InvokeAsync("VDI.get_SR", vdi))!;
-        var pbd = (string)((IReadOnlyList<object?>)(await _client.InvokeAsync("SR.get_PBDs", sr))!)[0]!;
-        _daemon.Database.Write(tx => tx.Update(new PBDRef(pbd), p => p.CurrentlyAttached = false));
+        var vdi = (string)(await Client.InvokeAsync("VBD.get_VDI", ((IReadOnlyList<object?>)(await FieldAsync("VM", vm, "VBDs"))!)[0]))!;
+        var sr = (string)(await Client.InvokeAsync("VDI.get_SR", vdi))!;
+        var pbd = (string)((IReadOnlyList<object?>)(await Client.InvokeAsync("SR.get_PBDs", sr))!)[0]!;
+        Daemon.Database.Write(tx => tx.Update(new PBDRef(pbd), p => p.CurrentlyAttached = false));
         try
         {
-            await _daemon.SettledAsync();
+            await Daemon.SettledAsync();
             var host = await HostAsync();
-            await XenApiAssert.FailsAsync(() => _client.InvokeAsync("VM.assert_can_boot_here", vm, host), "VM_REQUIRES_SR", vm, sr);
-            await XenApiAssert.FailsAsync(() => _client.InvokeAsync("VM.start", vm, false, false), "NO_HOSTS_AVAILABLE");
+            await XenApiAssert.FailsAsync(() => Client.InvokeAsync("VM.assert_can_boot_here", vm, host), "VM_REQUIRES_SR", vm, sr);
+            await XenApiAssert.FailsAsync(() => Client.InvokeAsync("VM.start", vm, false, false), "NO_HOSTS_AVAILABLE");
         }
         finally
         {
-            _daemon.Database.Write(tx => tx.Update(new PBDRef(pbd), p => p.CurrentlyAttached = true));
-            await _daemon.SettledAsync();
+            Daemon.Database.Write(tx => tx.Update(new PBDRef(pbd), p => p.CurrentlyAttached = true));
+            await Daemon.SettledAsync();
         }
     }
 
@@ -264,7 +235,7 @@ public class VmPowerTests
         var rebooted = await UntilAsync(reboots, r => DomId(r) != rebootsDomId);
         Assert.That(PowerState(rebooted), Is.EqualTo("Running"));
         Assert.That(DomId(rebooted), Is.GreaterThan(0));
-        await _client.InvokeAsync("VM.hard_shutdown", reboots);
+        await Client.InvokeAsync("VM.hard_shutdown", reboots);
     }
 
     [Test]
@@ -280,7 +251,7 @@ public class VmPowerTests
         await UntilAsync(loop, r => PowerState(r) == "Halted");
         var paused = await UntilAsync(kept, r => PowerState(r) == "Paused");
         Assert.That(DomId(paused), Is.EqualTo(keptDomId));
-        await _client.InvokeAsync("VM.hard_shutdown", kept);
+        await Client.InvokeAsync("VM.hard_shutdown", kept);
         Assert.That(await FieldAsync("VM", kept, "power_state"), Is.EqualTo("Halted"));
     }
 
@@ -289,30 +260,30 @@ public class VmPowerTests
     {
         var vm = await StartedAsync("reset");
         var uuid = Guid.Parse((string)(await FieldAsync("VM", vm, "uuid"))!);
-        await XenApiAssert.FailsAsync(() => _client.InvokeAsync("VM.power_state_reset", vm), "DOMAIN_EXISTS", vm);
+        await XenApiAssert.FailsAsync(() => Client.InvokeAsync("VM.power_state_reset", vm), "DOMAIN_EXISTS", vm);
 
-        await _client.InvokeAsync("VM.pause", vm);
-        await _client.InvokeAsync("VM.power_state_reset", vm);
+        await Client.InvokeAsync("VM.pause", vm);
+        await Client.InvokeAsync("VM.power_state_reset", vm);
         var record = await RecordAsync("VM", vm);
         Assert.That(PowerState(record), Is.EqualTo("Halted"));
         Assert.That(DomId(record), Is.EqualTo(-1));
         Assert.That(await Simulator.TryGetDomainAsync(uuid), Is.Null);
 
-        var dom0 = _daemon.Database.Snapshot.All<VMRecord>().First(v => v.IsControlDomain).Ref.Value;
-        await XenApiAssert.FailsAsync(() => _client.InvokeAsync("VM.power_state_reset", dom0), "CANNOT_RESET_CONTROL_DOMAIN", dom0);
+        var dom0 = Daemon.Database.Snapshot.All<VMRecord>().First(v => v.IsControlDomain).Ref.Value;
+        await XenApiAssert.FailsAsync(() => Client.InvokeAsync("VM.power_state_reset", dom0), "CANNOT_RESET_CONTROL_DOMAIN", dom0);
     }
 
     [Test]
     public async Task An_async_start_reports_progress_through_its_task_and_succeeds()
     {
         var vm = await VmAsync("async start");
-        var task = (string)(await _client.InvokeAsync("Async.VM.start", vm, false, false))!;
+        var task = (string)(await Client.InvokeAsync("Async.VM.start", vm, false, false))!;
 
-        var done = await _client.WatchTaskAsync(task);
+        var done = await Client.WatchTaskAsync(task);
         Assert.That(done["status"], Is.EqualTo("success"));
         Assert.That(Convert.ToDouble(done["progress"]), Is.EqualTo(1.0));
         Assert.That(await FieldAsync("VM", vm, "power_state"), Is.EqualTo("Running"));
-        await _client.InvokeAsync("VM.hard_shutdown", vm);
+        await Client.InvokeAsync("VM.hard_shutdown", vm);
     }
 
     [Test]
@@ -331,7 +302,7 @@ public class VmPowerTests
         }
 
         var counter = (await Simulator.TryGetDomainAsync(uuid))!.GuestCounter;
-        await _client.InvokeAsync("VM.suspend", vm);
+        await Client.InvokeAsync("VM.suspend", vm);
         var suspended = await RecordAsync("VM", vm);
         Assert.That(PowerState(suspended), Is.EqualTo("Suspended"));
         Assert.That(DomId(suspended), Is.EqualTo(-1));
@@ -346,13 +317,13 @@ public class VmPowerTests
         var vbd = await RecordAsync("VBD", (string)((IReadOnlyList<object?>)suspended["VBDs"]!)[0]!);
         Assert.That(vbd["currently_attached"], Is.True, "a suspended VM keeps its disks in use");
 
-        await _client.InvokeAsync("VM.resume", vm, false, false);
+        await Client.InvokeAsync("VM.resume", vm, false, false);
         var resumed = await RecordAsync("VM", vm);
         Assert.That(PowerState(resumed), Is.EqualTo("Running"));
         Assert.That(resumed["suspend_VDI"], Is.EqualTo(XType.NullRef));
-        await XenApiAssert.FailsAsync(() => _client.InvokeAsync("VDI.get_record", image), "HANDLE_INVALID", "VDI", image);
+        await XenApiAssert.FailsAsync(() => Client.InvokeAsync("VDI.get_record", image), "HANDLE_INVALID", "VDI", image);
         Assert.That((await Simulator.TryGetDomainAsync(uuid))!.GuestCounter, Is.GreaterThanOrEqualTo(counter), "the guest carries on from where it was suspended");
-        await _client.InvokeAsync("VM.hard_shutdown", vm);
+        await Client.InvokeAsync("VM.hard_shutdown", vm);
     }
 
     [Test]
@@ -360,15 +331,15 @@ public class VmPowerTests
     {
         var vm = await StartedAsync("suspend then halt");
         await UntilAsync(vm, r => (string)r["guest_metrics"]! != XType.NullRef);
-        await _client.InvokeAsync("VM.suspend", vm);
+        await Client.InvokeAsync("VM.suspend", vm);
         var image = (string)(await FieldAsync("VM", vm, "suspend_VDI"))!;
 
-        await _client.InvokeAsync("VM.hard_shutdown", vm);
+        await Client.InvokeAsync("VM.hard_shutdown", vm);
 
         var record = await RecordAsync("VM", vm);
         Assert.That(PowerState(record), Is.EqualTo("Halted"));
         Assert.That(record["suspend_VDI"], Is.EqualTo(XType.NullRef));
-        await XenApiAssert.FailsAsync(() => _client.InvokeAsync("VDI.get_record", image), "HANDLE_INVALID", "VDI", image);
+        await XenApiAssert.FailsAsync(() => Client.InvokeAsync("VDI.get_record", image), "HANDLE_INVALID", "VDI", image);
         var vbd = await RecordAsync("VBD", (string)((IReadOnlyList<object?>)record["VBDs"]!)[0]!);
         Assert.That(vbd["currently_attached"], Is.False);
     }
