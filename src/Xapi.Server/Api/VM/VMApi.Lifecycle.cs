@@ -25,6 +25,7 @@ public sealed partial class VMApi
             throw XenApiErrors.NoHostsAvailable();
         }
         await StartHereAsync(context, vm, startPaused);
+        await DelayAsync(context, context.Snapshot.Get(vm).StartDelay);
     }
 
     [RunsAs<VmOperations>(VmOperations.StartOn)]
@@ -32,6 +33,7 @@ public sealed partial class VMApi
     {
         await AssertCanBootHereAsync(context, vm, host);
         await StartHereAsync(context, vm, startPaused);
+        await DelayAsync(context, context.Snapshot.Get(vm).StartDelay);
     }
 
     public async ValueTask AssertCanBootHere(CallContext context, VMRef self, HostRef host) => await AssertCanBootHereAsync(context, self, host);
@@ -64,11 +66,34 @@ public sealed partial class VMApi
     }
 
     [RunsAs<VmOperations>(VmOperations.CleanShutdown)]
-    public async ValueTask CleanShutdown(CallContext context, VMRef vm) =>
+    public async ValueTask CleanShutdown(CallContext context, VMRef vm)
+    {
         await StopAsync(context, vm, clean: true, GuestShutdownTimeout);
+        await DelayAsync(context, context.Snapshot.Get(vm).ShutdownDelay);
+    }
 
     [RunsAs<VmOperations>(VmOperations.HardShutdown)]
-    public async ValueTask HardShutdown(CallContext context, VMRef vm) => await HardStopAsync(context, vm);
+    public async ValueTask HardShutdown(CallContext context, VMRef vm)
+    {
+        var wasLive = context.Snapshot.Get(vm).PowerState is VmPowerState.Running or VmPowerState.Paused;
+        await HardStopAsync(context, vm);
+        if (wasLive)
+        {
+            await DelayAsync(context, context.Snapshot.Get(vm).ShutdownDelay);
+        }
+    }
+
+    /// <summary>
+    /// start_delay and shutdown_delay: the operation stays registered that long after the domain
+    /// started or stopped, so appliances and clients starting VMs in order space them out (xapi_vm_helpers.ml).
+    /// </summary>
+    private static async ValueTask DelayAsync(CallContext context, long seconds)
+    {
+        if (seconds > 0)
+        {
+            await Task.Delay(TimeSpan.FromSeconds(seconds), context.Cancellation);
+        }
+    }
 
     /// <summary>A clean shutdown that falls back to a hard one if the guest does not cooperate; a suspended VM loses its image.</summary>
     [RunsAs<VmOperations>(VmOperations.Shutdown)]

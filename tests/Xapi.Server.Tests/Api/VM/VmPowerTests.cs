@@ -343,4 +343,19 @@ public class VmPowerTests() : SimulatedHostFixture()
         var vbd = await RecordAsync("VBD", (string)((IReadOnlyList<object?>)record["VBDs"]!)[0]!);
         Assert.That(vbd["currently_attached"], Is.False);
     }
+
+    [Test]
+    public async Task A_start_delay_keeps_the_start_registered_after_the_VM_runs()
+    {
+        var vm = await VmAsync("delayed", withDevices: false);
+        await Client.InvokeAsync("VM.set_start_delay", vm, "1");
+        var task = (string)(await Client.InvokeAsync("Async.VM.start", vm, false, false))!;
+
+        var running = await UntilAsync(vm, r => PowerState(r) == "Running");
+        Assert.That(((IReadOnlyDictionary<string, object?>)running["current_operations"]!).Values, Does.Contain("start"),
+            "the VM runs while its start still waits out the delay");
+        Assert.That((await Client.WatchTaskAsync(task))["status"], Is.EqualTo("success"));
+        Assert.That((IReadOnlyDictionary<string, object?>)(await RecordAsync("VM", vm))["current_operations"]!, Is.Empty);
+        await Client.InvokeAsync("VM.hard_shutdown", vm);
+    }
 }
