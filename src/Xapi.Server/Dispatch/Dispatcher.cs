@@ -52,7 +52,8 @@ public sealed class Dispatcher
     private sealed record Route(Func<CallContext, object?[], ValueTask<object?>>? Custom, HandlerContract.OperationDeclaration? RunsAs, MessageCoverage Coverage);
 
     public Dispatcher(XapiDatabase database, SessionManager sessions, ApiHandlers<CallContext> handlers, TaskManager tasks, OperationGuard operations,
-        ImplicitMessages implicitMessages, ServerOptions options, ILogger<Dispatcher> logger, IEnumerable<IObjectLifecycle> lifecycles)
+        ImplicitMessages implicitMessages, ServerOptions options, ILogger<Dispatcher> logger, IEnumerable<IObjectLifecycle> lifecycles,
+        IEnumerable<IImplicitSetter> setters)
     {
         _database = database;
         _sessions = sessions;
@@ -73,6 +74,7 @@ public sealed class Dispatcher
             routes[message] = new Route(handlers.Bind(message), binding.RunsAs, coverage);
         }
         var lifecycleOf = lifecycles.ToDictionary(l => l.Class);
+        var setterOf = setters.ToDictionary(s => s.Message);
         foreach (var message in ApiSchema.MessagesByWireName.Values.Where(m => !m.IsCustom))
         {
             var destroy = message.Implicit == ImplicitKind.Destroy && OperationGuard.Tracks(message.Owner, "destroy")
@@ -80,6 +82,8 @@ public sealed class Dispatcher
                 : null;
             routes[message] = lifecycleOf.TryGetValue(message.Owner, out var lifecycle) && message.Implicit is ImplicitKind.Create or ImplicitKind.Destroy
                 ? new Route(LifecycleCall(message, lifecycle), destroy, MessageCoverage.Implemented)
+                : setterOf.TryGetValue(message, out var setter)
+                ? new Route(SetterCall(setter), null, MessageCoverage.Implemented)
                 : new Route(null, destroy, MessageCoverage.Implicit);
         }
         _routes = routes.ToFrozenDictionary();
@@ -93,6 +97,13 @@ public sealed class Dispatcher
                 await lifecycle.DestroyAsync(context, (string)args[0]!).ConfigureAwait(false);
                 return null;
             };
+
+    private static Func<CallContext, object?[], ValueTask<object?>> SetterCall(IImplicitSetter setter) =>
+        async (context, args) =>
+        {
+            await setter.SetAsync(context, (string)args[0]!, args[1]).ConfigureAwait(false);
+            return null;
+        };
 
     /// <summary>
     /// Every synchronous wire name of the datamodel in datamodel order, as real servers answer

@@ -277,6 +277,7 @@ public sealed class XapiHost : IAsyncDisposable
         builder.Services.AddSingleton<VBDApi>();
         builder.Services.AddSingleton<VIFApi>();
         builder.Services.AddSingleton<IObjectLifecycle>(services => services.GetRequiredService<VMApi>());
+        builder.Services.AddSingleton<IImplicitSetter>(services => services.GetRequiredService<VMApi>());
         builder.Services.AddSingleton<IObjectLifecycle>(services => services.GetRequiredService<VBDApi>());
         builder.Services.AddSingleton<IObjectLifecycle>(services => services.GetRequiredService<VIFApi>());
         builder.Services.AddSingleton(firstBoot);

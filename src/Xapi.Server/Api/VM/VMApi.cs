@@ -9,7 +9,8 @@ namespace Xapi.Server.Api;
 /// Virtual machines. <c>VM.create</c> and <c>VM.destroy</c> keep the records a VM owns
 /// (metrics, devices) in step with it, as real hosts do, before any VM runs.
 /// </summary>
-public sealed partial class VMApi(AllowedOperationsRules rules, VmRuntime runtime, Xapi.Storage.Service.StorageManager storage, VDIApi disks, TimeProvider time)
+public sealed partial class VMApi(AllowedOperationsRules rules, VmRuntime runtime, Xapi.Storage.Service.StorageManager storage, VDIApi disks, TimeProvider time,
+    OperationGuard operations)
     : IVMApi<CallContext>
 {
     // Real hosts offer 16 network devices to every guest (xapi_vm_helpers.ml); templates only recommend fewer.

@@ -358,4 +358,30 @@ public class VmPowerTests() : SimulatedHostFixture()
         Assert.That((IReadOnlyDictionary<string, object?>)(await RecordAsync("VM", vm))["current_operations"]!, Is.Empty);
         await Client.InvokeAsync("VM.hard_shutdown", vm);
     }
+
+    [Test]
+    public async Task Making_a_template_needs_a_halted_VM_and_drops_its_metrics_and_making_a_VM_again_is_its_install_time()
+    {
+        var vm = await VmAsync("template to be", withDevices: false);
+        await Client.InvokeAsync("VM.start", vm, false, false);
+        await XenApiAssert.FailsAsync(() => Client.InvokeAsync("VM.set_is_a_template", vm, true), "VM_BAD_POWER_STATE", vm, "halted", "running");
+        await Client.InvokeAsync("VM.hard_shutdown", vm);
+        var metrics = (string)(await FieldAsync("VM", vm, "metrics"))!;
+
+        await Client.InvokeAsync("VM.set_is_a_template", vm, true);
+        var template = await RecordAsync("VM", vm);
+        Assert.That(template["is_a_template"], Is.True);
+        Assert.That(template["metrics"], Is.EqualTo(XType.NullRef));
+        await XenApiAssert.FailsAsync(() => Client.InvokeAsync("VM_metrics.get_record", metrics), "HANDLE_INVALID", "VM_metrics", metrics);
+        await XenApiAssert.FailsAsync(() => Client.InvokeAsync("VM.start", vm, false, false), "VM_IS_TEMPLATE", vm, "start");
+
+        var before = DateTime.UtcNow.AddSeconds(-1);
+        await Client.InvokeAsync("VM.set_is_a_template", vm, false);
+        var installed = await RecordAsync("VM", vm);
+        Assert.That(installed["is_a_template"], Is.False);
+        var newMetrics = await RecordAsync("VM_metrics", (string)installed["metrics"]!);
+        Assert.That((DateTime)newMetrics["install_time"]!, Is.GreaterThanOrEqualTo(before));
+        await Client.InvokeAsync("VM.start", vm, false, false);
+        await Client.InvokeAsync("VM.hard_shutdown", vm);
+    }
 }
