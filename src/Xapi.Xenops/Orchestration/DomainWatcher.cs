@@ -1,4 +1,5 @@
 using System.Collections.Concurrent;
+using System.Threading.Channels;
 using Microsoft.Extensions.Logging;
 
 namespace Xapi.Xenops.Orchestration;
@@ -16,19 +17,24 @@ public interface IDomainEventSink
 /// The one reader of a backend's event stream (xapi's xenopsd event thread): hands every event to
 /// the sink in order, then wakes the operations waiting for it (a guest acknowledging a shutdown
 /// request). One subscription serves every operation, so a host with hundreds of domains does not
-/// hold hundreds of streams.
+/// hold hundreds of streams. Events that queued up while the sink was busy are delivered newest
+/// per domain (each carries the domain's whole state), so a burst of balloon changes across a
+/// dense host costs one fold per domain rather than one per change; shutdowns are always delivered.
 /// </summary>
 public sealed partial class DomainWatcher(IHypervisor hypervisor, IDomainEventSink sink, ILogger<DomainWatcher> logger) : IAsyncDisposable
 {
     private readonly ConcurrentDictionary<Guid, List<Waiter>> _waiters = new();
     private readonly CancellationTokenSource _stopping = new();
+    private readonly Channel<DomainEvent> _queued = Channel.CreateUnbounded<DomainEvent>(new UnboundedChannelOptions { SingleReader = true, SingleWriter = true });
     private Task? _loop;
+    private Task? _delivery;
 
     /// <summary>Subscribes now (no event after this call is missed) and reads in the background.</summary>
     public void Start()
     {
         var stream = hypervisor.WatchAsync(_stopping.Token);
         _loop = Task.Run(() => ReadAsync(stream));
+        _delivery = Task.Run(DeliverQueuedAsync);
     }
 
     /// <summary>
@@ -74,7 +80,7 @@ public sealed partial class DomainWatcher(IHypervisor hypervisor, IDomainEventSi
             {
                 await foreach (var domainEvent in stream.WithCancellation(_stopping.Token))
                 {
-                    await DeliverAsync(domainEvent);
+                    _queued.Writer.TryWrite(domainEvent);
                 }
 
                 return;
@@ -111,6 +117,45 @@ public sealed partial class DomainWatcher(IHypervisor hypervisor, IDomainEventSi
         }
     }
 
+    private async Task DeliverQueuedAsync()
+    {
+        var batch = new List<DomainEvent>();
+        var newest = new Dictionary<Guid, long>();
+        try
+        {
+            while (await _queued.Reader.WaitToReadAsync(_stopping.Token))
+            {
+                batch.Clear();
+                newest.Clear();
+                while (batch.Count < MaxBatch && _queued.Reader.TryRead(out var queued))
+                {
+                    batch.Add(queued);
+                    newest[queued.State.Uuid] = queued.Sequence;
+                }
+
+                // The sink sees a batch before anyone waiting on it wakes, as it sees a single event.
+                foreach (var domainEvent in batch)
+                {
+                    if (domainEvent.Sequence == newest[domainEvent.State.Uuid] || domainEvent.Kind == DomainEventKind.Shutdown)
+                    {
+                        await DeliverAsync(domainEvent);
+                    }
+                }
+
+                foreach (var domainEvent in batch)
+                {
+                    Wake(domainEvent);
+                }
+            }
+        }
+        catch (OperationCanceledException) when (_stopping.IsCancellationRequested)
+        {
+        }
+    }
+
+    // How many queued events one pass folds at most, so waiters are not held back by a long burst.
+    private const int MaxBatch = 4096;
+
     private async Task DeliverAsync(DomainEvent domainEvent)
     {
         try
@@ -122,7 +167,10 @@ public sealed partial class DomainWatcher(IHypervisor hypervisor, IDomainEventSi
             // One bad event must not stop the stream: the next event of the same domain carries its whole state.
             LogSinkFailed(e, domainEvent.Sequence);
         }
+    }
 
+    private void Wake(DomainEvent domainEvent)
+    {
         if (!_waiters.TryGetValue(domainEvent.State.Uuid, out var list))
         {
             return;
@@ -149,6 +197,12 @@ public sealed partial class DomainWatcher(IHypervisor hypervisor, IDomainEventSi
         if (_loop is not null)
         {
             await _loop.ConfigureAwait(ConfigureAwaitOptions.SuppressThrowing);
+        }
+
+        _queued.Writer.TryComplete();
+        if (_delivery is not null)
+        {
+            await _delivery.ConfigureAwait(ConfigureAwaitOptions.SuppressThrowing);
         }
 
         foreach (var list in _waiters.Values)
