@@ -50,7 +50,7 @@ public sealed partial class VMApi
         var sr = SuspendSr(context, record) ?? throw XenApiErrors.VmNoSuspendSr(vm.Value);
         var uuid = Guid.Parse(record.Uuid);
         await using var hold = await runtime.HoldAsync(uuid, context.Cancellation);
-        var image = await SaveToImageAsync(context, vm, record, sr, uuid);
+        var image = await SaveToImageAsync(context, vm, record, sr, uuid, p => context.ReportProgress(0.3 * p));
         VMRef created = VMRef.Null;
         ExceptionDispatchInfo? failure = null;
         try
@@ -88,44 +88,6 @@ public sealed partial class VMApi
                 throw XenApiErrors.SrOperationNotSupported(vm.Ref.Value);
             }
         }
-    }
-
-    /// <summary>The first half of a suspend: the image is written to a new suspend VDI and the domain is gone; the VM is Suspended.</summary>
-    private async ValueTask<VDIRef> SaveToImageAsync(CallContext context, VMRef vm, VMRecord record, SRRef sr, Guid uuid)
-    {
-        var size = (long)(record.MemoryStaticMax * SuspendImageMemoryFactor) + SuspendImageExtraBytes;
-        var sizeText = size.ToString(CultureInfo.InvariantCulture);
-        var image = await storage.CreateVdiAsync(sr,
-            new VdiSpec(Guid.NewGuid().ToString("D"), size, SuspendImageName, VdiType.Suspend, false,
-                new Dictionary<string, string> { [VmHintKey] = record.Uuid, [InitialAllocationKey] = sizeText }),
-            v =>
-            {
-                v.NameDescription = SuspendImageName;
-                v.SmConfig = v.SmConfig.With(VmHintKey, record.Uuid).With(InitialAllocationKey, sizeText);
-            },
-            context.Cancellation);
-        context.Write(tx => tx.Update(vm, v => v.SuspendVDI = image));
-        var saved = false;
-        try
-        {
-            await using (var disk = await OpenVdiAsync(context, image, writable: true, CancellationToken.None))
-            {
-                await using var stream = new DiskImageStream(disk);
-                await runtime.Orchestrator.SuspendAsync(uuid, stream, p => context.ReportProgress(0.3 * p), CancellationToken.None);
-                saved = true;
-                await disk.FlushAsync(CancellationToken.None);
-            }
-            context.Write(tx => tx.Update(vm, v => v.LastBootedRecord = DomainConfigs.Describe(DomainConfigs.Of(tx, tx.Get(vm)))));
-        }
-        catch (Exception e) when (!saved && e is XenopsException or IOException or XenApiException)
-        {
-            await storage.DiscardVdiAsync(image);
-            context.Write(tx => tx.Update(vm, v => v.SuspendVDI = VDIRef.Null));
-            await runtime.SyncAsync(vm, uuid, VmPowerState.Halted, CancellationToken.None);
-            throw e is XenopsException backend ? XenopsErrors.ToXenApi(backend, vm) : e;
-        }
-        await runtime.SyncAsync(vm, uuid, VmPowerState.Suspended, CancellationToken.None);
-        return image;
     }
 
     /// <summary>The second half: the guest runs again from the image, which is then destroyed. Not cancellable: the guest must come back.</summary>

@@ -34,6 +34,16 @@ public sealed partial class VMApi
         var uuid = Guid.Parse(record.Uuid);
         var sr = SuspendSr(context, record) ?? throw XenApiErrors.VmNoSuspendSr(vm.Value);
         await using var hold = await runtime.HoldAsync(uuid, context.Cancellation);
+        context.ReportProgress(0.1);
+        await SaveToImageAsync(context, vm, record, sr, uuid, context.ReportProgress);
+    }
+
+    /// <summary>
+    /// The first half of a suspend (and of a checkpoint): the image is written to a new suspend VDI
+    /// and the domain is gone; the VM is Suspended, or Halted if the guest was lost without a whole image.
+    /// </summary>
+    private async ValueTask<VDIRef> SaveToImageAsync(CallContext context, VMRef vm, VMRecord record, SRRef sr, Guid uuid, Action<double> progress)
+    {
         var size = (long)(record.MemoryStaticMax * SuspendImageMemoryFactor) + SuspendImageExtraBytes;
         var sizeText = size.ToString(CultureInfo.InvariantCulture);
         var image = await storage.CreateVdiAsync(sr,
@@ -46,21 +56,20 @@ public sealed partial class VMApi
             },
             context.Cancellation);
         context.Write(tx => tx.Update(vm, v => v.SuspendVDI = image));
-        context.ReportProgress(0.1);
-        var suspended = false;
+        var saved = false;
         try
         {
-            await using (var disk = await OpenVdiAsync(context, image, writable: true, context.Cancellation))
+            await using (var disk = await OpenVdiAsync(context, image, writable: true, CancellationToken.None))
             {
                 await using var stream = new DiskImageStream(disk);
                 // Not cancellable once the guest is told (xapi_xenops.ml): half an image is no image.
-                await runtime.Orchestrator.SuspendAsync(uuid, stream, context.ReportProgress, CancellationToken.None);
-                suspended = true;
+                await runtime.Orchestrator.SuspendAsync(uuid, stream, progress, CancellationToken.None);
                 await disk.FlushAsync(CancellationToken.None);
+                saved = true;
             }
             context.Write(tx => tx.Update(vm, v => v.LastBootedRecord = DomainConfigs.Describe(DomainConfigs.Of(tx, tx.Get(vm)))));
         }
-        catch (Exception e) when (!suspended && e is XenopsException or IOException or XenApiException)
+        catch (Exception e) when (!saved && e is XenopsException or IOException or XenApiException)
         {
             await storage.DiscardVdiAsync(image);
             context.Write(tx => tx.Update(vm, v => v.SuspendVDI = VDIRef.Null));
@@ -68,9 +77,9 @@ public sealed partial class VMApi
         }
         finally
         {
-            // A domain that did suspend is gone: Suspended when its image is whole, else Halted.
-            await runtime.SyncAsync(vm, uuid, suspended ? VmPowerState.Suspended : VmPowerState.Halted, CancellationToken.None);
+            await runtime.SyncAsync(vm, uuid, saved ? VmPowerState.Suspended : VmPowerState.Halted, CancellationToken.None);
         }
+        return image;
     }
 
     [RunsAs<VmOperations>(VmOperations.Resume)]
