@@ -74,6 +74,8 @@ public sealed class Transaction : IRowWriter
 
     public IEnumerable<Row> All(ClassMeta cls) => ReadTable(cls).Values;
 
+    public int Count(ClassMeta cls) => ReadTable(cls).Count;
+
     public bool TryGetByUuid(ClassMeta cls, string uuid, out Row row)
     {
         var index = (IReadOnlyDictionary<string, string>?)_uuids[cls.Ordinal] ?? _base.Uuids[cls.Ordinal];

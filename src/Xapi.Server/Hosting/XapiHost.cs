@@ -268,6 +268,7 @@ public sealed class XapiHost : IAsyncDisposable
             new StorageGuestDisks(services.GetRequiredService<XapiDatabase>(), services.GetRequiredService<Xapi.Storage.Service.StorageManager>())));
         builder.Services.AddSingleton(services => new VmRuntime(services.GetRequiredService<Xapi.Xenops.IHypervisor>(),
             services.GetRequiredService<XapiDatabase>(), services.GetRequiredService<TimeProvider>(), services.GetRequiredService<ILoggerFactory>()));
+        builder.Services.AddSingleton(services => new MessageApi(services.GetRequiredService<TimeProvider>(), options));
         builder.Services.AddSingleton<PBDApi>();
         builder.Services.AddSingleton<SRApi>();
         builder.Services.AddSingleton<VDIApi>();
@@ -293,7 +294,7 @@ public sealed class XapiHost : IAsyncDisposable
                 services.GetRequiredService<TimeProvider>(),
                 options),
             Task = new TaskApi(services.GetRequiredService<TaskManager>()),
-            Message = new MessageApi(services.GetRequiredService<TimeProvider>(), options),
+            Message = services.GetRequiredService<MessageApi>(),
             Pool = new PoolApi(journal),
             Role = new RoleApi(),
             SR = services.GetRequiredService<SRApi>(),

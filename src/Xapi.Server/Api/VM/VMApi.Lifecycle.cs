@@ -12,6 +12,10 @@ namespace Xapi.Server.Api;
 /// </summary>
 public sealed partial class VMApi
 {
+    // What the shutdown alerts say happened (message_forwarding.ml).
+    private const string ShutdownDone = "shutdown";
+    private const string ShutdownForced = "shutdown forcibly";
+
     // How long a clean shutdown or reboot waits for the guest (xapi_globs.ml domain_shutdown_total_timeout).
     private static readonly TimeSpan GuestShutdownTimeout = TimeSpan.FromSeconds(1200);
 
@@ -25,6 +29,7 @@ public sealed partial class VMApi
             throw XenApiErrors.NoHostsAvailable();
         }
         await StartHereAsync(context, vm, startPaused);
+        await _alerts.RaiseAsync(context, vm, VmAlerts.Started, "started " + VmAlerts.OnHost(context, runtime.ThisHost));
         await DelayAsync(context, context.Snapshot.Get(vm).StartDelay);
     }
 
@@ -33,6 +38,7 @@ public sealed partial class VMApi
     {
         await AssertCanBootHereAsync(context, vm, host);
         await StartHereAsync(context, vm, startPaused);
+        await _alerts.RaiseAsync(context, vm, VmAlerts.Started, "started " + VmAlerts.OnHost(context, runtime.ThisHost));
         await DelayAsync(context, context.Snapshot.Get(vm).StartDelay);
     }
 
@@ -69,6 +75,7 @@ public sealed partial class VMApi
     public async ValueTask CleanShutdown(CallContext context, VMRef vm)
     {
         await StopAsync(context, vm, clean: true, GuestShutdownTimeout);
+        await _alerts.RaiseAsync(context, vm, VmAlerts.Shutdown, ShutdownDone);
         await DelayAsync(context, context.Snapshot.Get(vm).ShutdownDelay);
     }
 
@@ -77,6 +84,7 @@ public sealed partial class VMApi
     {
         var wasLive = context.Snapshot.Get(vm).PowerState is VmPowerState.Running or VmPowerState.Paused;
         await HardStopAsync(context, vm);
+        await _alerts.RaiseAsync(context, vm, VmAlerts.Shutdown, ShutdownForced);
         if (wasLive)
         {
             await DelayAsync(context, context.Snapshot.Get(vm).ShutdownDelay);
@@ -106,6 +114,7 @@ public sealed partial class VMApi
             try
             {
                 await StopAsync(context, vm, clean: true, timeout);
+                await _alerts.RaiseAsync(context, vm, VmAlerts.Shutdown, ShutdownDone);
                 return;
             }
             catch (XenApiException e) when (e.Code is not ErrorCodes.TaskCancelled)
@@ -114,6 +123,7 @@ public sealed partial class VMApi
             }
         }
         await HardStopAsync(context, vm);
+        await _alerts.RaiseAsync(context, vm, VmAlerts.Shutdown, ShutdownDone);
     }
 
     private async ValueTask StopAsync(CallContext context, VMRef vm, bool clean, TimeSpan timeout)
@@ -144,10 +154,18 @@ public sealed partial class VMApi
     }
 
     [RunsAs<VmOperations>(VmOperations.CleanReboot)]
-    public async ValueTask CleanReboot(CallContext context, VMRef vm) => await RebootAsync(context, vm, clean: true);
+    public async ValueTask CleanReboot(CallContext context, VMRef vm)
+    {
+        await RebootAsync(context, vm, clean: true);
+        await _alerts.RaiseAsync(context, vm, VmAlerts.Rebooted, "rebooted cleanly");
+    }
 
     [RunsAs<VmOperations>(VmOperations.HardReboot)]
-    public async ValueTask HardReboot(CallContext context, VMRef vm) => await RebootAsync(context, vm, clean: false);
+    public async ValueTask HardReboot(CallContext context, VMRef vm)
+    {
+        await RebootAsync(context, vm, clean: false);
+        await _alerts.RaiseAsync(context, vm, VmAlerts.Rebooted, "rebooted forcibly");
+    }
 
     private async ValueTask RebootAsync(CallContext context, VMRef vm, bool clean)
     {
@@ -159,12 +177,18 @@ public sealed partial class VMApi
     }
 
     [RunsAs<VmOperations>(VmOperations.Pause)]
-    public async ValueTask Pause(CallContext context, VMRef vm) =>
+    public async ValueTask Pause(CallContext context, VMRef vm)
+    {
         await OnDomainAsync(context, vm, (uuid, token) => runtime.Hypervisor.PauseAsync(uuid, token));
+        await _alerts.RaiseAsync(context, vm, VmAlerts.Paused, "paused");
+    }
 
     [RunsAs<VmOperations>(VmOperations.Unpause)]
-    public async ValueTask Unpause(CallContext context, VMRef vm) =>
+    public async ValueTask Unpause(CallContext context, VMRef vm)
+    {
         await OnDomainAsync(context, vm, (uuid, token) => runtime.Hypervisor.UnpauseAsync(uuid, token));
+        await _alerts.RaiseAsync(context, vm, VmAlerts.Unpaused, "unpaused");
+    }
 
     private async ValueTask OnDomainAsync(CallContext context, VMRef vm, Func<Guid, CancellationToken, ValueTask<DomainState>> operation)
     {

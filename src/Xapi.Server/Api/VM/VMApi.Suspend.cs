@@ -36,6 +36,7 @@ public sealed partial class VMApi
         await using var hold = await runtime.HoldAsync(uuid, context.Cancellation);
         context.ReportProgress(0.1);
         await SaveToImageAsync(context, vm, record, sr, uuid, context.ReportProgress);
+        await _alerts.RaiseAsync(context, vm, VmAlerts.Suspended, "suspended");
     }
 
     /// <summary>
@@ -90,6 +91,7 @@ public sealed partial class VMApi
             throw XenApiErrors.NoHostsAvailable();
         }
         await ResumeHereAsync(context, vm, startPaused);
+        await _alerts.RaiseAsync(context, vm, VmAlerts.Resumed, "resumed " + VmAlerts.OnHost(context, runtime.ThisHost));
     }
 
     [RunsAs<VmOperations>(VmOperations.ResumeOn)]
@@ -97,6 +99,7 @@ public sealed partial class VMApi
     {
         await AssertCanBootHereAsync(context, vm, host);
         await ResumeHereAsync(context, vm, startPaused);
+        await _alerts.RaiseAsync(context, vm, VmAlerts.Resumed, "resumed " + VmAlerts.OnHost(context, runtime.ThisHost));
     }
 
     private async ValueTask ResumeHereAsync(CallContext context, VMRef vm, bool paused)

@@ -10,9 +10,11 @@ namespace Xapi.Server.Api;
 /// (metrics, devices) in step with it, as real hosts do, before any VM runs.
 /// </summary>
 public sealed partial class VMApi(AllowedOperationsRules rules, VmRuntime runtime, Xapi.Storage.Service.StorageManager storage, VDIApi disks, TimeProvider time,
-    OperationGuard operations)
+    OperationGuard operations, MessageApi messages)
     : IVMApi<CallContext>
 {
+    private readonly VmAlerts _alerts = new(messages);
+
     // Real hosts offer 16 network devices to every guest (xapi_vm_helpers.ml); templates only recommend fewer.
     internal const int VifDeviceCount = 16;
 

@@ -44,34 +44,53 @@ public sealed class MessageApi(TimeProvider time, Hosting.ServerOptions options)
     /// text, removing the oldest first; the caller still gets success, as on real hosts, whose
     /// message GC removes the oldest beyond the limit.
     /// </summary>
+    /// <remarks>
+    /// The daemon itself raises an alert per VM power operation, and a busy host sits at the limit,
+    /// so this must not read every alert each time. Alerts are kept in creation order in a queue, the
+    /// count is the table's, and the text is an upper bound (deletes only lower it). Every
+    /// <see cref="RecountEvery"/> alerts, and whenever the bound passes the limit, both are rebuilt
+    /// from the table, in case rows came or went another way (a restore, a write that was rolled back).
+    /// Runs inside the creating transaction, so one call at a time.
+    /// </remarks>
     private void RemoveOldest(Transaction tx, MessageRef created)
     {
-        var count = 0;
-        long chars = 0;
-        foreach (var row in tx.All(MessageRef.Class))
+        _textBound += TextOf(tx.Get(MessageRef.Class, created.Value));
+        _byAge.Enqueue(created.Value);
+        if (_textBound > options.MessageTextLimit || ++_sinceRecount >= RecountEvery)
         {
-            count++;
-            chars += TextOf(row);
+            Recount(tx);
         }
-        if (count <= options.MessageLimit && chars <= options.MessageTextLimit)
+        var count = tx.Count(MessageRef.Class);
+        while ((count > options.MessageLimit || _textBound > options.MessageTextLimit) && _byAge.TryPeek(out var oldest) && oldest != created.Value)
         {
-            return;
-        }
-        foreach (var row in tx.All(MessageRef.Class).OrderBy(r => r.Created).ToList())
-        {
-            if (count <= options.MessageLimit && chars <= options.MessageTextLimit)
-            {
-                break;
-            }
-            if (row.Ref == created.Value)
+            _byAge.Dequeue();
+            if (!tx.TryGet(MessageRef.Class, oldest, out var row))
             {
                 continue;
             }
             tx.Delete(MessageRef.Class, row.Ref);
             count--;
-            chars -= TextOf(row);
+            _textBound -= TextOf(row);
         }
     }
+
+    private void Recount(Transaction tx)
+    {
+        _sinceRecount = 0;
+        _byAge.Clear();
+        _textBound = 0;
+        foreach (var row in tx.All(MessageRef.Class).OrderBy(r => r.Created))
+        {
+            _byAge.Enqueue(row.Ref);
+            _textBound += TextOf(row);
+        }
+    }
+
+    private const int RecountEvery = 1000;
+    private readonly Queue<string> _byAge = new();
+    // Starts above any limit, so the first alert builds the queue from the table.
+    private long _textBound = long.MaxValue / 2;
+    private int _sinceRecount;
 
     private static readonly int NameField = MessageFields.Name;
     private static readonly int BodyField = MessageFields.Body;

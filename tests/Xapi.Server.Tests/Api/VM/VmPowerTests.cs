@@ -384,4 +384,26 @@ public class VmPowerTests() : SimulatedHostFixture()
         await Client.InvokeAsync("VM.start", vm, false, false);
         await Client.InvokeAsync("VM.hard_shutdown", vm);
     }
+
+    [Test]
+    public async Task Each_power_operation_raises_the_alert_real_hosts_raise()
+    {
+        var vm = await VmAsync("alerted", withDevices: false);
+        var uuid = (string)(await FieldAsync("VM", vm, "uuid"))!;
+        var host = await RecordAsync("host", await HostAsync());
+        await Client.InvokeAsync("VM.start", vm, false, false);
+        await Client.InvokeAsync("VM.pause", vm);
+        await Client.InvokeAsync("VM.unpause", vm);
+        await Client.InvokeAsync("VM.hard_reboot", vm);
+        await Client.InvokeAsync("VM.hard_shutdown", vm);
+
+        var alerts = ((IReadOnlyDictionary<string, object?>)(await Client.InvokeAsync("message.get", "VM", uuid, DateTime.UtcNow.AddHours(-1)))!)
+            .Values.Cast<IReadOnlyDictionary<string, object?>>().OrderBy(m => (DateTime)m["timestamp"]!).ToList();
+        Assert.That(alerts.Select(m => m["name"]), Is.EquivalentTo(new[] { "VM_STARTED", "VM_PAUSED", "VM_UNPAUSED", "VM_REBOOTED", "VM_SHUTDOWN" }));
+        Assert.That(alerts.Select(m => Convert.ToInt64(m["priority"])), Is.All.EqualTo(5));
+        Assert.That(alerts.Single(m => (string)m["name"]! == "VM_STARTED")["body"],
+            Is.EqualTo($"VM 'alerted' (uuid: {uuid}) started on host: {host["name_label"]} (uuid: {host["uuid"]})"));
+        Assert.That(alerts.Single(m => (string)m["name"]! == "VM_SHUTDOWN")["body"], Is.EqualTo($"VM 'alerted' (uuid: {uuid}) shutdown forcibly"));
+        Assert.That(alerts.Single(m => (string)m["name"]! == "VM_REBOOTED")["body"], Is.EqualTo($"VM 'alerted' (uuid: {uuid}) rebooted forcibly"));
+    }
 }
