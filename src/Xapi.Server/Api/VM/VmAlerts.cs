@@ -12,7 +12,8 @@ internal sealed class VmAlerts(MessageApi messages)
 {
     public static readonly (string Name, long Priority) Started = ("VM_STARTED", 5);
     public static readonly (string Name, long Priority) Shutdown = ("VM_SHUTDOWN", 5);
-    public static readonly (string Name, long Priority) Rebooted = ("VM_REBOOTED", 5);
+    // The alert shares its name with the error a reboot interrupting an operation raises.
+    public static readonly (string Name, long Priority) Rebooted = (ErrorCodes.VmRebooted, 5);
     public static readonly (string Name, long Priority) Suspended = ("VM_SUSPENDED", 5);
     public static readonly (string Name, long Priority) Resumed = ("VM_RESUMED", 5);
     public static readonly (string Name, long Priority) Paused = ("VM_PAUSED", 5);
