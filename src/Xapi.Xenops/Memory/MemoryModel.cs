@@ -47,7 +47,7 @@ public static class MemoryModel
         type == DomainType.PvInPvh ? 23 + staticMaxMib / 90 : 0;
 
     /// <summary>Shadow/HAP page tables: one MiB per 256 pages of (vCPUs·256 + 2·static_max_mib), times the multiplier, at least 1.</summary>
-    public static long ShadowMib(long staticMaxMib, int vcpus, double multiplier)
+    public static long ShadowMib(long staticMaxMib, long vcpus, double multiplier)
     {
         var pages = 256L * vcpus + staticMaxMib + staticMaxMib;
         var totalMib = MibOfPagesUsed(pages);
@@ -56,7 +56,7 @@ public static class MemoryModel
         return Math.Max(1, multiplied);
     }
 
-    public static long OverheadMib(DomainType type, long staticMaxMib, int vcpus, double multiplier) =>
+    public static long OverheadMib(DomainType type, long staticMaxMib, long vcpus, double multiplier) =>
         ExtraInternalMib(type)
         + ExtraExternalMib(type)
         + ShadowMib(staticMaxMib, vcpus, multiplier)
@@ -69,10 +69,10 @@ public static class MemoryModel
     /// VCPUs_max and the VM's HVM_shadow_multiplier — the multiplier applies even to PV guests
     /// here (the real server's quirk; only the start requirement uses 1.0 for PV).
     /// </summary>
-    public static long OverheadBytes(DomainType type, long staticMaxBytes, int vcpusMax, double shadowMultiplier) =>
+    public static long OverheadBytes(DomainType type, long staticMaxBytes, long vcpusMax, double shadowMultiplier) =>
         BytesOfMib(OverheadMib(type, MibOfBytesUsed(staticMaxBytes), vcpusMax, shadowMultiplier));
 
-    public static long FootprintMib(DomainType type, long targetMib, long staticMaxMib, int vcpus, double multiplier) =>
+    public static long FootprintMib(DomainType type, long targetMib, long staticMaxMib, long vcpus, double multiplier) =>
         targetMib + OverheadMib(type, staticMaxMib, vcpus, multiplier);
 
     /// <summary>The guest memory a start reserves by the accounting policy (memory_check.ml, xapi_vm_helpers.ml).</summary>
@@ -91,7 +91,7 @@ public static class MemoryModel
     /// What a start needs free on the host, in bytes: footprint_mib(target) with the target in
     /// whole MiB rounded up (the "needed" of HOST_NOT_ENOUGH_FREE_MEMORY on the start path).
     /// </summary>
-    public static long StartRequirementBytes(DomainType type, MemoryRange memory, int vcpusMax, double shadowMultiplier, AccountingPolicy policy = AccountingPolicy.DynamicMin)
+    public static long StartRequirementBytes(DomainType type, MemoryRange memory, long vcpusMax, double shadowMultiplier, AccountingPolicy policy = AccountingPolicy.DynamicMin)
     {
         var target = StartTargetBytes(type, memory, policy);
         // The real server goes bytes → KiB (up) → MiB (up); the same as bytes → MiB (up).

@@ -60,7 +60,7 @@ public sealed partial class VBDApi
         }
         if (await HasEmulatedDrivesAsync(uuid, hold))
         {
-            await DeviceOperations.OnBackendAsync(runtime, context, vm, uuid, hold, async token => await runtime.Hypervisor.InsertVbdAsync(uuid, DomainConfigs.DeviceKey(record), new DiskBinding(disk.Uuid), token));
+            await runtime.RunHeldAsync(context, vm, uuid, hold, async token => await runtime.Hypervisor.InsertVbdAsync(uuid, DomainConfigs.DeviceKey(record), new DiskBinding(disk.Uuid), token));
             if (context.Snapshot.Get(vbd) is { Empty: true } || context.Snapshot.Get(vbd).VDI != vdi)
             {
                 throw XenApiErrors.InternalError($"vbd_insert_hvm: The VBD {vbd.Value} is empty");
@@ -93,7 +93,7 @@ public sealed partial class VBDApi
         }
         else if (await HasEmulatedDrivesAsync(uuid, hold))
         {
-            await DeviceOperations.OnBackendAsync(runtime, context, vm, uuid, hold, async token => await runtime.Hypervisor.EjectVbdAsync(uuid, DomainConfigs.DeviceKey(record), token));
+            await runtime.RunHeldAsync(context, vm, uuid, hold, async token => await runtime.Hypervisor.EjectVbdAsync(uuid, DomainConfigs.DeviceKey(record), token));
             if (context.Snapshot.Get(vbd) is { Empty: false } || !context.Snapshot.Get(vbd).VDI.IsNull)
             {
                 throw XenApiErrors.InternalError($"vbd_eject_hvm: The VBD {vbd.Value} has not been emptied");
@@ -146,7 +146,7 @@ public sealed partial class VBDApi
         var key = DomainConfigs.DeviceKey(record);
         if (DomainConfigs.Of(snapshot, owner).Vbds.FirstOrDefault(v => v.Device == key) is { } config)
         {
-            await DeviceOperations.OnBackendAsync(runtime, context, vm, uuid, hold, async token =>
+            await runtime.RunHeldAsync(context, vm, uuid, hold, async token =>
             {
                 try
                 {
@@ -167,7 +167,7 @@ public sealed partial class VBDApi
     private async ValueTask UnplugHeldAsync(CallContext context, VBDRef self, VMRef vm, Guid uuid, bool force, VmRuntime.Hold hold)
     {
         var key = DomainConfigs.DeviceKey(context.Snapshot.Get(self));
-        await DeviceOperations.OnBackendAsync(runtime, context, vm, uuid, hold, async token =>
+        await runtime.RunHeldAsync(context, vm, uuid, hold, async token =>
         {
             try
             {

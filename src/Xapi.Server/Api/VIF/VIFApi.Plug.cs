@@ -143,7 +143,7 @@ public sealed partial class VIFApi
         // The same description of the device as at VM.start.
         if (DomainConfigs.Of(snapshot, snapshot.Get(vm)).Vifs.FirstOrDefault(v => v.Device.ToString(CultureInfo.InvariantCulture) == device) is { } config)
         {
-            await DeviceOperations.OnBackendAsync(runtime, context, vm, uuid, hold, async token =>
+            await runtime.RunHeldAsync(context, vm, uuid, hold, async token =>
             {
                 try
                 {
@@ -165,7 +165,7 @@ public sealed partial class VIFApi
     {
         if (OcamlInt.TryParseUnsignedDecimal(context.Snapshot.Get(self).Device, out var number) && number <= int.MaxValue)
         {
-            await DeviceOperations.OnBackendAsync(runtime, context, vm, uuid, hold, async token =>
+            await runtime.RunHeldAsync(context, vm, uuid, hold, async token =>
             {
                 try
                 {

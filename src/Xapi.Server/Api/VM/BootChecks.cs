@@ -67,7 +67,7 @@ internal static class BootChecks
 
     /// <summary>What starting the VM takes from the host: its footprint at dynamic_min (memory_check.ml).</summary>
     public static long NeededBytes(VMRecord vm) => MemoryModel.StartRequirementBytes(
-        DomainConfigs.Seam(vm.DomainType), DomainConfigs.MemoryOf(vm), (int)vm.VCPUsMax, vm.HVMShadowMultiplier);
+        DomainConfigs.Seam(vm.DomainType), DomainConfigs.MemoryOf(vm), vm.VCPUsMax, vm.HVMShadowMultiplier);
 
     /// <summary>host.compute_free_memory: what the VMs resident on or scheduled to the host leave at most compression.</summary>
     public static long FreeBytes(IRowReader db, HostRef host, HostMemoryInfo memory) => MemoryModel.ComputeHostFreeMemory(

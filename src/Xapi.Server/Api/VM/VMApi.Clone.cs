@@ -430,41 +430,10 @@ public sealed partial class VMApi
         }));
     }
 
-    /// <summary>force_state_reset for a VM that has no domain: Halted detaches its devices, Suspended keeps them in use; no operations stay registered.</summary>
-    private static void ForceStateReset(Transaction tx, VMRef vm, VmPowerState state)
+    /// <summary>force_state_reset for a VM that has no domain, forgetting its operations in progress (VmRuntime.ResetState).</summary>
+    private void ForceStateReset(Transaction tx, VMRef vm, VmPowerState state)
     {
-        var record = tx.Get(vm);
-        tx.Update(vm, v =>
-        {
-            v.PowerState = state;
-            v.Domid = -1;
-            v.ResidentOn = HostRef.Null;
-            v.ScheduledToBeResidentOn = HostRef.Null;
-            v.CurrentOperations = ValueMap.Empty;
-            if (state == VmPowerState.Halted)
-            {
-                v.RequiresReboot = false;
-            }
-        });
-        if (state == VmPowerState.Halted)
-        {
-            foreach (var vbd in record.VBDs.Where(tx.Exists))
-            {
-                tx.Update(vbd, b =>
-                {
-                    b.CurrentlyAttached = false;
-                    b.CurrentOperations = ValueMap.Empty;
-                });
-            }
-            foreach (var vif in record.VIFs.Where(tx.Exists))
-            {
-                tx.Update(vif, f =>
-                {
-                    f.CurrentlyAttached = false;
-                    f.CurrentOperations = ValueMap.Empty;
-                });
-            }
-        }
+        runtime.ResetState(tx, vm, state, keepCurrentOperations: false);
         RefreshAllowedOperations(tx, vm);
     }
 

@@ -230,7 +230,7 @@ public sealed partial class VMApi
     }
 
     /// <summary>force_state_reset Halted: no domain, no residence, devices detached, no operations left registered.</summary>
-    private static void ForceHalted(Xapi.Database.Transaction tx, VMRef vm) => ForceStateReset(tx, vm, VmPowerState.Halted);
+    private void ForceHalted(Xapi.Database.Transaction tx, VMRef vm) => ForceStateReset(tx, vm, VmPowerState.Halted);
 
     /// <summary>A suspended VM shut down hard: its image is destroyed (errors ignored, as real hosts do) and it is Halted.</summary>
     private async ValueTask DiscardSuspendImageAsync(CallContext context, VMRef vm)

@@ -336,12 +336,23 @@ public sealed partial class VmRuntime : IDomainEventSink, IAsyncDisposable
         VMApi.RefreshAllowedOperations(tx, vm);
     }
 
-    private void FoldGone(Transaction tx, VMRecord vm, VmPowerState whenGone)
+    private void FoldGone(Transaction tx, VMRecord vm, VmPowerState whenGone) =>
+        // The event path keeps operations in progress: the one that stopped the domain is still running.
+        ResetState(tx, vm.Ref, whenGone, keepCurrentOperations: true);
+
+    /// <summary>
+    /// force_state_reset for a VM left with no domain (xapi_vm_lifecycle.ml): no domid, no residence,
+    /// no consoles; Halted also detaches its devices, while a Suspended VM's disks stay in use.
+    /// Without <paramref name="keepCurrentOperations"/> the VM's and its devices' operations are forgotten too.
+    /// The caller recomputes allowed operations.
+    /// </summary>
+    public void ResetState(Transaction tx, VMRef vm, VmPowerState state, bool keepCurrentOperations)
     {
-        var halted = whenGone == VmPowerState.Halted;
-        tx.Update(vm.Ref, v =>
+        var record = tx.Get(vm);
+        var halted = state == VmPowerState.Halted;
+        tx.Update(vm, v =>
         {
-            v.PowerState = whenGone;
+            v.PowerState = state;
             v.Domid = -1;
             v.ResidentOn = HostRef.Null;
             v.ScheduledToBeResidentOn = HostRef.Null;
@@ -349,30 +360,41 @@ public sealed partial class VmRuntime : IDomainEventSink, IAsyncDisposable
             {
                 v.RequiresReboot = false;
             }
+            if (!keepCurrentOperations)
+            {
+                v.CurrentOperations = ValueMap.Empty;
+            }
         });
-        FoldConsoles(tx, vm, null);
+        FoldConsoles(tx, record, null);
         if (!halted)
         {
-            // A suspended VM's disks stay in use: its devices stay attached (force_state_reset).
             return;
         }
-        foreach (var vbd in vm.VBDs.Where(tx.Exists))
+        foreach (var vbd in record.VBDs.Where(tx.Exists))
         {
-            if (tx.Get(vbd) is { CurrentlyAttached: true })
+            if (tx.Get(vbd) is { CurrentlyAttached: true } || (!keepCurrentOperations && tx.Get(vbd).CurrentOperations.Count > 0))
             {
                 tx.Update(vbd, b =>
                 {
                     b.CurrentlyAttached = false;
+                    if (!keepCurrentOperations)
+                    {
+                        b.CurrentOperations = ValueMap.Empty;
+                    }
                 });
             }
         }
-        foreach (var vif in vm.VIFs.Where(tx.Exists))
+        foreach (var vif in record.VIFs.Where(tx.Exists))
         {
-            if (tx.Get(vif) is { CurrentlyAttached: true })
+            if (tx.Get(vif) is { CurrentlyAttached: true } || (!keepCurrentOperations && tx.Get(vif).CurrentOperations.Count > 0))
             {
                 tx.Update(vif, f =>
                 {
                     f.CurrentlyAttached = false;
+                    if (!keepCurrentOperations)
+                    {
+                        f.CurrentOperations = ValueMap.Empty;
+                    }
                 });
             }
         }

@@ -12,40 +12,15 @@ namespace Xapi.Server.Tests.Api.VM;
 /// revert and provision, as a client reads their effects back, with the bytes of the disks checked
 /// through the HTTP data path, and their exact refusals.
 /// </summary>
-public class VmCloneTests
+public class VmCloneTests() : SimulatedHostFixture()
 {
     private const long MiB = 1L << 20;
     private const long DiskSize = 4 * MiB;
 
-    private TestDaemon _daemon = null!;
-    private XenApiClient _client = null!;
-    private HttpClient _http = null!;
-
-    [OneTimeSetUp]
-    public async Task StartDaemonAsync()
-    {
-        _daemon = await TestDaemon.StartAsync(o =>
-        {
-            o.SimulatedGuestAgentDelay = TimeSpan.FromMilliseconds(100);
-            o.SimulatedShutdownDelay = TimeSpan.FromMilliseconds(20);
-            o.SimulatedHostMemory = 4L << 30;
-        });
-        _client = await _daemon.LoginAsync();
-        _http = new HttpClient { BaseAddress = _daemon.Uri, Timeout = TimeSpan.FromSeconds(60) };
-    }
+    private readonly HttpClient _http = new() { Timeout = TimeSpan.FromSeconds(60) };
 
     [OneTimeTearDown]
-    public async Task StopDaemonAsync()
-    {
-        _http.Dispose();
-        _client.Dispose();
-        await _daemon.DisposeAsync();
-    }
-
-    private SimulatorBackend Simulator => (SimulatorBackend)_daemon.Service<IHypervisor>();
-
-    private async Task<IReadOnlyDictionary<string, object?>> RecordAsync(string cls, string reference) =>
-        (IReadOnlyDictionary<string, object?>)(await _client.InvokeAsync($"{cls}.get_record", reference))!;
+    public void DisposeHttp() => _http.Dispose();
 
     private async Task<object?> FieldAsync(string cls, string reference, string field) => (await RecordAsync(cls, reference))[field];
 
@@ -53,7 +28,7 @@ public class VmCloneTests
 
     private static IReadOnlyDictionary<string, object?> Map(object? value) => (IReadOnlyDictionary<string, object?>)value!;
 
-    private async Task<string> LocalSrAsync() => Refs(await _client.InvokeAsync("SR.get_by_name_label", "Local storage"))[0];
+    private async Task<string> LocalSrAsync() => Refs(await Client.InvokeAsync("SR.get_by_name_label", "Local storage"))[0];
 
     private async Task<string> DiskAsync(string name, string? sr = null)
     {
@@ -61,43 +36,12 @@ public class VmCloneTests
         disk["name_label"] = name;
         disk["SR"] = sr ?? await LocalSrAsync();
         disk["virtual_size"] = DiskSize.ToString(CultureInfo.InvariantCulture);
-        return (string)(await _client.InvokeAsync("VDI.create", disk))!;
+        return (string)(await Client.InvokeAsync("VDI.create", disk))!;
     }
 
     private async Task<string> VmAsync(string name, Action<Dictionary<string, object?>>? edit = null, bool withDevices = true, bool withEmptyCd = false)
     {
-        var record = ApiSchema.Class("VM").MinimalRecord();
-        record["name_label"] = name;
-        record["memory_static_min"] = (128 * MiB).ToString(CultureInfo.InvariantCulture);
-        record["memory_dynamic_min"] = (256 * MiB).ToString(CultureInfo.InvariantCulture);
-        record["memory_dynamic_max"] = (256 * MiB).ToString(CultureInfo.InvariantCulture);
-        record["memory_static_max"] = (256 * MiB).ToString(CultureInfo.InvariantCulture);
-        record["VCPUs_max"] = "1";
-        record["VCPUs_at_startup"] = "1";
-        record["actions_after_shutdown"] = "destroy";
-        record["actions_after_reboot"] = "restart";
-        record["actions_after_crash"] = "restart";
-        edit?.Invoke(record);
-        var vm = (string)(await _client.InvokeAsync("VM.create", record))!;
-        if (withDevices)
-        {
-            var vdi = await DiskAsync(name + " disk");
-            var vbd = ApiSchema.Class("VBD").MinimalRecord();
-            vbd["VM"] = vm;
-            vbd["VDI"] = vdi;
-            vbd["userdevice"] = "0";
-            vbd["type"] = "Disk";
-            vbd["mode"] = "RW";
-            vbd["bootable"] = true;
-            await _client.InvokeAsync("VBD.create", vbd);
-            var vif = ApiSchema.Class("VIF").MinimalRecord();
-            vif["VM"] = vm;
-            vif["network"] = ((IReadOnlyList<object?>)(await _client.InvokeAsync("network.get_all"))!)[0];
-            vif["device"] = "0";
-            vif["MAC"] = "";
-            vif["MTU"] = "1500";
-            await _client.InvokeAsync("VIF.create", vif);
-        }
+        var vm = await Client.CreateVmAsync(name, edit, withDevices);
         if (withEmptyCd)
         {
             var cd = ApiSchema.Class("VBD").MinimalRecord();
@@ -107,7 +51,7 @@ public class VmCloneTests
             cd["type"] = "CD";
             cd["mode"] = "RO";
             cd["empty"] = true;
-            await _client.InvokeAsync("VBD.create", cd);
+            await Client.InvokeAsync("VBD.create", cd);
         }
         return vm;
     }
@@ -125,36 +69,23 @@ public class VmCloneTests
     private async Task<string> DiskOfAsync(string vm) =>
         (string)(await DevicesAsync(vm, "VBDs")).Single(b => (string)b["type"]! == "Disk")["VDI"]!;
 
-    /// <summary>Follows the VM through event.from until <paramref name="until"/> holds for its record.</summary>
-    private async Task<IReadOnlyDictionary<string, object?>> UntilAsync(string vm, Func<IReadOnlyDictionary<string, object?>, bool> until)
-    {
-        using var deadline = new CancellationTokenSource(TimeSpan.FromSeconds(20));
-        var token = "";
-        var record = await RecordAsync("VM", vm);
-        while (!until(record))
-        {
-            deadline.Token.ThrowIfCancellationRequested();
-            var batch = await _client.FromAsync([$"VM/{vm}"], token, 5);
-            token = batch.Token;
-            record = await RecordAsync("VM", vm);
-        }
-        return record;
-    }
+    private Task<IReadOnlyDictionary<string, object?>> UntilAsync(string vm, Func<IReadOnlyDictionary<string, object?>, bool> until) =>
+        Client.UntilVmAsync(vm, until);
 
-    private string Query(string vdi) => $"?session_id={Uri.EscapeDataString(_client.Session!)}&vdi={Uri.EscapeDataString(vdi)}&format=raw";
+    private string Query(string vdi) => $"?session_id={Uri.EscapeDataString(Client.Session!)}&vdi={Uri.EscapeDataString(vdi)}&format=raw";
 
     private async Task WriteDiskAsync(string vdi, byte[] bytes)
     {
-        using var request = new HttpRequestMessage(HttpMethod.Put, "/import_raw_vdi" + Query(vdi)) { Content = new ByteArrayContent(bytes) };
+        using var request = new HttpRequestMessage(HttpMethod.Put, new Uri(Daemon.Uri, "/import_raw_vdi" + Query(vdi))) { Content = new ByteArrayContent(bytes) };
         using var response = await _http.SendAsync(request);
         Assert.That(response.StatusCode, Is.EqualTo(HttpStatusCode.OK));
         var task = response.Headers.GetValues("task-id").Single();
-        Assert.That((await _client.WatchTaskAsync(task))["status"], Is.EqualTo("success"));
+        Assert.That((await Client.WatchTaskAsync(task))["status"], Is.EqualTo("success"));
     }
 
     private async Task<byte[]> ReadDiskAsync(string vdi)
     {
-        using var response = await _http.GetAsync("/export_raw_vdi" + Query(vdi));
+        using var response = await _http.GetAsync(new Uri(Daemon.Uri, "/export_raw_vdi" + Query(vdi)));
         Assert.That(response.StatusCode, Is.EqualTo(HttpStatusCode.OK));
         return await response.Content.ReadAsByteArrayAsync();
     }
@@ -185,7 +116,7 @@ public class VmCloneTests
         var sourceDisk = await DiskOfAsync(vm);
         var sourceVif = (await DevicesAsync(vm, "VIFs")).Single();
 
-        var clone = (string)(await _client.InvokeAsync("VM.clone", vm, "the clone"))!;
+        var clone = (string)(await Client.InvokeAsync("VM.clone", vm, "the clone"))!;
 
         var copy = await RecordAsync("VM", clone);
         Assert.That(copy["name_label"], Is.EqualTo("the clone"));
@@ -229,7 +160,7 @@ public class VmCloneTests
     {
         var template = await VmAsync("base template", r => r["is_a_template"] = true, withDevices: false);
 
-        var clone = (string)(await _client.InvokeAsync("VM.clone", template, "from template"))!;
+        var clone = (string)(await Client.InvokeAsync("VM.clone", template, "from template"))!;
 
         var copy = await RecordAsync("VM", clone);
         Assert.That(copy["is_a_template"], Is.True);
@@ -240,15 +171,15 @@ public class VmCloneTests
     public async Task Clone_and_copy_refuse_a_running_VM_and_copy_refuses_an_ISO_SR()
     {
         var vm = await VmAsync("running source");
-        await _client.InvokeAsync("VM.start", vm, false, false);
-        await XenApiAssert.FailsAsync(() => _client.InvokeAsync("VM.clone", vm, "x"), "VM_BAD_POWER_STATE", vm, "halted", "running");
-        await XenApiAssert.FailsAsync(() => _client.InvokeAsync("VM.copy", vm, "x", XType.NullRef), "VM_BAD_POWER_STATE", vm, "halted", "running");
-        await _client.InvokeAsync("VM.hard_shutdown", vm);
+        await Client.InvokeAsync("VM.start", vm, false, false);
+        await XenApiAssert.FailsAsync(() => Client.InvokeAsync("VM.clone", vm, "x"), "VM_BAD_POWER_STATE", vm, "halted", "running");
+        await XenApiAssert.FailsAsync(() => Client.InvokeAsync("VM.copy", vm, "x", XType.NullRef), "VM_BAD_POWER_STATE", vm, "halted", "running");
+        await Client.InvokeAsync("VM.hard_shutdown", vm);
 
-        var iso = Refs(await _client.InvokeAsync("SR.get_by_name_label", "ISO library"))[0];
-        var vms = Refs(await _client.InvokeAsync("VM.get_all")).Count;
-        await XenApiAssert.FailsAsync(() => _client.InvokeAsync("VM.copy", vm, "x", iso), "OPERATION_NOT_ALLOWED", "Cannot copy a VM's disks to an ISO SR");
-        Assert.That(Refs(await _client.InvokeAsync("VM.get_all")), Has.Count.EqualTo(vms));
+        var iso = Refs(await Client.InvokeAsync("SR.get_by_name_label", "ISO library"))[0];
+        var vms = Refs(await Client.InvokeAsync("VM.get_all")).Count;
+        await XenApiAssert.FailsAsync(() => Client.InvokeAsync("VM.copy", vm, "x", iso), "OPERATION_NOT_ALLOWED", "Cannot copy a VM's disks to an ISO SR");
+        Assert.That(Refs(await Client.InvokeAsync("VM.get_all")), Has.Count.EqualTo(vms));
     }
 
     [Test]
@@ -260,8 +191,8 @@ public class VmCloneTests
         await WriteDiskAsync(sourceDisk, bytes);
         var sr = await LocalSrAsync();
 
-        var task = (string)(await _client.InvokeAsync("Async.VM.copy", vm, "full copy", sr))!;
-        var done = await _client.WatchTaskAsync(task);
+        var task = (string)(await Client.InvokeAsync("Async.VM.copy", vm, "full copy", sr))!;
+        var done = await Client.WatchTaskAsync(task);
         Assert.That(done["status"], Is.EqualTo("success"), string.Join(" ", Refs(done["error_info"])));
         Assert.That(Convert.ToDouble(done["progress"], CultureInfo.InvariantCulture), Is.EqualTo(1.0));
         var copy = XmlRpcReader.ReadValueFragment((string)done["result"]!, new RpcLimits()) as string;
@@ -277,7 +208,7 @@ public class VmCloneTests
         await WriteDiskAsync(disk, Pattern(2));
         Assert.That(await ReadDiskAsync(sourceDisk), Is.EqualTo(bytes));
 
-        var ownSr = (string)(await _client.InvokeAsync("VM.copy", vm, "copy to own SR", XType.NullRef))!;
+        var ownSr = (string)(await Client.InvokeAsync("VM.copy", vm, "copy to own SR", XType.NullRef))!;
         Assert.That(await FieldAsync("VDI", await DiskOfAsync(ownSr), "SR"), Is.EqualTo(await FieldAsync("VDI", sourceDisk, "SR")));
     }
 
@@ -285,12 +216,12 @@ public class VmCloneTests
     public async Task A_snapshot_of_a_running_VM_is_a_halted_template_of_disk_snapshots_and_the_VM_runs_on()
     {
         var vm = await VmAsync("live");
-        await _client.InvokeAsync("VM.start", vm, false, false);
+        await Client.InvokeAsync("VM.start", vm, false, false);
         var running = await RecordAsync("VM", vm);
         var disk = await DiskOfAsync(vm);
         var vif = (await DevicesAsync(vm, "VIFs")).Single();
 
-        var snapshot = (string)(await _client.InvokeAsync("VM.snapshot", vm, "live snap", Array.Empty<object?>()))!;
+        var snapshot = (string)(await Client.InvokeAsync("VM.snapshot", vm, "live snap", Array.Empty<object?>()))!;
 
         var snap = await RecordAsync("VM", snapshot);
         Assert.That(snap["is_a_snapshot"], Is.True);
@@ -314,7 +245,7 @@ public class VmCloneTests
         Assert.That(after["parent"], Is.EqualTo(snapshot));
         Assert.That(Refs(after["snapshots"]), Is.EqualTo(new[] { snapshot }));
         Assert.That(Refs(snap["children"]), Is.EqualTo(new[] { vm }));
-        await _client.InvokeAsync("VM.hard_shutdown", vm);
+        await Client.InvokeAsync("VM.hard_shutdown", vm);
     }
 
     [Test]
@@ -322,7 +253,7 @@ public class VmCloneTests
     {
         var vm = await VmAsync("ignore");
 
-        var snapshot = (string)(await _client.InvokeAsync("VM.snapshot", vm, "without disk", new object?[] { await DiskOfAsync(vm) }))!;
+        var snapshot = (string)(await Client.InvokeAsync("VM.snapshot", vm, "without disk", new object?[] { await DiskOfAsync(vm) }))!;
 
         Assert.That(await FieldAsync("VM", snapshot, "VBDs"), Is.Empty);
         Assert.That(await FieldAsync("VM", snapshot, "VIFs"), Has.Count.EqualTo(1));
@@ -334,14 +265,14 @@ public class VmCloneTests
         var vm = await VmAsync("revert me");
         var before = Pattern(3);
         await WriteDiskAsync(await DiskOfAsync(vm), before);
-        var snapshot = (string)(await _client.InvokeAsync("VM.snapshot", vm, "good state", Array.Empty<object?>()))!;
+        var snapshot = (string)(await Client.InvokeAsync("VM.snapshot", vm, "good state", Array.Empty<object?>()))!;
         var oldDisk = await DiskOfAsync(vm);
         await WriteDiskAsync(oldDisk, Pattern(4));
-        await _client.InvokeAsync("VM.set_name_description", vm, "changed after the snapshot");
-        await _client.InvokeAsync("VM.set_tags", vm, new object?[] { "kept" });
+        await Client.InvokeAsync("VM.set_name_description", vm, "changed after the snapshot");
+        await Client.InvokeAsync("VM.set_tags", vm, new object?[] { "kept" });
         var macs = (await DevicesAsync(vm, "VIFs")).Select(v => v["MAC"]).ToList();
 
-        await _client.InvokeAsync("VM.revert", snapshot);
+        await Client.InvokeAsync("VM.revert", snapshot);
 
         var reverted = await RecordAsync("VM", vm);
         Assert.That(reverted["power_state"], Is.EqualTo("Halted"));
@@ -353,14 +284,14 @@ public class VmCloneTests
         var disk = await DiskOfAsync(vm);
         Assert.That(disk, Is.Not.EqualTo(oldDisk));
         Assert.That(await ReadDiskAsync(disk), Is.EqualTo(before));
-        await XenApiAssert.FailsAsync(() => _client.InvokeAsync("VDI.get_record", oldDisk), "HANDLE_INVALID", "VDI", oldDisk);
+        await XenApiAssert.FailsAsync(() => Client.InvokeAsync("VDI.get_record", oldDisk), "HANDLE_INVALID", "VDI", oldDisk);
         Assert.That((await DevicesAsync(vm, "VIFs")).Select(v => v["MAC"]), Is.EqualTo(macs));
         Assert.That(await FieldAsync("VDI", await DiskOfAsync(snapshot), "snapshot_of"), Is.EqualTo(disk),
             "the snapshot's disk is now a snapshot of the VM's new disk");
 
         // Reverting again gives the snapshot's bytes again: the snapshot itself was not consumed.
         await WriteDiskAsync(disk, Pattern(5));
-        await _client.InvokeAsync("VM.revert", snapshot);
+        await Client.InvokeAsync("VM.revert", snapshot);
         Assert.That(await ReadDiskAsync(await DiskOfAsync(vm)), Is.EqualTo(before));
     }
 
@@ -368,11 +299,11 @@ public class VmCloneTests
     public async Task Revert_shuts_a_running_VM_down_first_and_leaves_it_halted()
     {
         var vm = await VmAsync("running at revert");
-        var snapshot = (string)(await _client.InvokeAsync("VM.snapshot", vm, "halted snap", Array.Empty<object?>()))!;
-        await _client.InvokeAsync("VM.start", vm, false, false);
+        var snapshot = (string)(await Client.InvokeAsync("VM.snapshot", vm, "halted snap", Array.Empty<object?>()))!;
+        await Client.InvokeAsync("VM.start", vm, false, false);
         var uuid = Guid.Parse((string)(await FieldAsync("VM", vm, "uuid"))!);
 
-        await _client.InvokeAsync("VM.revert", snapshot);
+        await Client.InvokeAsync("VM.revert", snapshot);
 
         var reverted = await RecordAsync("VM", vm);
         Assert.That(reverted["power_state"], Is.EqualTo("Halted"));
@@ -385,12 +316,12 @@ public class VmCloneTests
     public async Task A_checkpoint_holds_the_running_guest_memory_and_revert_then_resume_brings_the_guest_back()
     {
         var vm = await VmAsync("checkpointed");
-        await _client.InvokeAsync("VM.start", vm, false, false);
+        await Client.InvokeAsync("VM.start", vm, false, false);
         var uuid = Guid.Parse((string)(await FieldAsync("VM", vm, "uuid"))!);
         await UntilAsync(vm, r => (string)r["guest_metrics"]! != XType.NullRef);
         var counter = await CounterAfterAsync(uuid, 2);
 
-        var checkpoint = (string)(await _client.InvokeAsync("VM.checkpoint", vm, "with memory"))!;
+        var checkpoint = (string)(await Client.InvokeAsync("VM.checkpoint", vm, "with memory"))!;
 
         var snap = await RecordAsync("VM", checkpoint);
         Assert.That(snap["power_state"], Is.EqualTo("Suspended"));
@@ -404,7 +335,7 @@ public class VmCloneTests
         Assert.That(running["suspend_VDI"], Is.EqualTo(XType.NullRef));
         Assert.That((await Simulator.TryGetDomainAsync(uuid))!.GuestCounter, Is.GreaterThanOrEqualTo(counter));
 
-        await _client.InvokeAsync("VM.revert", checkpoint);
+        await Client.InvokeAsync("VM.revert", checkpoint);
 
         var reverted = await RecordAsync("VM", vm);
         Assert.That(reverted["power_state"], Is.EqualTo("Suspended"));
@@ -412,30 +343,30 @@ public class VmCloneTests
         Assert.That(restored, Is.Not.EqualTo(image), "the VM resumes from a copy; the checkpoint keeps its own image");
         Assert.That(await Simulator.TryGetDomainAsync(uuid), Is.Null);
 
-        await _client.InvokeAsync("VM.resume", vm, false, false);
+        await Client.InvokeAsync("VM.resume", vm, false, false);
 
         Assert.That(await FieldAsync("VM", vm, "power_state"), Is.EqualTo("Running"));
         Assert.That((await Simulator.TryGetDomainAsync(uuid))!.GuestCounter, Is.GreaterThanOrEqualTo(counter),
             "the guest carries on from the checkpoint");
         Assert.That(await FieldAsync("VM", checkpoint, "suspend_VDI"), Is.EqualTo(image));
-        await _client.InvokeAsync("VM.hard_shutdown", vm);
+        await Client.InvokeAsync("VM.hard_shutdown", vm);
     }
 
     [Test]
     public async Task Snapshot_operations_refuse_what_the_real_server_refuses()
     {
         var vm = await VmAsync("refusals");
-        await XenApiAssert.FailsAsync(() => _client.InvokeAsync("VM.checkpoint", vm, "x"), "VM_BAD_POWER_STATE", vm, "paused, suspended, running", "halted");
-        await XenApiAssert.FailsAsync(() => _client.InvokeAsync("VM.revert", vm), "REVERT_ONLY_ALLOWED_ON_SNAPSHOT");
-        await XenApiAssert.FailsAsync(() => _client.InvokeAsync("VM.snapshot_with_quiesce", vm, "x"), "MESSAGE_REMOVED");
+        await XenApiAssert.FailsAsync(() => Client.InvokeAsync("VM.checkpoint", vm, "x"), "VM_BAD_POWER_STATE", vm, "paused, suspended, running", "halted");
+        await XenApiAssert.FailsAsync(() => Client.InvokeAsync("VM.revert", vm), "REVERT_ONLY_ALLOWED_ON_SNAPSHOT");
+        await XenApiAssert.FailsAsync(() => Client.InvokeAsync("VM.snapshot_with_quiesce", vm, "x"), "MESSAGE_REMOVED");
         var template = await VmAsync("template refusals", r => r["is_a_template"] = true, withDevices: false);
-        await XenApiAssert.FailsAsync(() => _client.InvokeAsync("VM.snapshot", template, "x", Array.Empty<object?>()), "VM_IS_TEMPLATE", template, "snapshot");
-        var snapshot = (string)(await _client.InvokeAsync("VM.snapshot", vm, "snap", Array.Empty<object?>()))!;
-        await XenApiAssert.FailsAsync(() => _client.InvokeAsync("VM.snapshot", snapshot, "x", Array.Empty<object?>()), "VM_IS_SNAPSHOT", snapshot, "snapshot");
-        await XenApiAssert.FailsAsync(() => _client.InvokeAsync("VM.provision", snapshot), "VM_IS_SNAPSHOT", snapshot, "provision");
+        await XenApiAssert.FailsAsync(() => Client.InvokeAsync("VM.snapshot", template, "x", Array.Empty<object?>()), "VM_IS_TEMPLATE", template, "snapshot");
+        var snapshot = (string)(await Client.InvokeAsync("VM.snapshot", vm, "snap", Array.Empty<object?>()))!;
+        await XenApiAssert.FailsAsync(() => Client.InvokeAsync("VM.snapshot", snapshot, "x", Array.Empty<object?>()), "VM_IS_SNAPSHOT", snapshot, "snapshot");
+        await XenApiAssert.FailsAsync(() => Client.InvokeAsync("VM.provision", snapshot), "VM_IS_SNAPSHOT", snapshot, "provision");
 
         // A clone of a snapshot is an ordinary VM.
-        var clone = (string)(await _client.InvokeAsync("VM.clone", snapshot, "from snapshot"))!;
+        var clone = (string)(await Client.InvokeAsync("VM.clone", snapshot, "from snapshot"))!;
         var record = await RecordAsync("VM", clone);
         Assert.That((record["is_a_snapshot"], record["is_a_template"], record["power_state"]), Is.EqualTo((false, true, "Halted")));
     }
@@ -453,9 +384,9 @@ public class VmCloneTests
             r["other_config"] = new Dictionary<string, object?> { ["disks"] = spec, ["install-methods"] = "cdrom" };
         }, withDevices: false);
 
-        var vm = (string)(await _client.InvokeAsync("VM.clone", template, "installed"))!;
+        var vm = (string)(await Client.InvokeAsync("VM.clone", template, "installed"))!;
         Assert.That(await FieldAsync("VM", vm, "is_a_template"), Is.True);
-        await _client.InvokeAsync("VM.provision", vm);
+        await Client.InvokeAsync("VM.provision", vm);
 
         var record = await RecordAsync("VM", vm);
         Assert.That(record["is_a_template"], Is.False);
@@ -473,10 +404,10 @@ public class VmCloneTests
         Assert.That(await FieldAsync("VDI", (string)vbds[1]["VDI"]!, "type"), Is.EqualTo("user"));
         Assert.That(Map(await FieldAsync("VM", template, "other_config")).ContainsKey("disks"), Is.True, "the template itself is untouched");
 
-        await _client.InvokeAsync("VM.start", vm, false, false);
+        await Client.InvokeAsync("VM.start", vm, false, false);
         Assert.That(await FieldAsync("VM", vm, "power_state"), Is.EqualTo("Running"));
         Assert.That((await DevicesAsync(vm, "VBDs")).All(b => (bool)b["currently_attached"]!), Is.True);
-        await _client.InvokeAsync("VM.hard_shutdown", vm);
+        await Client.InvokeAsync("VM.hard_shutdown", vm);
     }
 
     [Test]
@@ -487,7 +418,7 @@ public class VmCloneTests
             r["is_a_template"] = true;
             r["other_config"] = new Dictionary<string, object?> { ["disks"] = "<provision><cd/></provision>" };
         }, withDevices: false);
-        await XenApiAssert.FailsAsync(() => _client.InvokeAsync("VM.provision", badXml), "INTERNAL_ERROR", "Xapi_templates.Parse_failure");
+        await XenApiAssert.FailsAsync(() => Client.InvokeAsync("VM.provision", badXml), "INTERNAL_ERROR", "Xapi_templates.Parse_failure");
         Assert.That(await FieldAsync("VM", badXml, "is_a_template"), Is.True, "the spec is read before anything changes");
 
         // The real templates ship sr="": provisioning them as they are fails; xe and clients fill the SR in first.
@@ -496,12 +427,12 @@ public class VmCloneTests
             r["is_a_template"] = true;
             r["other_config"] = new Dictionary<string, object?> { ["disks"] = "<provision><disk device=\"0\" size=\"1048576\" sr=\"\" bootable=\"true\" type=\"system\"/></provision>" };
         }, withDevices: false);
-        var vdis = Refs(await _client.InvokeAsync("VDI.get_all")).Count;
-        await XenApiAssert.FailsAsync(() => _client.InvokeAsync("VM.provision", noSr), "UUID_INVALID", "sr", "");
-        Assert.That(Refs(await _client.InvokeAsync("VDI.get_all")), Has.Count.EqualTo(vdis));
+        var vdis = Refs(await Client.InvokeAsync("VDI.get_all")).Count;
+        await XenApiAssert.FailsAsync(() => Client.InvokeAsync("VM.provision", noSr), "UUID_INVALID", "sr", "");
+        Assert.That(Refs(await Client.InvokeAsync("VDI.get_all")), Has.Count.EqualTo(vdis));
         Assert.That(await FieldAsync("VM", noSr, "VBDs"), Is.Empty);
 
         var plain = await VmAsync("not a template", withDevices: false);
-        await XenApiAssert.FailsAsync(() => _client.InvokeAsync("VM.provision", plain), "PROVISION_ONLY_ALLOWED_ON_TEMPLATE");
+        await XenApiAssert.FailsAsync(() => Client.InvokeAsync("VM.provision", plain), "PROVISION_ONLY_ALLOWED_ON_TEMPLATE");
     }
 }
