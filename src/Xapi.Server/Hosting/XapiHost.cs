@@ -236,16 +236,19 @@ public sealed class XapiHost : IAsyncDisposable
             kestrel.Limits.RequestHeadersTimeout = TimeSpan.FromSeconds(30);
             kestrel.Limits.MinRequestBodyDataRate = new Microsoft.AspNetCore.Server.Kestrel.Core.MinDataRate(240, TimeSpan.FromSeconds(5));
             var address = IPAddress.Parse(options.ListenAddress);
-            kestrel.Listen(address, options.HttpPort);
+            // Resolved at the first connection: the services are built after Kestrel's options.
+            var cli = new Lazy<CliEndpoint>(() => kestrel.ApplicationServices.GetRequiredService<CliEndpoint>());
+            ConnectionDelegate ServeCli(ConnectionDelegate next) => CliEndpoint.Intercept(next, () => cli.Value);
+            kestrel.Listen(address, options.HttpPort, listen => listen.Use(ServeCli));
             if (options.UnixSocketPath.Length > 0)
             {
                 // A socket left by a daemon that died would refuse the bind.
                 File.Delete(options.UnixSocketPath);
-                kestrel.ListenUnixSocket(options.UnixSocketPath, listen => listen.Use(LocalPeer.Record));
+                kestrel.ListenUnixSocket(options.UnixSocketPath, listen => listen.Use(LocalPeer.Record).Use(ServeCli));
             }
             if (certificate is not null)
             {
-                kestrel.Listen(address, options.HttpsPort < 0 ? 0 : options.HttpsPort, listen => listen.UseHttps(certificate));
+                kestrel.Listen(address, options.HttpsPort < 0 ? 0 : options.HttpsPort, listen => listen.UseHttps(certificate).Use(ServeCli));
             }
         });
 
@@ -311,6 +314,7 @@ public sealed class XapiHost : IAsyncDisposable
         }
         builder.Services.AddSingleton<Dispatcher>();
         builder.Services.AddSingleton<RpcEndpoint>();
+        builder.Services.AddSingleton<CliEndpoint>();
         builder.Services.AddSingleton<DatabaseDumpEndpoint>();
         builder.Services.AddSingleton<VdiTransferEndpoint>();
         builder.Services.AddSingleton<NbdEndpoint>();

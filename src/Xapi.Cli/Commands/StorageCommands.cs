@@ -1,0 +1,6 @@
+namespace Xapi.Cli.Commands;
+
+internal static class StorageCommands
+{
+    public static IEnumerable<CliCommand> All() => [];
+}

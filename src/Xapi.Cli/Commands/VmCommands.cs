@@ -1,0 +1,6 @@
+namespace Xapi.Cli.Commands;
+
+internal static class VmCommands
+{
+    public static IEnumerable<CliCommand> All() => [];
+}
