@@ -171,8 +171,11 @@ public sealed class CliEndpoint(Dispatcher dispatcher, ILogger<CliEndpoint> logg
     }
 
     /// <summary>The client's terminal and files, over the thin-CLI messages.</summary>
-    private sealed class ThinConsole(Stream input, Stream output, CancellationToken cancellation) : ICliErrorConsole
+    private sealed class ThinConsole(Stream input, Stream output, CancellationToken cancellation) : ICliErrorConsole, ICliPromptConsole
     {
+        /// <summary>A typed answer is a line; this bounds what one may hold.</summary>
+        private const int MaxPromptBytes = 64 * 1024;
+
         public ValueTask PrintAsync(string line) => new(CliWire.WriteAsync(output, new CliPrint(line), cancellation));
 
         public ValueTask PrintStderrAsync(string text) => new(CliWire.WriteAsync(output, new CliPrintStderr(text), cancellation));
@@ -190,6 +193,33 @@ public sealed class CliEndpoint(Dispatcher dispatcher, ILogger<CliEndpoint> logg
         {
             await CliWire.WriteAsync(output, new CliHttpGet(fileName, url), cancellation);
             return await AwaitOutcomeAsync();
+        }
+
+        // The client answers Prompt with the line it read as blobs: chunks of raw bytes, then End.
+        public async ValueTask<string> PromptAsync()
+        {
+            await CliWire.WriteAsync(output, new CliPrompt(), cancellation);
+            var line = new List<byte>();
+            while (true)
+            {
+                switch (await CliWire.ReadAsync(input, cancellation))
+                {
+                    case CliBlobChunk { Length: >= 0 } chunk when line.Count + chunk.Length <= MaxPromptBytes:
+                        var bytes = new byte[chunk.Length];
+                        if (await CliWire.ReadAtMostAsync(input, bytes, cancellation) < bytes.Length)
+                        {
+                            throw new EndOfStreamException("the client went away during a prompt");
+                        }
+                        line.AddRange(bytes);
+                        continue;
+                    case CliBlobEnd:
+                        return Encoding.UTF8.GetString(line.ToArray());
+                    case null:
+                        throw new EndOfStreamException("the client went away during a prompt");
+                    case var other:
+                        throw new InvalidDataException($"unexpected {other} from the client during a prompt");
+                }
+            }
         }
 
         // The client sends Wait heartbeats while a transfer runs, then OK or Failed.
