@@ -212,7 +212,8 @@ internal static class ParamCommands
         }
         foreach (var (field, map) in wholeMaps)
         {
-            var value = map.ToDictionary(p => (object)p.Key, p => (object?)p.Value);
+            // Maps travel as the wire decodes them: string keys.
+            var value = map.ToDictionary(p => p.Key, p => (object?)p.Value, StringComparer.Ordinal);
             await run.CallAsync(field.SetMessage!, record.Ref, value).ConfigureAwait(false);
         }
     }
@@ -332,7 +333,7 @@ internal static class ParamCommands
                 }
                 break;
             case { Kind: CliFieldKind.Map, SetMessage: { } setMap }:
-                await run.CallAsync(setMap, record.Ref, new Dictionary<object, object?>()).ConfigureAwait(false);
+                await run.CallAsync(setMap, record.Ref, new Dictionary<string, object?>()).ConfigureAwait(false);
                 break;
             case { Kind: CliFieldKind.Map, Writable: true, RemoveMessage: { } removeEntry }:
                 foreach (var key in (record.Values.GetValueOrDefault(field.Field.Name) as IReadOnlyDictionary<object, object?>)?.Keys ?? [])
