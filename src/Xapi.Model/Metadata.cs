@@ -98,7 +98,8 @@ public sealed class EnumMeta
     }
 }
 
-public sealed record ErrorMeta(string Code, IReadOnlyList<string>? Params);
+/// <param name="Description">The datamodel's sentence for the error, as real <c>xe</c> prints it.</param>
+public sealed record ErrorMeta(string Code, IReadOnlyList<string>? Params, string Description = "");
 
 /// <summary>
 /// What a client may write into a field holding references, generated from the datamodel and

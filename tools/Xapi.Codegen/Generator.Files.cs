@@ -24,7 +24,7 @@ public static partial class Generator
         foreach (var e in schema.Errors)
         {
             var ps = e.Params is null ? "null" : $"[{string.Join(", ", e.Params.Select(Literal))}]";
-            sb.Append(CultureInfo.InvariantCulture, $"        new({Literal(e.Code)}, {ps}),\n");
+            sb.Append(CultureInfo.InvariantCulture, $"        new({Literal(e.Code)}, {ps}, {Literal(e.Description)}),\n");
         }
         sb.Append("    ];\n\n");
 

@@ -1,70 +1,110 @@
 namespace Xapi.Cli.Commands;
 
 /// <summary>
-/// A command line as the server receives it: the command name, then <c>key=value</c>
-/// parameters (a key may name a map entry as <c>field:key</c>) and <c>--flag</c>s, in order.
+/// A command line as the server receives it: the command name, then parameters in order, as
+/// the real server tokenises them: <c>--flag</c> is the parameter <c>flag=true</c>, a word
+/// starting with <c>-</c> is a two-word switch (<c>-u root</c>), anything else splits on its
+/// first <c>=</c> (a word without one is a parameter with an empty value). Duplicates are kept
+/// and the first one wins on lookup, as real xe's association lists do.
 /// </summary>
 public sealed class CliArgs
 {
-    private readonly List<KeyValuePair<string, string>> _params;
-    private readonly HashSet<string> _flags;
+    // Real xe's two-word switches; the client strips most of them before sending.
+    private static readonly Dictionary<string, string> Switches = new(StringComparer.Ordinal)
+    {
+        ["-u"] = CliParams.Username,
+        ["-pw"] = CliParams.Password,
+        ["-s"] = "server",
+        ["-h"] = "server",
+        ["-p"] = "port",
+    };
 
-    private CliArgs(string command, List<KeyValuePair<string, string>> parameters, HashSet<string> flags)
+    // Every parameter including --flags (as name=true), in command-line order.
+    private readonly List<KeyValuePair<string, string>> _all;
+
+    private CliArgs(string command, List<KeyValuePair<string, string>> all, bool syntaxError)
     {
         Command = command;
-        _params = parameters;
-        _flags = flags;
+        _all = all;
+        SyntaxError = syntaxError;
+        Params = all.Where(p => !p.Key.StartsWith(FlagMarker, StringComparison.Ordinal)).ToList();
+        Flags = all.Where(p => p.Key.StartsWith(FlagMarker, StringComparison.Ordinal)).Select(p => p.Key[FlagMarker.Length..]).Distinct().ToList();
     }
+
+    // Flags are stored under a marked key so that Params (what commands treat as filters and
+    // assignments) keeps to key=value words; lookups see through the mark.
+    private const string FlagMarker = "\0--";
 
     /// <summary>The command name; empty when the line held none.</summary>
     public string Command { get; }
 
-    public IReadOnlyList<KeyValuePair<string, string>> Params => _params;
+    /// <summary>Whether the line broke real xe's syntax (a switch without a value, an unknown <c>-x</c> switch, a command name with <c>=</c>): it answers <c>Syntax error: </c>.</summary>
+    public bool SyntaxError { get; }
 
-    public IReadOnlyCollection<string> Flags => _flags;
+    /// <summary>The <c>key=value</c> parameters in order, without <c>--flag</c>s.</summary>
+    public IReadOnlyList<KeyValuePair<string, string>> Params { get; }
 
-    /// <summary>Splits argv; words that are neither <c>key=value</c> nor <c>--flag</c> are kept as a parameter with an empty value under their own name.</summary>
+    /// <summary>The names of the <c>--flag</c>s given.</summary>
+    public IReadOnlyCollection<string> Flags { get; }
+
+    /// <summary>Every parameter in order, <c>--flag</c> as <c>flag=true</c>: what real xe's commands see.</summary>
+    public IEnumerable<KeyValuePair<string, string>> All =>
+        _all.Select(p => p.Key.StartsWith(FlagMarker, StringComparison.Ordinal) ? new KeyValuePair<string, string>(p.Key[FlagMarker.Length..], p.Value) : p);
+
+    /// <summary>Tokenises argv (without argv0): the first word is the command.</summary>
     public static CliArgs Parse(IEnumerable<string> argv)
     {
-        string? command = null;
-        var parameters = new List<KeyValuePair<string, string>>();
-        var flags = new HashSet<string>(StringComparer.Ordinal);
-        foreach (var word in argv)
+        var words = argv.ToList();
+        var all = new List<KeyValuePair<string, string>>();
+        if (words.Count == 0)
         {
-            if (word.Length == 0)
-            {
-                continue;
-            }
-            if (word.StartsWith("--", StringComparison.Ordinal) && !word.Contains('=', StringComparison.Ordinal))
-            {
-                flags.Add(word[2..]);
-                continue;
-            }
-            if (command is null && !word.Contains('=', StringComparison.Ordinal))
-            {
-                command = word;
-                continue;
-            }
-            var equals = word.IndexOf('=', StringComparison.Ordinal);
-            parameters.Add(equals < 0
-                ? new KeyValuePair<string, string>(word, "")
-                : new KeyValuePair<string, string>(word[..equals], word[(equals + 1)..]));
+            return new CliArgs("", all, syntaxError: true);
         }
-        return new CliArgs(command ?? "", parameters, flags);
+        var command = words[0];
+        var syntaxError = command.Contains('=', StringComparison.Ordinal);
+        for (var i = 1; i < words.Count && !syntaxError; i++)
+        {
+            var word = words[i];
+            if (word.StartsWith("--", StringComparison.Ordinal))
+            {
+                all.Add(new(FlagMarker + word[2..], "true"));
+            }
+            else if (word.StartsWith('-'))
+            {
+                if (i + 1 >= words.Count || !Switches.TryGetValue(word, out var name))
+                {
+                    syntaxError = true;
+                    break;
+                }
+                all.Add(new(name, words[++i]));
+            }
+            else
+            {
+                var equals = word.IndexOf('=', StringComparison.Ordinal);
+                all.Add(equals < 0 ? new(word, "") : new(word[..equals], word[(equals + 1)..]));
+            }
+        }
+        return new CliArgs(command, all, syntaxError);
     }
 
-    public bool Has(string name) => _params.Exists(p => p.Key == name);
+    public bool Has(string name) => Find(name) is not null;
 
-    public bool HasFlag(string flag) => _flags.Contains(flag);
+    /// <summary>Whether a flag is on: <c>--name</c>, or <c>name=</c> a true value (true, t, yes, y, 1).</summary>
+    public bool HasFlag(string flag) => Find(flag) is { } value && IsTrue(value);
 
-    /// <summary>The last value given for a parameter (real xe lets a later one win).</summary>
-    public string? Get(string name)
+    /// <summary>The first value given for a parameter (or <c>"true"</c> for a <c>--flag</c>): real xe lets the first one win.</summary>
+    public string? Get(string name) => Find(name);
+
+    /// <summary>The real server's boolean words, case-insensitive.</summary>
+    public static bool IsTrue(string value) => value.ToLowerInvariant() is "true" or "t" or "yes" or "y" or "1";
+
+    private string? Find(string name)
     {
-        for (var i = _params.Count - 1; i >= 0; i--)
+        foreach (var (key, value) in _all)
         {
-            if (_params[i].Key == name)
+            if (key == name || (key.StartsWith(FlagMarker, StringComparison.Ordinal) && key.AsSpan(FlagMarker.Length).SequenceEqual(name)))
             {
-                return _params[i].Value;
+                return value;
             }
         }
         return null;
@@ -75,8 +115,8 @@ public sealed class CliArgs
     {
         user = Get(CliParams.Username);
         password = Get(CliParams.Password);
-        var rest = _params.Where(p => p.Key is not (CliParams.Username or CliParams.Password)).ToList();
-        return new CliArgs(Command, rest, _flags);
+        var rest = _all.Where(p => p.Key is not (CliParams.Username or CliParams.Password)).ToList();
+        return new CliArgs(Command, rest, SyntaxError);
     }
 }
 
@@ -91,4 +131,10 @@ public static class CliParams
     public const string All = "all";
     public const string Params = "params";
     public const string Uuid = "uuid";
+
+    /// <summary>Real xe's <c>stdparams</c>: never filters or assignments.</summary>
+    public static readonly IReadOnlySet<string> Standard = new HashSet<string>(StringComparer.Ordinal)
+    {
+        "server", Password, "port", Username, Minimal, Force, Multiple, All, "message-priority", "trace",
+    };
 }
