@@ -28,3 +28,9 @@ public sealed class CliErrorFailure(string code, params string[] parameters) : E
 
     public IReadOnlyList<string> Parameters { get; } = parameters;
 }
+
+/// <summary>The command has printed why it failed (real xe's <c>ExitWithError</c>): exit with this status, print nothing more.</summary>
+public sealed class CliExitWithStatus(int status) : Exception($"exit {status}")
+{
+    public int Status { get; } = status;
+}

@@ -106,6 +106,10 @@ public sealed class CliCommandTable
             await PrintServerErrorAsync(console, api, e.Code, e.Parameters).ConfigureAwait(false);
             return 1;
         }
+        catch (CliExitWithStatus e)
+        {
+            return e.Status;
+        }
         catch (CliFailure e)
         {
             await console.PrintStderrAsync(e.Message.EndsWith('\n') ? e.Message : e.Message + "\n").ConfigureAwait(false);
@@ -151,7 +155,7 @@ public sealed class CliCommandTable
     }
 
     // Names and values paired; the datamodel and the thrown error need not agree in length.
-    private static IEnumerable<string> ErrorLines(IReadOnlyList<string> names, IReadOnlyList<string> values)
+    internal static IEnumerable<string> ErrorLines(IReadOnlyList<string> names, IReadOnlyList<string> values)
     {
         for (var i = 0; i < Math.Max(names.Count, values.Count); i++)
         {
@@ -186,8 +190,11 @@ public interface ICliErrorConsole : ICliConsole
 /// <c>,</c> — in reverse order of printing, as the real printer's list is built. Nothing is
 /// printed for a failed command but its error.
 /// </summary>
-public sealed class CliMinimalConsole(ICliConsole inner) : ICliErrorConsole
+public sealed class CliMinimalConsole(ICliConsole inner) : ICliErrorConsole, ICliPromptConsole
 {
+    /// <summary>A question is the user's to answer, minimal or not.</summary>
+    public ValueTask<string> PromptAsync() => inner is ICliPromptConsole prompts ? prompts.PromptAsync() : ValueTask.FromResult("");
+
     private readonly List<string> _chunks = [];
 
     /// <summary>Escapes a value as the minimal printer does: <c>,</c> as <c>\,</c> and <c>\</c> as <c>\\</c>.</summary>

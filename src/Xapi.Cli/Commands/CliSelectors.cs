@@ -73,6 +73,7 @@ public static class CliSelectors
     public static async ValueTask<IReadOnlyList<CliRecord>> SelectAsync(CliRun run, CliSelector selector, IReadOnlyCollection<string> ignore)
     {
         IEnumerable<CliRecord> records = await CliRecords.AllAsync(run, selector.Class).ConfigureAwait(false);
+        var cls = CliClasses.For(selector.Class) ?? CliClasses.Generic(selector.Class);
         if (run.Args.Get(selector.Key) is { } wanted)
         {
             records = records.Where(r => selector.KeyFields.Any(f => r.Values.TryGetValue(f, out var v) && v is string s && s == wanted));
@@ -91,7 +92,7 @@ public static class CliSelectors
             {
                 continue;
             }
-            selected = selected.Where(r => CliRecords.Matches(r, [filter])).ToList();
+            selected = [.. await CliRecords.FilterAsync(run, cls, selected, [filter]).ConfigureAwait(false)];
         }
         return selected;
     }
@@ -147,7 +148,7 @@ public static class CliSelectors
             {
                 await run.Console.PrintAsync(failure).ConfigureAwait(false);
             }
-            throw new CliFailure("");
+            throw new CliExitWithStatus(1);
         }
         return results;
     }
@@ -197,9 +198,19 @@ public static class CliSelectors
     /// datamodel's sentence and the named parameters; this tree's schema carries no error
     /// sentences yet, so the code and parameters are shown as real xe shows an unknown error.
     /// </summary>
-    private static ValueTask<string> DescribeAsync(CliRun run, string code, IReadOnlyList<string> parameters)
+    // As the error printout of a single command: the datamodel's sentence and name: value lines,
+    // or the code and its parameters for codes the datamodel does not know.
+    private static async ValueTask<string> DescribeAsync(CliRun run, string code, IReadOnlyList<string> parameters)
     {
-        _ = run;
-        return ValueTask.FromResult($"{code}: [ {string.Join("; ", parameters)} ]");
+        if (!Xapi.Model.ApiSchema.ErrorsByCode.TryGetValue(code, out var meta) || meta.Description.Length == 0)
+        {
+            return $"{code}: [ {string.Join("; ", parameters)} ]";
+        }
+        var shown = new List<string>(parameters.Count);
+        foreach (var parameter in parameters)
+        {
+            shown.Add(await CliRecords.RefConvertAsync(run.Api, parameter).ConfigureAwait(false));
+        }
+        return string.Join("\n", CliCommandTable.ErrorLines(meta.Params ?? [], shown).Prepend(meta.Description));
     }
 }
