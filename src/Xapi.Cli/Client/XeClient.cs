@@ -164,13 +164,19 @@ public sealed class XeClient(XeOptions options, TextWriter stdout, TextWriter st
         await using var connection = await ConnectAsync(target.Host, target.Port, target.Ssl, cancellationToken).ConfigureAwait(false);
         var head = string.Create(CultureInfo.InvariantCulture, $"PUT {target.PathAndQuery} HTTP/1.0\r\nContent-length: {file.Length}\r\n\r\n");
         await connection.WriteAsync(Encoding.ASCII.GetBytes(head), cancellationToken).ConfigureAwait(false);
-        await file.CopyToAsync(connection, CopyBlock, cancellationToken).ConfigureAwait(false);
         await connection.FlushAsync(cancellationToken).ConfigureAwait(false);
+        // As real xe: the server answers the head before it takes the body, so a refusal (no
+        // such VDI, a file larger than the disk) costs no upload.
         var status = await ReadResponseHeadAsync(connection, cancellationToken).ConfigureAwait(false);
         if (status != 200)
         {
             throw new HttpTransferException($"PUT answered {status}");
         }
+        await file.CopyToAsync(connection, CopyBlock, cancellationToken).ConfigureAwait(false);
+        await connection.FlushAsync(cancellationToken).ConfigureAwait(false);
+        // Unlike real xe, stay until the server ends its reply: Kestrel takes a client's FIN for
+        // an abort and drops the end of the body it has not read yet.
+        await connection.CopyToAsync(Stream.Null, cancellationToken).ConfigureAwait(false);
     }
 
     private async Task GetAsync(string fileName, string url, CancellationToken cancellationToken)

@@ -36,6 +36,13 @@ public sealed partial class VdiTransferEndpoint
         }
         using var binding = tasks.Bind(clientTask, "VM import", Parameter(context, "session_id"), context.RequestAborted);
         context.Response.Headers["task-id"] = binding.Task.Value;
+        if (clientTask is not null)
+        {
+            // A client with its own task (xe's vm-import) reads the status line before it sends
+            // the body, as real hosts answer such a request at once; from here the task, not the
+            // status, carries a refusal.
+            await StartResponseAsync(database, context, "application/octet-stream", null);
+        }
         var sr = TargetSr(database.Snapshot, context);
         if (sr.IsNull)
         {

@@ -422,6 +422,10 @@ public sealed partial class VdiTransferEndpoint(XapiDatabase database, SessionMa
     private static async Task StartResponseAsync(XapiDatabase database, HttpContext context, string contentType, string? disposition)
     {
         await database.WhenVisibleAsync(database.CommittedGeneration);
+        if (context.Response.HasStarted)
+        {
+            return;
+        }
         context.Response.StatusCode = StatusCodes.Status200OK;
         context.Response.ContentType = contentType;
         context.Response.Headers.CacheControl = "no-cache, no-store";
@@ -438,6 +442,12 @@ public sealed partial class VdiTransferEndpoint(XapiDatabase database, SessionMa
     private static async Task RefuseAsync(XapiDatabase database, HttpContext context, int status, string reason)
     {
         await database.WhenVisibleAsync(database.CommittedGeneration);
+        if (context.Response.HasStarted)
+        {
+            // The 200 has gone: the failed task is the answer, and the cut connection tells the sender to stop.
+            context.Abort();
+            return;
+        }
         context.Response.StatusCode = status;
         context.Response.ContentType = "text/plain";
         await context.Response.WriteAsync(reason + "\n");
