@@ -141,7 +141,7 @@ public sealed class CliCommandTable
         {
             shown.Add(api is null ? parameter : await CliRecords.RefConvertAsync(api, parameter).ConfigureAwait(false));
         }
-        if (ApiSchema.ErrorsByCode.TryGetValue(code, out var meta) && meta.Description.Length > 0)
+        if (DatamodelError(code) is { } meta)
         {
             await console.PrintStderrAsync(meta.Description + "\n").ConfigureAwait(false);
             foreach (var line in ErrorLines(meta.Params ?? [], shown))
@@ -153,6 +153,14 @@ public sealed class CliCommandTable
         await (console is ICliErrorConsole errors ? errors.ErrorAsync(code, shown)
             : console.PrintStderrAsync($"Error code: {code}\nError parameters: {string.Join(", ", shown)}\n")).ConfigureAwait(false);
     }
+
+    /// <summary>
+    /// The datamodel's description of an error, which real xe prints instead of the code. Codes
+    /// declared only in the server's code (no parameter list in the datamodel, CLIENT_ERROR
+    /// among them) have none: real xe sends those as the Error message.
+    /// </summary>
+    internal static ErrorMeta? DatamodelError(string code) =>
+        ApiSchema.ErrorsByCode.TryGetValue(code, out var meta) && meta.Params is not null && meta.Description.Length > 0 ? meta : null;
 
     // Names and values paired; the datamodel and the thrown error need not agree in length.
     internal static IEnumerable<string> ErrorLines(IReadOnlyList<string> names, IReadOnlyList<string> values)

@@ -202,7 +202,7 @@ public static class CliSelectors
     // or the code and its parameters for codes the datamodel does not know.
     private static async ValueTask<string> DescribeAsync(CliRun run, string code, IReadOnlyList<string> parameters)
     {
-        if (!Xapi.Model.ApiSchema.ErrorsByCode.TryGetValue(code, out var meta) || meta.Description.Length == 0)
+        if (CliCommandTable.DatamodelError(code) is not { } meta)
         {
             return $"{code}: [ {string.Join("; ", parameters)} ]";
         }
