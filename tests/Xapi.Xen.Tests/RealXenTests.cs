@@ -13,12 +13,13 @@ namespace Xapi.Xen.Tests;
 /// dom0: the toolstack is up, the daemon's --hypervisor xen probe and the project's libxl
 /// bindings meet the real hypervisor, and the daemon (simulator backend for now) answers the
 /// XenAPI and xe inside dom0. Each step prints an XAPI-STEP line on the serial console; dom0 ends
-/// QEMU through isa-debug-exit with the number of failed steps. Budget 5 minutes; measured:
-/// see the README's test command section.
+/// QEMU through isa-debug-exit with the number of failed steps. Budget 10 minutes (the issue's
+/// limit), QEMU's own 7: measured 3.5 minutes when the publish's build was incremental, 5 on a
+/// 2-core machine loaded 8 times over (the publish 3.5 of them); each step's time is in the output.
 /// </summary>
 public partial class RealXenTests
 {
-    private static readonly TimeSpan Budget = TimeSpan.FromMinutes(5);
+    private static readonly TimeSpan Budget = TimeSpan.FromMinutes(10);
 
     [Test]
     [Category("Slow")]
@@ -39,7 +40,23 @@ public partial class RealXenTests
         };
         start.ArgumentList.Add(Path.Combine(RepositoryRoot.Path, "tests", "xen", "run.sh"));
         // QEMU's own limit, under the test's budget, so that the script reports a timeout itself.
-        start.Environment["XEN_TIMEOUT"] = ((int)(Budget.TotalSeconds - 100)).ToString(System.Globalization.CultureInfo.InvariantCulture);
+        start.Environment["XEN_TIMEOUT"] = "420";
+        // The test owns the work folder (payload, boot files, serial log): removed even when the
+        // script is killed at the budget.
+        var work = Directory.CreateTempSubdirectory("xapi-xen-");
+        start.Environment["XEN_WORK"] = work.FullName;
+        try
+        {
+            await RunAsync(start);
+        }
+        finally
+        {
+            work.Delete(recursive: true);
+        }
+    }
+
+    private static async Task RunAsync(ProcessStartInfo start)
+    {
         var clock = Stopwatch.StartNew();
         using var process = Process.Start(start)!;
         var output = new StringBuilder();
