@@ -16,6 +16,8 @@ ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || missing+=(postgresql)
 # Storage: qcow2 images and NBD (qemu-img, qemu-nbd), nfs:// images (qemu-block-extra), a real NFS
 # server and client library (nfs-ganesha, libnfs), and the QEMU guest the lvm driver's tests boot
 # (this kernel has no device-mapper): QEMU, a static busybox, cpio, kmod and lvm2 to copy in.
+# The same QEMU, busybox, cpio and kmod boot Debian's Xen 4.17 for the real-Xen test
+# (tests/xen/run.sh: the Xen and kernel packages are fetched with apt-get download, not installed).
 command -v qemu-img >/dev/null 2>&1 || missing+=(qemu-utils)
 [ -e /usr/lib/x86_64-linux-gnu/qemu/block-nfs.so ] || missing+=(qemu-block-extra)
 command -v ganesha.nfsd >/dev/null 2>&1 || missing+=(nfs-ganesha nfs-ganesha-vfs)

@@ -1,0 +1,135 @@
+using System.Diagnostics;
+using System.Text;
+using System.Text.RegularExpressions;
+using Xapi.Tests;
+
+namespace Xapi.Xen.Tests;
+
+/// <summary>
+/// Real Xen in the test suite (issue 12, stage 1): tests/xen/run.sh extracts Debian's Xen 4.17,
+/// kernel and toolstack packages (apt-get download into ~/.cache/xapi-xen, never installed),
+/// builds a busybox dom0 initramfs, publishes the daemon, xe and the Dom0Check program
+/// self-contained for linux-x64, boots Xen under QEMU (TCG) and runs tests/xen/scenario.sh in
+/// dom0: the toolstack is up, the daemon's --hypervisor xen probe and the project's libxl
+/// bindings meet the real hypervisor, and the daemon (simulator backend for now) answers the
+/// XenAPI and xe inside dom0. Each step prints an XAPI-STEP line on the serial console; dom0 ends
+/// QEMU through isa-debug-exit with the number of failed steps. Budget 10 minutes (the issue's
+/// limit), QEMU's own 7: measured 3.5 minutes when the publish's build was incremental, 5 on a
+/// 2-core machine loaded 8 times over (the publish 3.5 of them); each step's time is in the output.
+/// </summary>
+public partial class RealXenTests
+{
+    private static readonly TimeSpan Budget = TimeSpan.FromMinutes(10);
+
+    [Test]
+    [Category("Slow")]
+    [Category("Xen")]
+    [Explicit("boots Xen under QEMU for 2-3 minutes: run by scripts/test.sh, or with --filter TestCategory=Xen")]
+    public async Task The_daemon_runs_in_a_real_Xen_dom0_booted_under_QEMU()
+    {
+        if (QemuCannotRun() is { } why)
+        {
+            Assert.Ignore($"real Xen under QEMU skipped: {why}");
+        }
+
+        var start = new ProcessStartInfo("bash")
+        {
+            RedirectStandardOutput = true,
+            RedirectStandardError = true,
+            UseShellExecute = false,
+        };
+        start.ArgumentList.Add(Path.Combine(RepositoryRoot.Path, "tests", "xen", "run.sh"));
+        // QEMU's own limit, under the test's budget, so that the script reports a timeout itself.
+        start.Environment["XEN_TIMEOUT"] = "420";
+        // The test owns the work folder (payload, boot files, serial log): removed even when the
+        // script is killed at the budget.
+        var work = Directory.CreateTempSubdirectory("xapi-xen-");
+        start.Environment["XEN_WORK"] = work.FullName;
+        try
+        {
+            await RunAsync(start);
+        }
+        finally
+        {
+            work.Delete(recursive: true);
+        }
+    }
+
+    private static async Task RunAsync(ProcessStartInfo start)
+    {
+        var clock = Stopwatch.StartNew();
+        using var process = Process.Start(start)!;
+        var output = new StringBuilder();
+        var stdout = PumpAsync(process.StandardOutput, output);
+        var stderr = PumpAsync(process.StandardError, output);
+        using var timeout = new CancellationTokenSource(Budget);
+        try
+        {
+            await process.WaitForExitAsync(timeout.Token);
+        }
+        catch (OperationCanceledException)
+        {
+            process.Kill(entireProcessTree: true);
+            await process.WaitForExitAsync();
+        }
+        await Task.WhenAll(stdout, stderr);
+        var text = output.ToString();
+        TestContext.Out.WriteLine(text);
+
+        var steps = ParseSteps(text);
+        Assert.Multiple(() =>
+        {
+            Assert.That(process.ExitCode, Is.Zero, "tests/xen/run.sh failed (its output, with the serial log's tail, is above)");
+            Assert.That(steps.Where(s => !s.Ok).Select(s => $"{s.Name}: {s.Detail}"), Is.Empty, "failed steps");
+            Assert.That(steps.Select(s => s.Name), Is.SupersetOf(new[]
+            {
+                "dom0-boot", "xenstored", "xl-list", "xl-info", "payload", "daemon-hypervisor-xen", "interop-environment",
+                "libxl-physinfo", "libxl-domains", "daemon-start", "xenapi-login", "xenapi-host-records", "xe-host-list", "daemon-stop",
+            }));
+            Assert.That(text, Does.Contain("xen: PASSED"));
+            Assert.That(clock.Elapsed, Is.LessThan(Budget));
+        });
+        TestContext.Out.WriteLine($"{steps.Count} steps passed in {clock.Elapsed.TotalSeconds:F0} s");
+    }
+
+    /// <summary>Null when QEMU can boot a machine here; otherwise why not.</summary>
+    private static string? QemuCannotRun()
+    {
+        try
+        {
+            using var qemu = Process.Start(new ProcessStartInfo("qemu-system-x86_64", "--version") { RedirectStandardOutput = true, RedirectStandardError = true, UseShellExecute = false })!;
+            qemu.WaitForExit(30_000);
+            return qemu.ExitCode == 0 ? null : $"qemu-system-x86_64 --version exited with {qemu.ExitCode}";
+        }
+        catch (System.ComponentModel.Win32Exception e)
+        {
+            return $"qemu-system-x86_64 cannot be started ({e.Message}); install qemu-system-x86, as scripts/test.sh does";
+        }
+    }
+
+    private static async Task PumpAsync(StreamReader reader, StringBuilder into)
+    {
+        while (await reader.ReadLineAsync() is { } line)
+        {
+            lock (into)
+            {
+                into.AppendLine(line);
+            }
+        }
+    }
+
+    [Test]
+    public void Step_lines_are_parsed_with_their_verdict()
+    {
+        var steps = ParseSteps("(XEN) noise\nXAPI-STEP xl-list OK Domain-0 0 1024 2 r----- 3.1 t=9.2s\r\nXAPI-STEP daemon-start FAIL no listener t=70s\nXAPI-STEPS not a step\n");
+        Assert.That(steps, Is.EqualTo(new[] { new Step("xl-list", true, "Domain-0 0 1024 2 r----- 3.1 t=9.2s"), new Step("daemon-start", false, "no listener t=70s") }));
+    }
+
+    internal sealed record Step(string Name, bool Ok, string Detail);
+
+    internal static List<Step> ParseSteps(string log) =>
+        StepLine().Matches(log).Select(m => new Step(m.Groups[1].Value, m.Groups[2].Value == "OK", m.Groups[3].Value.TrimEnd())).ToList();
+
+    [GeneratedRegex(@"^XAPI-STEP (\S+) (OK|FAIL) ?([^\r\n]*)", RegexOptions.Multiline)]
+    private static partial Regex StepLine();
+}

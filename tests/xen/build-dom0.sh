@@ -1,0 +1,100 @@
+#!/usr/bin/env bash
+# Builds what tests/xen/run.sh boots: Debian's Xen 4.17 hypervisor and a dom0 (Debian's current
+# kernel and a busybox initramfs with the Xen toolstack). Packages come from `apt-get download`
+# and are extracted with dpkg-deb into a cache outside the repository; nothing is installed on
+# this host and nothing downloaded or built here is kept in the repository.
+#
+# usage: build-dom0.sh OUT_DIR
+# env:
+#   XEN_CACHE  where the extracted packages are kept between runs
+#              (default ${XDG_CACHE_HOME:-$HOME/.cache}/xapi-xen)
+# Writes OUT_DIR/xen (the hypervisor, an ELF32 multiboot image QEMU's -kernel takes),
+# OUT_DIR/vmlinuz, OUT_DIR/dom0-initrd.gz and OUT_DIR/versions.
+# Host packages it needs: busybox-static cpio kmod (depmod), apt's own tools, and the host's glibc
+# and libstdc++ (copied into dom0 with the Xen tools' ldd closure).
+set -euo pipefail
+out=${1:?usage: build-dom0.sh OUT_DIR}
+here=$(cd "$(dirname "$0")" && pwd)
+cache=${XEN_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/xapi-xen}
+mkdir -p "$out" "$cache"
+out=$(cd "$out" && pwd)
+
+# The kernel moves with Debian's updates: whatever linux-image-amd64 points at today.
+kpkg=$(apt-cache depends linux-image-amd64 2>/dev/null | awk '/Depends: linux-image-/{print $2; exit}')
+if [ -z "$kpkg" ]; then
+  apt-get update -qq
+  kpkg=$(apt-cache depends linux-image-amd64 | awk '/Depends: linux-image-/{print $2; exit}')
+fi
+kver=${kpkg#linux-image-}
+# libxenlight and libxenctrl are in libxenmisc4.17; the rest are the libraries xl links to.
+packages="xen-hypervisor-4.17-amd64 xen-utils-4.17 libxenmisc4.17 xen-utils-common xenstore-utils
+  libxencall1 libxenevtchn1 libxenforeignmemory1 libxengnttab1 libxenstore4 libxentoollog1
+  libxendevicemodel1 libxenhypfs1 libxentoolcore1 libyajl2 $kpkg"
+# One extracted tree per set of package versions: a Debian update makes a new one.
+versions=$(apt-cache policy $packages | awk '/^[^ ]/{p=$1} /Candidate:/{print p $2}' | tr -d ':' | sort | md5sum | cut -c1-12)
+root=$cache/root-$versions
+if [ ! -f "$root/.done" ]; then
+  rm -rf "$root" && mkdir -p "$root/debs"
+  (cd "$root/debs" && { apt-get download $packages >/dev/null 2>&1 || { apt-get update -qq && apt-get download $packages >/dev/null; }; })
+  for deb in "$root"/debs/*.deb; do dpkg-deb -x "$deb" "$root/tree"; done
+  (cd "$root/debs" && ls) > "$root/packages"
+  depmod -b "$root/tree" "$kver"
+  rm -rf "$root/debs"
+  touch "$root/.done"
+fi
+R=$root/tree
+zcat "$R/boot/xen-4.17-amd64.gz" > "$out/xen"
+cp "$R/boot/vmlinuz-$kver" "$out/vmlinuz"
+{ echo "kernel $kver"; cat "$root/packages"; } > "$out/versions"
+
+stage=$(mktemp -d)
+trap 'rm -rf "$stage"' EXIT
+D=$stage
+mkdir -p $D/{bin,sbin,usr/bin,usr/sbin,proc,sys,dev,tmp,run,etc,root,mnt,opt,lib64,lib/modules} \
+  $D/var/lib/xen $D/var/log/xen $D/var/run $D/var/lib/xenstored
+cp /bin/busybox $D/bin/busybox
+# The Xen tools at Debian's paths.
+mkdir -p $D/usr/lib/xen-4.17 $D/usr/lib/x86_64-linux-gnu $D/etc/xen
+cp -a "$R/usr/lib/xen-4.17/bin" "$R/usr/lib/xen-4.17/lib" "$D/usr/lib/xen-4.17/"
+cp -a "$R/usr/lib/x86_64-linux-gnu/." "$D/usr/lib/x86_64-linux-gnu/"
+cp -a "$R/etc/xen/." "$D/etc/xen/"
+cp -a "$R"/usr/bin/xenstore* "$D/usr/bin/"
+
+# Shared libraries of the tools that are not Xen's own: the host's (a Debian 12 host, as the
+# packages are). glibc dlopen()s libgcc_s for pthread_cancel (xl create aborts without it); a
+# .NET program needs libstdc++ besides (the daemon's apphost and runtime).
+export LD_LIBRARY_PATH=$R/usr/lib/x86_64-linux-gnu:$R/usr/lib/xen-4.17/lib/x86_64-linux-gnu
+# (ldd of a script says "not a dynamic executable" and lists nothing.)
+files=$(find "$R/usr/lib/xen-4.17/bin" "$R/usr/bin" "$R/usr/lib/x86_64-linux-gnu" -type f)
+# The .NET host and runtime open libdl, libpthread, librt and libm by name (glibc 2.36 keeps
+# them as stubs); ldd of the Xen tools does not list them.
+host_libs=$(for l in libgcc_s.so.1 libstdc++.so.6 libdl.so.2 libpthread.so.0 librt.so.1 libm.so.6; do echo /lib/x86_64-linux-gnu/$l; done)
+for f in $files $host_libs; do
+  { ldd "$f" 2>/dev/null || true; } | awk '$2=="=>" && $3 ~ /^\// {print $3} $1 ~ /^\// {print $1}'
+done | sort -u | while read -r lib; do
+  case "$lib" in "$R"/*) continue ;; esac
+  [ -e "$D$lib" ] || { mkdir -p "$D$(dirname "$lib")"; cp -L "$lib" "$D$lib"; }
+done
+for lib in $host_libs /lib64/ld-linux-x86-64.so.2; do mkdir -p "$D$(dirname "$lib")"; cp -L "$lib" "$D$lib"; done
+# OpenSSL is opened at run time by .NET (the password hash's SHA-256), so ldd cannot see it.
+for lib in $(ldconfig -p | awk '$1=="libssl.so.3" || $1=="libcrypto.so.3" {print $NF}' | sort -u); do
+  mkdir -p "$D$(dirname "$lib")"; cp -L "$lib" "$D$lib"
+done
+
+# Kernel modules, dependencies first, in the order /init loads them.
+: > $D/etc/dom0-modules
+for module in xen-evtchn xen-gntdev xen-gntalloc xen-privcmd xenfs xen-blkback xen-netback virtio_pci virtio_blk; do
+  modprobe -d "$R" -S "$kver" --show-depends "$module" | awk '$1=="insmod"{print $2}' | while read -r ko; do
+    name=$(basename "$ko")
+    if ! grep -qx "/lib/modules/$name" $D/etc/dom0-modules; then
+      cp "$ko" "$D/lib/modules/$name"
+      echo "/lib/modules/$name" >> $D/etc/dom0-modules
+    fi
+  done
+done
+
+cp "$here/dom0-init.sh" $D/init
+cp "$here/scenario.sh" $D/scenario.sh
+chmod +x $D/init $D/scenario.sh
+(cd $D && find . | cpio -o -H newc --quiet | gzip -1) > "$out/dom0-initrd.gz"
+echo "dom0 built: Xen $(sed -n 's/^xen-hypervisor-4.17-amd64_\([^_]*\)_.*/\1/p' "$out/versions"), kernel $kver, initrd $(du -h "$out/dom0-initrd.gz" | cut -f1)"
