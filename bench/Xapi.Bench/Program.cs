@@ -19,6 +19,7 @@ using Xapi.Server.Hosting;
 //   dotnet run -c Release --project bench/Xapi.Bench -- durability [seconds-per-case]
 //   dotnet run -c Release --project bench/Xapi.Bench -- storage [runs] [raw-import|raw-export|vhd-import|vhd-export|nbd-export ...]
 //   dotnet run -c Release --project bench/Xapi.Bench -- vm [seconds-per-case] [fleet]
+//   dotnet run -c Release --project bench/Xapi.Bench -- xe [runs] [vms] [aot|r2r|framework ...]
 if (args.Length > 0 && args[0] == "events")
 {
     await EventLatency.RunAsync(args.Length > 1 ? int.Parse(args[1], CultureInfo.InvariantCulture) : 10_000, args.Length > 2 ? args[2] : "journal");
@@ -37,6 +38,11 @@ if (args.Length > 0 && args[0] == "storage")
 if (args.Length > 0 && args[0] == "vm")
 {
     await VmLifecycle.RunAsync(args.Length > 1 ? double.Parse(args[1], CultureInfo.InvariantCulture) : 10, args.Length > 2 ? int.Parse(args[2], CultureInfo.InvariantCulture) : 512);
+    return;
+}
+if (args.Length > 0 && args[0] == "xe")
+{
+    await XeStartup.RunAsync(args.Length > 1 ? int.Parse(args[1], CultureInfo.InvariantCulture) : 20, args.Length > 2 ? int.Parse(args[2], CultureInfo.InvariantCulture) : 1000, args.Length > 3 ? args[3..] : []);
     return;
 }
 if (args.Length > 0 && args[0] == "rpc")
