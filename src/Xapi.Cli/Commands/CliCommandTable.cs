@@ -29,8 +29,7 @@ public sealed class CliCommandTable
         HelpCommands.All()
             .Concat(ParamCommands.All())
             .Concat(VmCommands.All())
-            .Concat(StorageCommands.All())
-            .Concat(HostCommands.All()));
+            .Concat(StorageCommands.All()));
 
     public FrozenDictionary<string, CliCommand> Commands { get; }
 

@@ -34,24 +34,33 @@ public sealed class CliEndpoint(Dispatcher dispatcher, ILogger<CliEndpoint> logg
     /// <summary>The command table this server runs: the one this project's <c>xe</c> is built with.</summary>
     public CliCommandTable Table { get; init; } = CliCommandTable.Standard;
 
-    /// <summary>Connection middleware: serves thin-CLI connections, passes the others on.</summary>
+    /// <summary>
+    /// Connection middleware: serves thin-CLI connections, gives real xe's uploads an input that
+    /// tolerates its early close, and passes every other connection on untouched.
+    /// </summary>
     public static ConnectionDelegate Intercept(ConnectionDelegate next, Func<CliEndpoint> endpoint) => async connection =>
     {
         var input = connection.Transport.Input;
         while (true)
         {
             var read = await input.ReadAsync(connection.ConnectionClosed);
-            var decision = IsCliRequest(read.Buffer);
-            if (decision is null && !read.IsCompleted)
+            var cli = IsCliRequest(read.Buffer);
+            var upload = cli is not true && ThinClientUpload.MayBe(read.Buffer) ? ThinClientUpload.Is(read.Buffer, read.IsCompleted) : false;
+            if ((cli is null || upload is null) && !read.IsCompleted)
             {
                 // Not enough bytes to tell yet: wait for more without consuming any.
                 input.AdvanceTo(read.Buffer.Start, read.Buffer.End);
                 continue;
             }
             input.AdvanceTo(read.Buffer.Start);
-            if (decision == true)
+            if (cli == true)
             {
                 await endpoint().ServeAsync(connection);
+                return;
+            }
+            if (upload == true)
+            {
+                await ThinClientUpload.ServeAsync(connection, next);
                 return;
             }
             break;

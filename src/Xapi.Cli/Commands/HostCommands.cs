@@ -1,6 +1,0 @@
-namespace Xapi.Cli.Commands;
-
-internal static class HostCommands
-{
-    public static IEnumerable<CliCommand> All() => [];
-}
