@@ -238,7 +238,7 @@ public sealed class XapiHost : IAsyncDisposable
             var address = IPAddress.Parse(options.ListenAddress);
             // Resolved at the first connection: the services are built after Kestrel's options.
             var cli = new Lazy<CliEndpoint>(() => kestrel.ApplicationServices.GetRequiredService<CliEndpoint>());
-            ConnectionDelegate ServeCli(ConnectionDelegate next) => CliEndpoint.Intercept(next, () => cli.Value);
+            ConnectionDelegate ServeCli(ConnectionDelegate next) => CliEndpoint.Intercept(next, () => cli.Value, options.IdleConnectionTimeout);
             kestrel.Listen(address, options.HttpPort, listen => listen.Use(ServeCli));
             if (options.UnixSocketPath.Length > 0)
             {

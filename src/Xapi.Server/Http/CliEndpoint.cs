@@ -29,6 +29,9 @@ public sealed class CliEndpoint(Dispatcher dispatcher, ILogger<CliEndpoint> logg
 
     private const int MaxHeadBytes = 64 * 1024;
 
+    /// <summary>Kestrel's own bound on request headers; the thin-CLI request gets the same.</summary>
+    private static readonly TimeSpan RequestLineTimeout = TimeSpan.FromSeconds(30);
+
     private static readonly byte[] RequestLinePrefix = "POST /cli"u8.ToArray();
 
     /// <summary>The command table this server runs: the one this project's <c>xe</c> is built with.</summary>
@@ -38,12 +41,33 @@ public sealed class CliEndpoint(Dispatcher dispatcher, ILogger<CliEndpoint> logg
     /// Connection middleware: serves thin-CLI connections, gives real xe's uploads an input that
     /// tolerates its early close, and passes every other connection on untouched.
     /// </summary>
-    public static ConnectionDelegate Intercept(ConnectionDelegate next, Func<CliEndpoint> endpoint) => async connection =>
+    /// <param name="idleTimeout">How long a new connection may stay silent, as Kestrel's keep-alive timeout bounds it later.</param>
+    public static ConnectionDelegate Intercept(ConnectionDelegate next, Func<CliEndpoint> endpoint, TimeSpan idleTimeout) => async connection =>
     {
         var input = connection.Transport.Input;
+        // The request line is read here, before Kestrel's own timeouts apply: a client that sends
+        // nothing, or dribbles its first line, is closed as Kestrel would close it.
+        using var deadline = CancellationTokenSource.CreateLinkedTokenSource(connection.ConnectionClosed);
+        deadline.CancelAfter(idleTimeout);
+        var started = false;
         while (true)
         {
-            var read = await input.ReadAsync(connection.ConnectionClosed);
+            ReadResult read;
+            try
+            {
+                read = await input.ReadAsync(deadline.Token);
+            }
+            catch (OperationCanceledException)
+            {
+                // Closed as Kestrel closes an idle connection: a FIN, not a reset.
+                await connection.Transport.Output.CompleteAsync();
+                return;
+            }
+            if (!started && read.Buffer.Length > 0)
+            {
+                started = true;
+                deadline.CancelAfter(RequestLineTimeout);
+            }
             var cli = IsCliRequest(read.Buffer);
             var upload = cli is not true && ThinClientUpload.MayBe(read.Buffer) ? ThinClientUpload.Is(read.Buffer, read.IsCompleted) : false;
             if ((cli is null || upload is null) && !read.IsCompleted)
@@ -94,7 +118,12 @@ public sealed class CliEndpoint(Dispatcher dispatcher, ILogger<CliEndpoint> logg
         var remote = (connection.RemoteEndPoint as IPEndPoint)?.Address;
         try
         {
-            var argv = await ReadRequestAsync(input, cancellation);
+            string[]? argv;
+            using (var requestDeadline = CancellationTokenSource.CreateLinkedTokenSource(cancellation))
+            {
+                requestDeadline.CancelAfter(RequestLineTimeout);
+                argv = await ReadRequestAsync(input, requestDeadline.Token);
+            }
             if (argv is null)
             {
                 await output.WriteAsync("HTTP/1.0 400 Bad Request\r\ncontent-length: 0\r\n\r\n"u8.ToArray(), cancellation);
