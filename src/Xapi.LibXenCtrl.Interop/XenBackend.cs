@@ -55,7 +55,8 @@ public sealed class XenBackend(LibxlContext libxl, XenBackendOptions? options = 
         {
             return await Task.Run(() =>
             {
-                if (FindInXen(config.Uuid) is not null)
+                // A domain of this VM that is dying (a reboot's old one being torn down) is no conflict.
+                if (FindInXen(config.Uuid) is { Dying: false })
                 {
                     throw new DomainAlreadyExistsException(config.Uuid);
                 }
