@@ -20,8 +20,12 @@ public sealed record LibxlDomainInfo(
     uint VcpuOnline,
     int DomainType);
 
-/// <summary>The host as libxl_get_physinfo reports it (the fields read).</summary>
-public sealed record LibxlPhysInfo(uint NrCpus, ulong TotalPages, ulong FreePages);
+/// <summary>The host as libxl_get_physinfo reports it (the fields read); <paramref name="CpuKhz"/> is Xen's measured TSC rate.</summary>
+public sealed record LibxlPhysInfo(uint NrCpus, ulong TotalPages, ulong FreePages, uint ThreadsPerCore = 1, uint CoresPerSocket = 1, uint CpuKhz = 0)
+{
+    /// <summary>Sockets as Xen counts them (CPUs over threads and cores per socket), at least one.</summary>
+    public uint Sockets => Math.Max(1, NrCpus / Math.Max(1, ThreadsPerCore * CoresPerSocket));
+}
 
 /// <summary>
 /// A libxl context for this process. libxl must not own SIGCHLD here: .NET installs its own
@@ -41,6 +45,9 @@ public sealed class LibxlContext : IDisposable
         _handle = handle;
         _sigchld = PosixSignalRegistration.Create(PosixSignal.SIGCHLD, OnSigchld);
     }
+
+    /// <summary>xentoollog's XTL_WARN: libxl's warnings and errors only.</summary>
+    public const int LogWarnings = LibxlLayout.XtlWarn;
 
     /// <summary>Opens a context; libxl's own messages go to stderr from <paramref name="logLevel"/> (XTL_DETAIL by default) up.</summary>
     /// <exception cref="DllNotFoundException">A Xen library is not installed.</exception>
@@ -206,7 +213,10 @@ public sealed class LibxlContext : IDisposable
             return new LibxlPhysInfo(
                 *(uint*)(info + LibxlLayout.PhysinfoNrCpus),
                 *(ulong*)(info + LibxlLayout.PhysinfoTotalPages),
-                *(ulong*)(info + LibxlLayout.PhysinfoFreePages));
+                *(ulong*)(info + LibxlLayout.PhysinfoFreePages),
+                *(uint*)(info + LibxlLayout.PhysinfoThreadsPerCore),
+                *(uint*)(info + LibxlLayout.PhysinfoCoresPerSocket),
+                *(uint*)(info + LibxlLayout.PhysinfoCpuKhz));
         }
         finally
         {

@@ -9,6 +9,10 @@ namespace Xapi.LibXenCtrl.Interop;
 public sealed record XenBoot(string? Kernel = null, string? Ramdisk = null, string? Cmdline = null)
 {
     public static XenBoot Firmware { get; } = new();
+
+    /// <summary>The config's direct kernel boot, or <see cref="Firmware"/> when it names no kernel.</summary>
+    public static XenBoot Of(DomainConfig config) =>
+        config.Kernel is { Length: > 0 } kernel ? new XenBoot(kernel, config.Ramdisk, config.KernelArgs) : Firmware;
 }
 
 /// <summary>

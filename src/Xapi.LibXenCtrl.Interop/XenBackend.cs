@@ -9,8 +9,8 @@ namespace Xapi.LibXenCtrl.Interop;
 
 public sealed class XenBackendOptions
 {
-    /// <summary>How a VM's domain boots (kernel, ramdisk, command line); firmware (HVM) by default.</summary>
-    public Func<DomainConfig, XenBoot> Boot { get; init; } = _ => XenBoot.Firmware;
+    /// <summary>How a VM's domain boots (kernel, ramdisk, command line); by default the config's direct boot, else firmware.</summary>
+    public Func<DomainConfig, XenBoot> Boot { get; init; } = XenBoot.Of;
 
     /// <summary>What file libxl attaches for a VBD; by default the binding's id when it is an absolute path.</summary>
     public Func<VbdConfig, XenDisk?> Disk { get; init; } = LibxlDomainJson.DiskAtPath;
@@ -55,7 +55,8 @@ public sealed class XenBackend(LibxlContext libxl, XenBackendOptions? options = 
         {
             return await Task.Run(() =>
             {
-                if (FindInXen(config.Uuid) is not null)
+                // A domain of this VM that is dying (a reboot's old one being torn down) is no conflict.
+                if (FindInXen(config.Uuid) is { Dying: false })
                 {
                     throw new DomainAlreadyExistsException(config.Uuid);
                 }

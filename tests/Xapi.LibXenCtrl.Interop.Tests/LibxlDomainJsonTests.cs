@@ -29,6 +29,22 @@ public class LibxlDomainJsonTests
         JsonDocument.Parse(LibxlDomainJson.Build(config, boot ?? new XenBoot("/guest/vmlinuz", "/guest/initrd.gz", "console=hvc0 quiet"), LibxlDomainJson.DiskAtPath)).RootElement;
 
     [Test]
+    public void The_default_boot_is_the_config_s_direct_kernel_boot_and_firmware_without_a_kernel()
+    {
+        var direct = Pv() with { Kernel = "/guest/vmlinuz", Ramdisk = "/guest/initrd.gz", KernelArgs = "console=hvc0 xtest=1" };
+        var bInfo = JsonDocument.Parse(LibxlDomainJson.Build(direct, XenBoot.Of(direct), LibxlDomainJson.DiskAtPath)).RootElement.GetProperty("b_info");
+        var firmware = JsonDocument.Parse(LibxlDomainJson.Build(Pv(), XenBoot.Of(Pv()), LibxlDomainJson.DiskAtPath)).RootElement.GetProperty("b_info");
+        Assert.Multiple(() =>
+        {
+            Assert.That(bInfo.GetProperty("kernel").GetString(), Is.EqualTo("/guest/vmlinuz"));
+            Assert.That(bInfo.GetProperty("ramdisk").GetString(), Is.EqualTo("/guest/initrd.gz"));
+            Assert.That(bInfo.GetProperty("cmdline").GetString(), Is.EqualTo("console=hvc0 xtest=1"));
+            Assert.That(firmware.TryGetProperty("kernel", out _), Is.False);
+            Assert.That(XenBoot.Of(Pv() with { Kernel = "" }), Is.EqualTo(XenBoot.Firmware));
+        });
+    }
+
+    [Test]
     public void A_PV_guest_has_the_create_info_and_build_info_xl_printed()
     {
         var json = Build(Pv());

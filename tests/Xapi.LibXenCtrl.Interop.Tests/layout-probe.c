@@ -24,7 +24,13 @@ int main(void)
     CONSTANT(libxl_sigchld_owner_mainloop);
 
     SIZE(libxl_physinfo);
+    OFFSET(libxl_physinfo, threads_per_core);
+    FIELDSIZE(libxl_physinfo, threads_per_core);
+    OFFSET(libxl_physinfo, cores_per_socket);
+    FIELDSIZE(libxl_physinfo, cores_per_socket);
     OFFSET(libxl_physinfo, nr_cpus);
+    OFFSET(libxl_physinfo, cpu_khz);
+    FIELDSIZE(libxl_physinfo, cpu_khz);
     FIELDSIZE(libxl_physinfo, nr_cpus);
     OFFSET(libxl_physinfo, total_pages);
     FIELDSIZE(libxl_physinfo, total_pages);
@@ -65,6 +71,7 @@ int main(void)
     CONSTANT(LIBXL_VERSION);
     CONSTANT(XBT_NULL);
     CONSTANT(XTL_DETAIL);
+    CONSTANT(XTL_WARN);
     CONSTANT(LIBXL_DOMAIN_TYPE_HVM);
     CONSTANT(LIBXL_DOMAIN_TYPE_PV);
     CONSTANT(LIBXL_DOMAIN_TYPE_PVH);

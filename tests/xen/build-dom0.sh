@@ -48,7 +48,8 @@ cp "$R/boot/vmlinuz-$kver" "$out/vmlinuz"
 { echo "kernel $kver"; cat "$root/packages"; } > "$out/versions"
 
 stage=$(mktemp -d)
-trap 'rm -rf "$stage"' EXIT
+G=$(mktemp -d)
+trap 'rm -rf "$stage" "$G"' EXIT
 D=$stage
 mkdir -p $D/{bin,sbin,usr/bin,usr/sbin,proc,sys,dev,tmp,run,etc,root,mnt,opt,lib64,lib/modules} \
   $D/var/lib/xen $D/var/log/xen $D/var/run $D/var/lib/xenstored
@@ -92,6 +93,35 @@ for module in xen-evtchn xen-gntdev xen-gntalloc xen-privcmd xenfs xen-blkback x
     fi
   done
 done
+
+# The guest the scenario boots through the daemon (PV, direct kernel boot): the same Debian
+# kernel, and a busybox initramfs whose /init prints a marker on hvc0 and waits. Linux answers the
+# toolstack's shutdown request by running /sbin/poweroff (orderly_poweroff): it is provided, and
+# powers off at once. With xtest=selfoff on its command line the guest powers itself off.
+mkdir -p $D/guest
+cp "$R/boot/vmlinuz-$kver" $D/guest/vmlinuz
+mkdir -p $G/bin $G/sbin $G/proc $G/sys $G/dev
+cp /bin/busybox $G/bin/busybox
+cat > $G/init <<'GUEST'
+#!/bin/busybox sh
+/bin/busybox --install -s /bin
+mount -t proc proc /proc
+mount -t sysfs sysfs /sys
+mount -t devtmpfs devtmpfs /dev 2>/dev/null
+echo "XAPI-GUEST up: kernel $(uname -r), $(grep -c ^processor /proc/cpuinfo) vCPU(s), $(awk '/MemTotal/{print int($2/1024)}' /proc/meminfo) MiB; cmdline: $(cat /proc/cmdline)"
+case " $(cat /proc/cmdline) " in
+  *" xtest=selfoff "*) sleep 3; echo "XAPI-GUEST powering itself off"; sync; /bin/busybox poweroff -f ;;
+esac
+while true; do sleep 60; done
+GUEST
+cat > $G/sbin/poweroff <<'GUEST'
+#!/bin/busybox sh
+echo "XAPI-GUEST poweroff requested by the toolstack" > /dev/console
+/bin/busybox sync
+/bin/busybox poweroff -f
+GUEST
+chmod +x $G/init $G/sbin/poweroff
+(cd $G && find . | cpio -o -H newc --quiet | gzip -9) > $D/guest/initrd.gz
 
 cp "$here/dom0-init.sh" $D/init
 cp "$here/scenario.sh" $D/scenario.sh

@@ -1,6 +1,8 @@
-# The stage-1 scenario, in a real Xen dom0 (run by tests/xen/dom0-init.sh once the toolstack
-# is up): the toolstack answers, the daemon's Xen probe and the project's libxl bindings meet the
-# real hypervisor, and the published daemon serves the XenAPI inside dom0. One line per step:
+# The scenario in a real Xen dom0 (run by tests/xen/dom0-init.sh once the toolstack is up): the
+# toolstack answers, the project's libxl bindings meet the real hypervisor, and the published
+# daemon runs with --hypervisor xen: it reads the real host, serves the XenAPI and xe, and drives a
+# PV guest (/guest/vmlinuz, /guest/initrd.gz: see build-dom0.sh) through its whole life, each
+# state checked against xl. One line per step:
 #   XAPI-STEP <name> OK|FAIL <detail>
 # The exit status is the number of failed steps. /dev/vda is a tar holding /opt/xapi (the daemon,
 # the Dom0Check program and xe, published self-contained for linux-x64).
@@ -8,7 +10,7 @@ failures=0
 step() { # step NAME OK|FAIL DETAIL...
   name=$1 verdict=$2; shift 2
   [ "$verdict" = OK ] || failures=$((failures + 1))
-  echo "XAPI-STEP $name $verdict $* t=$(cut -d' ' -f1 /proc/uptime)s"
+  echo "XAPI-STEP $name $verdict $* t=$(cut -d' ' -f1 /proc/uptime)s" | tee -a /tmp/scenario-steps
 }
 one_line() { tr '\n' ' ' | cut -c1-300; }
 
@@ -35,16 +37,6 @@ fi
 # (no ICU in dom0). Tiered PGO re-JITs hot methods once more: under TCG that costs seconds.
 export HOME=/run DOTNET_CLI_TELEMETRY_OPTOUT=1 DOTNET_SYSTEM_GLOBALIZATION_INVARIANT=1 DOTNET_TieredPGO=0
 
-# What --hypervisor xen says on a real dom0: the environment probe passes here, so the daemon
-# refuses only because its Xen backend is not wired in yet (stage 2 of issue 12 wires it).
-xen_out=$(cd /tmp && timeout 120 /opt/xapi/xapi-dotnet --hypervisor xen --data-dir /tmp/xapi-xen --http-port 8081 --listen 127.0.0.1 --unix-socket '' 2>&1)
-xen_rc=$?
-echo "$xen_out" | tail -5
-case "$xen_out" in
-  *"not wired into the daemon yet"*) step daemon-hypervisor-xen OK "probe found Xen; exit $xen_rc: $(echo "$xen_out" | one_line)" ;;
-  *) step daemon-hypervisor-xen FAIL "exit $xen_rc: $(echo "$xen_out" | one_line)" ;;
-esac
-
 # The project's bindings on the real hypervisor.
 timeout 120 /opt/xapi/Xapi.Xen.Dom0Check 2>/tmp/dom0check.err > /tmp/dom0check.out
 check_rc=$?
@@ -56,24 +48,43 @@ elif [ $check_rc -ne 0 ]; then
   tail -20 /tmp/dom0check.err
 fi
 
-# The daemon on the simulator backend, answering the XenAPI inside dom0.
+now() { cut -d' ' -f1 /proc/uptime; }
+since() { awk -v a="$1" -v b="$(now)" 'BEGIN{printf "%.1f", b-a}'; }
+elapsed() { awk -v a="$1" -v b="$(now)" 'BEGIN{printf "%d", b-a}'; }
+
+# The daemon with its Xen backend, answering the XenAPI inside dom0.
 password=dom0-$(head -c 6 /dev/urandom | od -An -tx1 | tr -d ' \n')
-t0=$(cut -d' ' -f1 /proc/uptime)
-# 1,000 PBKDF2 rounds as in the project's other tests: 210,000 cost about 30 s per login under TCG.
-XAPI_PASSWORD_HASH_ITERATIONS=1000 /opt/xapi/xapi-dotnet --hypervisor simulator --data-dir /tmp/xapi --http-port 8080 --listen 127.0.0.1 \
-  --root-password "$password" --log-file '' --nbd-port -1 > /tmp/daemon.log 2>&1 &
-daemon=$!
-elapsed() { awk -v a="$1" -v b="$(cut -d' ' -f1 /proc/uptime)" 'BEGIN{printf "%d", b-a}'; }
-i=0
-while [ "$(elapsed "$t0")" -lt 300 ] && kill -0 $daemon 2>/dev/null && ! grep -q 'listening on' /tmp/daemon.log; do
-  sleep 1; i=$((i + 1))
-  # A line now and then: the host calls a silent console a hang.
-  [ $((i % 30)) -eq 0 ] && echo "DOM0 waiting for the daemon to listen ($(elapsed "$t0")s)"
-done
 listening=0
-if grep -q 'listening on' /tmp/daemon.log; then
-  listening=1
-  step daemon-start OK "simulator backend listening after $(awk -v a="$t0" -v b="$(cut -d' ' -f1 /proc/uptime)" 'BEGIN{printf "%.1f", b-a}')s"
+daemon=
+start_daemon() { # start_daemon STEP: starts it, waits until it listens
+  t0=$(now)
+  # 1,000 PBKDF2 rounds as in the project's other tests: 210,000 cost about 30 s per login under TCG.
+  XAPI_PASSWORD_HASH_ITERATIONS=1000 /opt/xapi/xapi-dotnet --hypervisor xen --data-dir /tmp/xapi --http-port 8080 --listen 127.0.0.1 \
+    --root-password "$password" --log-file '' --nbd-port -1 >> /tmp/daemon.log 2>&1 &
+  daemon=$!
+  i=0 listening=0
+  while [ "$(elapsed "$t0")" -lt 300 ] && kill -0 $daemon 2>/dev/null && [ "$(grep -c 'listening on' /tmp/daemon.log)" -lt "$1" ]; do
+    sleep 1; i=$((i + 1))
+    # A line now and then: the host calls a silent console a hang.
+    [ $((i % 30)) -eq 0 ] && echo "DOM0 waiting for the daemon to listen ($(elapsed "$t0")s)"
+  done
+  [ "$(grep -c 'listening on' /tmp/daemon.log)" -ge "$1" ] && listening=1
+}
+stop_daemon() { # stop_daemon STEP
+  kill -TERM $daemon 2>/dev/null
+  i=0
+  while [ $i -lt 60 ] && kill -0 $daemon 2>/dev/null; do sleep 0.5; i=$((i + 1)); done
+  if kill -0 $daemon 2>/dev/null; then
+    kill -KILL $daemon; step "$1" FAIL "still running 30 s after SIGTERM"
+  else
+    wait $daemon; rc=$?
+    [ $rc -eq 0 ] && step "$1" OK "exit 0 after SIGTERM" || step "$1" FAIL "exit $rc after SIGTERM"
+  fi
+  listening=0
+}
+start_daemon 1
+if [ $listening = 1 ]; then
+  step daemon-start OK "--hypervisor xen: Xen backend listening after $(since "$t0")s"
 else
   step daemon-start FAIL "$(tail -5 /tmp/daemon.log | one_line)"
 fi
@@ -85,36 +96,200 @@ xmlrpc() { # xmlrpc METHOD PARAM-XML...: the reply on stdout
   body="$body</params></methodCall>"
   # busybox 1.35's wget crashes (SIGSEGV) with -T and when the connection is refused: the
   # daemon is asked only once it listens, and the time limit is timeout's.
-  [ $listening = 1 ] && timeout 120 wget -q -O - --header 'Content-Type: text/xml' --post-data "$body" http://127.0.0.1:8080/
+  [ $listening = 1 ] && timeout 200 wget -q -O - --header 'Content-Type: text/xml' --post-data "$body" http://127.0.0.1:8080/
 }
-reply=$(xmlrpc session.login_with_password "<string>root</string>" "<string>$password</string>" "<string>1.0</string>" "<string>dom0-scenario</string>")
-session=$(echo "$reply" | grep -o 'OpaqueRef:[0-9a-f-]*' | head -1)
-if echo "$reply" | grep -q '<value>Success</value>' && [ -n "$session" ]; then step xenapi-login OK "session $session"; else step xenapi-login FAIL "$(echo "$reply" | one_line)"; fi
-reply=$(xmlrpc host.get_all_records "<string>$session</string>")
-if echo "$reply" | grep -q '<value>Success</value>' && echo "$reply" | grep -q "<name>name_label</name>"; then
+s() { echo "<string>$1</string>"; }
+ok() { echo "$1" | grep -q '<value>Success</value>'; }
+value() { echo "$1" | tr -d '\n' | sed -n 's,.*<name>Value</name><value>\(<string>\)\{0\,1\}\([^<]*\).*,\2,p'; }
+error_of() { echo "$1" | tr -d '\n' | sed -n 's,.*<name>ErrorDescription</name>\(.*\),\1,p' | sed 's,<[^>]*>, ,g' | tr -s ' ' | cut -c1-200; }
+call() { # call METHOD ARGS...: the Value on stdout; the error on stderr and status 1
+  reply=$(xmlrpc "$@")
+  if ok "$reply"; then value "$reply"; else echo "$1: $(error_of "$reply")" >&2; return 1; fi
+}
+reply=$(xmlrpc session.login_with_password "$(s root)" "$(s "$password")" "$(s 1.0)" "$(s dom0-scenario)")
+session=$(value "$reply")
+if ok "$reply" && [ -n "$session" ]; then step xenapi-login OK "session $session"; else step xenapi-login FAIL "$(echo "$reply" | one_line)"; fi
+S=$(s "$session")
+reply=$(xmlrpc host.get_all_records "$S")
+if ok "$reply" && echo "$reply" | grep -q "<name>name_label</name>"; then
   step xenapi-host-records OK "$(echo "$reply" | grep -o 'OpaqueRef:[0-9a-f-]*' | sort -u | wc -l) refs; name_label=$(echo "$reply" | sed -n 's,.*<name>name_label</name><value>\(<string>\)\{0\,1\}\([^<]*\).*,\2,p' | head -1)"
 else
   step xenapi-host-records FAIL "$(echo "$reply" | one_line)"
 fi
-if [ -x /opt/xapi/xe ]; then
-  xe_out=$(timeout 120 /opt/xapi/xe -s 127.0.0.1 -p 8080 --nossl -u root -pw "$password" host-list 2>&1)
-  xe_rc=$?
-  echo "$xe_out"
-  if [ $xe_rc -eq 0 ] && echo "$xe_out" | grep -q 'name-label ( RW): xen-dom0$'; then
-    step xe-host-list OK "$(echo "$xe_out" | grep -c 'uuid ( RO)') host(s)"
-  else
-    step xe-host-list FAIL "exit $xe_rc: $(echo "$xe_out" | one_line)"
-  fi
+xe() { timeout 200 /opt/xapi/xe -s 127.0.0.1 -p 8080 --nossl -u root -pw "$password" "$@"; }
+xe_out=$(xe host-list 2>&1)
+xe_rc=$?
+echo "$xe_out"
+if [ $xe_rc -eq 0 ] && echo "$xe_out" | grep -q 'name-label ( RW): xen-dom0$'; then
+  step xe-host-list OK "$(echo "$xe_out" | grep -c 'uuid ( RO)') host(s)"
+else
+  step xe-host-list FAIL "exit $xe_rc: $(echo "$xe_out" | one_line)"
 fi
 
-kill -TERM $daemon 2>/dev/null
-i=0
-while [ $i -lt 60 ] && kill -0 $daemon 2>/dev/null; do sleep 0.5; i=$((i + 1)); done
-if kill -0 $daemon 2>/dev/null; then
-  kill -KILL $daemon; step daemon-stop FAIL "still running 30 s after SIGTERM"
+# First boot read the real host: CPUs and memory as Xen counts them, dom0 as libxl sees it.
+xl_info=$(timeout 30 xl info 2>/dev/null)
+info() { echo "$xl_info" | awk -F': *' -v k="$1" '$1 ~ "^"k" *$" {print $2}'; }
+host=$(call host.get_all "$S" 2>/dev/null | grep -o 'OpaqueRef:[0-9a-f-]*' | head -1)
+[ -n "$host" ] || host=$(xmlrpc host.get_all "$S" | grep -o 'OpaqueRef:[0-9a-f-]*' | head -1)
+cpus=$(xmlrpc host.get_host_CPUs "$S" "$(s "$host")" | grep -o 'OpaqueRef:[0-9a-f-]*' | sort -u | wc -l)
+cpu_count=$(xmlrpc host.get_cpu_info "$S" "$(s "$host")" | tr -d '\n' | sed -n 's,.*<name>cpu_count</name><value>\(<string>\)\{0\,1\}\([^<]*\).*,\2,p')
+hmetrics=$(call host.get_metrics "$S" "$(s "$host")")
+total=$(call host_metrics.get_memory_total "$S" "$(s "$hmetrics")")
+dom0=$(call host.get_control_domain "$S" "$(s "$host")")
+dom0_metrics=$(call VM.get_metrics "$S" "$(s "$dom0")")
+dom0_mem=$(call VM_metrics.get_memory_actual "$S" "$(s "$dom0_metrics")")
+dom0_vcpus=$(call VM_metrics.get_VCPUs_number "$S" "$(s "$dom0_metrics")")
+xl_dom0=$(timeout 30 xl list 2>/dev/null | awk '$1=="Domain-0"{print $3, $4}')
+detail="host_CPUs=$cpus cpu_info.cpu_count=$cpu_count (xl nr_cpus=$(info nr_cpus)); memory_total=$((total / 1048576))MiB (xl total_memory=$(info total_memory)); dom0 $((dom0_mem / 1048576))MiB ${dom0_vcpus} vCPUs (xl: $xl_dom0)"
+if [ "$cpus" = "$(info nr_cpus)" ] && [ "$cpu_count" = "$(info nr_cpus)" ] && [ "$((total / 1048576))" = "$(info total_memory)" ] \
+   && [ "$((dom0_mem / 1048576)) $dom0_vcpus" = "$xl_dom0" ]; then
+  step xen-host-facts OK "$detail"
 else
-  wait $daemon; rc=$?
-  [ $rc -eq 0 ] && step daemon-stop OK "exit 0 after SIGTERM" || step daemon-stop FAIL "exit $rc after SIGTERM"
+  step xen-host-facts FAIL "$detail"
 fi
-[ $failures -eq 0 ] || { echo "DOM0 daemon log tail:"; tail -40 /tmp/daemon.log; }
+
+# A PV guest with direct kernel boot: a clone of the "Other install media" template (a clone holds
+# no disks: it is not provisioned), set up by xe. (Each xe run costs ~10 s of .NET start-up under
+# TCG, so the rest goes through XML-RPC.)
+console=/var/log/xen/console/guest-tinypv.log
+mib=$((128 * 1048576))
+template=$(xmlrpc VM.get_by_name_label "$S" "$(s "Other install media")" | grep -o 'OpaqueRef:[0-9a-f-]*' | head -1)
+vm=$(call VM.clone "$S" "$(s "$template")" "$(s tinypv)")
+V="$(s "$vm")"
+call VM.set_is_a_template "$S" "$V" "<boolean>0</boolean>" >/dev/null
+uuid=$(call VM.get_uuid "$S" "$V")
+set_out=$(xe vm-param-set uuid="$uuid" HVM-boot-policy= domain-type=pv \
+  PV-kernel=/guest/vmlinuz PV-ramdisk=/guest/initrd.gz "PV-args=console=hvc0 quiet" \
+  memory-static-min=$mib memory-dynamic-min=$mib memory-dynamic-max=$mib memory-static-max=$mib VCPUs-max=1 VCPUs-at-startup=1 2>&1)
+if [ -n "$uuid" ] && [ -z "$set_out" ] && [ "$(call VM.get_PV_kernel "$S" "$V")" = /guest/vmlinuz ]; then step vm-create OK "VM $uuid: PV, 128 MiB, 1 vCPU, kernel /guest/vmlinuz"; else step vm-create FAIL "template=$template vm=$vm uuid=$uuid: $(echo "$set_out" | one_line)"; fi
+
+xl_line() { timeout 30 xl list 2>/dev/null | awk -v n="$1" '$1==n'; }
+xl_domid() { xl_line tinypv | awk '{print $2}'; }
+xl_state() { xl_line tinypv | awk '{print $5}'; }
+power() { call VM.get_power_state "$S" "$V"; }
+domid() { call VM.get_domid "$S" "$V"; }
+wait_until() { # wait_until SECONDS COMMAND...: until the command succeeds
+  limit=$1; shift; w0=$(now)
+  until "$@"; do [ "$(elapsed "$w0")" -ge "$limit" ] && return 1; sleep 1; done
+}
+markers() { grep -c "$1" "$console" 2>/dev/null || echo 0; }
+gone_from_xl() { [ -z "$(xl_line tinypv)" ]; }
+is_halted() { [ "$(power)" = Halted ]; }
+start_vm() { # start_vm STEP: VM.start, checked against xl list
+  t0=$(now)
+  if err=$(call VM.start "$S" "$V" "<boolean>0</boolean>" "<boolean>0</boolean>" 2>&1 >/dev/null); then
+    took=$(since "$t0"); d=$(domid)
+    line=$(xl_line tinypv | tr -s ' ')
+    if [ -n "$d" ] && [ "$d" = "$(xl_domid)" ] && [ "$(power)" = Running ]; then
+      step "$1" OK "domid $d, VM.start ${took}s; xl: $line"
+    else
+      step "$1" FAIL "VM.domid=$d power=$(power) xl: $line"
+    fi
+  else
+    step "$1" FAIL "$err"
+  fi
+}
+guest_up() { # guest_up STEP N: the Nth boot marker on the guest's console
+  if wait_until 90 sh -c "[ \$(grep -c 'XAPI-GUEST up' $console 2>/dev/null || echo 0) -ge $2 ]"; then
+    step "$1" OK "domid $(domid): $(grep 'XAPI-GUEST up' "$console" | tail -1 | tr -d '\r' | cut -c1-160)"
+  else
+    step "$1" FAIL "no boot marker $2 on $console: $(tail -3 "$console" 2>/dev/null | one_line)"
+  fi
+}
+
+start_vm vm-start
+first=$(domid)
+guest_up guest-console 1
+if call VM.pause "$S" "$V" >/dev/null && [ "$(power)" = Paused ] && xl_state | grep -q p; then
+  step vm-pause OK "domid $first: power_state Paused; xl: $(xl_line tinypv | tr -s ' ')"
+else
+  step vm-pause FAIL "power=$(power) xl: $(xl_line tinypv | tr -s ' ')"
+fi
+if call VM.unpause "$S" "$V" >/dev/null && [ "$(power)" = Running ] && ! xl_state | grep -q p; then
+  step vm-unpause OK "domid $first: power_state Running; xl: $(xl_line tinypv | tr -s ' ')"
+else
+  step vm-unpause FAIL "power=$(power) xl: $(xl_line tinypv | tr -s ' ')"
+fi
+metrics=$(call VM.get_metrics "$S" "$V")
+mem=$(call VM_metrics.get_memory_actual "$S" "$(s "$metrics")")
+vcpus=$(call VM_metrics.get_VCPUs_number "$S" "$(s "$metrics")")
+xl_mem_vcpus=$(xl_line tinypv | awk '{print $3, $4}')
+if [ "$((mem / 1048576)) $vcpus" = "$xl_mem_vcpus" ]; then
+  step vm-metrics OK "domid $first: VM_metrics $((mem / 1048576)) MiB, $vcpus vCPU; xl list: $xl_mem_vcpus"
+else
+  step vm-metrics FAIL "VM_metrics memory_actual=$mem VCPUs_number=$vcpus; xl list: $xl_mem_vcpus"
+fi
+t0=$(now)
+if err=$(call VM.hard_shutdown "$S" "$V" 2>&1 >/dev/null) && gone_from_xl && [ "$(power)" = Halted ] && [ "$(domid)" = -1 ]; then
+  step vm-hard-shutdown OK "domid $first gone from xl list in $(since "$t0")s; power_state Halted, domid -1"
+else
+  step vm-hard-shutdown FAIL "$err power=$(power) domid=$(domid) xl: $(xl_line tinypv | tr -s ' ')"
+fi
+
+start_vm vm-start-again
+second=$(domid)
+guest_up guest-console-again 2
+t0=$(now)
+if err=$(call VM.clean_shutdown "$S" "$V" 2>&1 >/dev/null) && gone_from_xl && [ "$(power)" = Halted ] && grep -q 'poweroff requested by the toolstack' "$console"; then
+  step vm-clean-shutdown OK "domid $second: the guest powered off in $(since "$t0")s; power_state Halted, gone from xl list"
+else
+  step vm-clean-shutdown FAIL "$err power=$(power) xl: $(xl_line tinypv | tr -s ' '); console: $(tail -2 "$console" | one_line)"
+fi
+
+# A reboot gives a new domain; the daemon restarted while it runs finds it again.
+start_vm vm-start-third
+third=$(domid)
+t0=$(now)
+if err=$(call VM.hard_reboot "$S" "$V" 2>&1 >/dev/null) && [ "$(power)" = Running ] && [ "$(domid)" != "$third" ] && [ "$(domid)" = "$(xl_domid)" ]; then
+  step vm-hard-reboot OK "domid $third -> $(domid) in $(since "$t0")s; xl: $(xl_line tinypv | tr -s ' ')"
+else
+  step vm-hard-reboot FAIL "$err domid $third -> $(domid) power=$(power) xl: $(xl_line tinypv | tr -s ' ')"
+fi
+running=$(domid)
+stop_daemon daemon-stop
+t0=$(now)
+start_daemon 2
+if [ $listening = 1 ]; then
+  session=$(call session.login_with_password "$(s root)" "$(s "$password")" "$(s 1.0)" "$(s dom0-scenario)")
+  S=$(s "$session")
+fi
+if [ $listening = 1 ] && [ "$(power)" = Running ] && [ "$(domid)" = "$running" ] && [ "$(xl_domid)" = "$running" ]; then
+  step daemon-restart-finds-guest OK "listening after $(since "$t0")s; VM Running with domid $running, as xl lists it"
+else
+  step daemon-restart-finds-guest FAIL "listening=$listening power=$(power) domid=$(domid) (was $running) xl: $(xl_line tinypv | tr -s ' ')"
+fi
+
+# A guest that powers itself off (actions_after_shutdown = destroy): the daemon notices, destroys
+# the domain and marks the VM Halted. The new PV-args take effect at the reboot.
+call VM.set_PV_args "$S" "$V" "$(s "console=hvc0 quiet xtest=selfoff")" >/dev/null
+call VM.set_actions_after_shutdown "$S" "$V" "$(s destroy)" >/dev/null
+call VM.hard_reboot "$S" "$V" >/dev/null 2>&1
+selfoff=$(domid)
+if wait_until 120 is_halted && gone_from_xl && grep -q 'powering itself off' "$console"; then
+  step guest-self-poweroff OK "domid $selfoff powered itself off; the daemon destroyed it and the VM is Halted"
+else
+  step guest-self-poweroff FAIL "domid $selfoff power=$(power) xl: $(xl_line tinypv | tr -s ' '); console: $(tail -2 "$console" | one_line)"
+fi
+
+# The figure: xl create of the same config in the same boot (xl returns with the guest running).
+cat > /tmp/xlpv.cfg <<CFG
+name = "xlpv"
+type = "pv"
+kernel = "/guest/vmlinuz"
+ramdisk = "/guest/initrd.gz"
+extra = "console=hvc0 quiet"
+memory = 128
+vcpus = 1
+CFG
+t0=$(now)
+if out=$(timeout 120 xl create /tmp/xlpv.cfg 2>&1); then
+  took=$(since "$t0")
+  step xl-create OK "domid $(xl_line xlpv | awk '{print $2}'), xl create ${took}s (VM.start: $(grep -o 'VM.start [0-9.]*s' /tmp/scenario-steps 2>/dev/null | head -3 | tr '\n' ' '))"
+  timeout 60 xl destroy xlpv
+else
+  step xl-create FAIL "$(echo "$out" | one_line)"
+fi
+
+stop_daemon daemon-stop-final
+[ $failures -eq 0 ] || { echo "DOM0 daemon log tail:"; tail -60 /tmp/daemon.log; echo "DOM0 guest console:"; tail -20 "$console"; }
 exit $failures

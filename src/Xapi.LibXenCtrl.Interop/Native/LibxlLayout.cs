@@ -11,6 +11,7 @@ internal static class LibxlLayout
     public const int Version = 0; // LIBXL_VERSION
     public const uint XsTransactionNone = 0; // XBT_NULL
     public const int XtlDetail = 3;
+    public const int XtlWarn = 7;
 
     public const int DomainConfigSize = 1288;
 
@@ -22,7 +23,10 @@ internal static class LibxlLayout
     public const int SigchldOwnerMainloop = 1;
 
     public const int PhysinfoSize = 128;
+    public const int PhysinfoThreadsPerCore = 0;
+    public const int PhysinfoCoresPerSocket = 4;
     public const int PhysinfoNrCpus = 12;
+    public const int PhysinfoCpuKhz = 16;
     public const int PhysinfoTotalPages = 24;
     public const int PhysinfoFreePages = 32;
 
@@ -78,7 +82,13 @@ internal static class LibxlLayout
             ["offsetof(libxl_childproc_hooks.reaped_callback)"] = ChildprocHooksReapedCallback,
             ["libxl_sigchld_owner_mainloop"] = SigchldOwnerMainloop,
             ["sizeof(libxl_physinfo)"] = PhysinfoSize,
+            ["offsetof(libxl_physinfo.threads_per_core)"] = PhysinfoThreadsPerCore,
+            ["sizeof(libxl_physinfo.threads_per_core)"] = Uint32,
+            ["offsetof(libxl_physinfo.cores_per_socket)"] = PhysinfoCoresPerSocket,
+            ["sizeof(libxl_physinfo.cores_per_socket)"] = Uint32,
             ["offsetof(libxl_physinfo.nr_cpus)"] = PhysinfoNrCpus,
+            ["offsetof(libxl_physinfo.cpu_khz)"] = PhysinfoCpuKhz,
+            ["sizeof(libxl_physinfo.cpu_khz)"] = Uint32,
             ["sizeof(libxl_physinfo.nr_cpus)"] = Uint32,
             ["offsetof(libxl_physinfo.total_pages)"] = PhysinfoTotalPages,
             ["sizeof(libxl_physinfo.total_pages)"] = Uint64,
@@ -116,6 +126,7 @@ internal static class LibxlLayout
             ["LIBXL_VERSION"] = Version,
             ["XBT_NULL"] = XsTransactionNone,
             ["XTL_DETAIL"] = XtlDetail,
+            ["XTL_WARN"] = XtlWarn,
             ["LIBXL_DOMAIN_TYPE_HVM"] = DomainTypeHvm,
             ["LIBXL_DOMAIN_TYPE_PV"] = DomainTypePv,
             ["LIBXL_DOMAIN_TYPE_PVH"] = DomainTypePvh,

@@ -140,7 +140,7 @@ public sealed class FirstBoot
                 h.CrashDumpSr = SRRef.Null;
                 h.CpuInfo = Map(
                     ("cpu_count", facts.CpuCount.ToString(invariant)),
-                    ("socket_count", "1"),
+                    ("socket_count", facts.SocketCount.ToString(invariant)),
                     ("vendor", facts.CpuVendor),
                     ("speed", facts.CpuSpeedMhz.ToString(invariant)),
                     ("modelname", facts.CpuModelName),
@@ -198,11 +198,13 @@ public sealed class FirstBoot
                 pool.Restrictions = Map(("restrict_pool_size", "false"));
             }, new PoolRef(Ref("pool")));
 
+            var dom0Memory = facts.ControlDomainMemory ?? Math.Min(facts.MemoryTotal, 4L << 30);
+            var dom0Vcpus = facts.ControlDomainVcpus ?? facts.CpuCount;
             tx.CreateVMMetrics(metrics =>
             {
                 metrics.Uuid = Uuid("dom0/metrics");
-                metrics.MemoryActual = Math.Min(facts.MemoryTotal, 4L << 30);
-                metrics.VCPUsNumber = facts.CpuCount;
+                metrics.MemoryActual = dom0Memory;
+                metrics.VCPUsNumber = dom0Vcpus;
                 metrics.VCPUsCPU = ValueMap.Empty;
                 metrics.VCPUsParams = ValueMap.Empty;
                 metrics.VCPUsFlags = ValueMap.Empty;
@@ -211,12 +213,11 @@ public sealed class FirstBoot
                 metrics.InstallTime = now;
                 metrics.LastUpdated = now;
             }, new VMMetricsRef(Ref("dom0/metrics")));
-            var dom0Memory = Math.Min(facts.MemoryTotal, 4L << 30);
             tx.CreateVM(vm =>
             {
                 vm.Uuid = Uuid("dom0");
                 DescribeVm(vm, $"Control domain on host: {facts.Hostname}", "The domain which manages physical devices and manages other domains",
-                    dom0Memory, facts.CpuCount, isTemplate: false);
+                    dom0Memory, dom0Vcpus, isTemplate: false);
                 vm.PowerState = VmPowerState.Running;
                 vm.IsControlDomain = true;
                 vm.ResidentOn = host;

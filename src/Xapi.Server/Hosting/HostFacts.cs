@@ -21,6 +21,14 @@ public sealed record HostFacts(
     long MemoryTotal,
     long MemoryFree)
 {
+    public int SocketCount { get; init; } = 1;
+
+    /// <summary>The control domain's memory, bytes, where the hypervisor says (null: a share of the host's).</summary>
+    public long? ControlDomainMemory { get; init; }
+
+    /// <summary>The control domain's vCPUs online, where the hypervisor says (null: one per host CPU).</summary>
+    public int? ControlDomainVcpus { get; init; }
+
     public static HostFacts Read()
     {
         var cpu = ReadKeyValues("/proc/cpuinfo", ':');

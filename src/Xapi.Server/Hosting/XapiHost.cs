@@ -49,6 +49,9 @@ public sealed class XapiHost : IAsyncDisposable
 
     public ServerOptions Options { get; }
 
+    /// <summary>The libxl context of the Xen backend (<c>--hypervisor xen</c>); null on the simulator.</summary>
+    private IDisposable? Libxl { get; init; }
+
     public IServiceProvider Services => _app.Services;
 
     private System.Security.Cryptography.X509Certificates.X509Certificate2? NbdCertificate { get; init; }
@@ -81,18 +84,50 @@ public sealed class XapiHost : IAsyncDisposable
         {
             throw new StartupException(e.Message, e);
         }
-        if (options.Hypervisor.Equals(ServerOptions.XenHypervisor, StringComparison.OrdinalIgnoreCase))
+        // Before the data dir is touched: a machine that cannot run Xen is told so in one line.
+        var libxl = options.Hypervisor.Equals(ServerOptions.XenHypervisor, StringComparison.OrdinalIgnoreCase) ? OpenXen() : null;
+        try
         {
-            // Before the data dir is touched: a machine that cannot run Xen is told so in one line.
-            throw new StartupException(Xapi.LibXenCtrl.Interop.XenEnvironment.Probe()
-                ?? "--hypervisor xen: the Xen backend is not wired into the daemon yet; use --hypervisor simulator");
+            return Create(options, time, customize, libxl);
         }
+        catch
+        {
+            ((IDisposable?)libxl)?.Dispose();
+            throw;
+        }
+    }
+
+    /// <summary>The libxl context the Xen backend drives, once the environment probe has passed.</summary>
+    private static Xapi.LibXenCtrl.Interop.LibxlContext OpenXen()
+    {
+        if (Xapi.LibXenCtrl.Interop.XenEnvironment.Probe() is { } missing)
+        {
+            throw new StartupException(missing);
+        }
+        if (!OperatingSystem.IsLinux())
+        {
+            throw new StartupException("--hypervisor xen: Xen's toolstack runs only in a Linux dom0");
+        }
+        try
+        {
+            // libxl's own messages from warnings up go to stderr beside the daemon's log.
+            return Xapi.LibXenCtrl.Interop.LibxlContext.Open(Xapi.LibXenCtrl.Interop.LibxlContext.LogWarnings);
+        }
+        catch (Exception e) when (e is Xapi.LibXenCtrl.Interop.LibxlException or DllNotFoundException or EntryPointNotFoundException)
+        {
+            throw new StartupException($"--hypervisor xen: cannot open a libxl context ({e.Message}); is xenstored running?", e);
+        }
+    }
+
+    private static XapiHost Create(ServerOptions options, TimeProvider? time, Action<ApiHandlers<CallContext>, IServiceProvider>? customize,
+        Xapi.LibXenCtrl.Interop.LibxlContext? libxl)
+    {
         DataDirectory.Prepare(options.DataDir);
         // Everything the data dir holds is read and checked before anything in it is written, so a
         // refused start leaves it as it was.
         var installationUuid = Inventory.Read(options.DataDir);
         PasswordStore.Check(options.DataDir);
-        var facts = HostFacts.Read();
+        var facts = libxl is not null && OperatingSystem.IsLinux() ? ReadXenFacts(libxl) : HostFacts.Read();
         var certificate = options.HttpsPort != 0 && SelfSignedCertificate.Exists(options.DataDir)
             ? SelfSignedCertificate.LoadOrCreate(options.DataDir, facts.Hostname, out _)
             : null;
@@ -140,7 +175,7 @@ public sealed class XapiHost : IAsyncDisposable
             var identity = populated
                 ? Identity(database, options.DataDir, installationUuid, loggerFactory.CreateLogger<XapiHost>())
                 : installationUuid ?? Guid.NewGuid().ToString("D");
-            var host = Build(options, time, customize, serilog, database, journal, postgres, facts, certificate, new FirstBoot(identity), populated);
+            var host = Build(options, time, customize, serilog, database, journal, postgres, facts, certificate, new FirstBoot(identity), populated, libxl);
             return host;
         }
         catch
@@ -150,6 +185,20 @@ public sealed class XapiHost : IAsyncDisposable
             postgres?.Dispose();
             serilog.Dispose();
             throw;
+        }
+    }
+
+    /// <summary>This host's facts on Xen: dom0's /proc, with the machine's CPUs and memory and dom0's own from libxl.</summary>
+    [System.Runtime.Versioning.SupportedOSPlatform("linux")]
+    private static HostFacts ReadXenFacts(Xapi.LibXenCtrl.Interop.LibxlContext libxl)
+    {
+        try
+        {
+            return XenHostFacts.Of(HostFacts.Read(), libxl.GetPhysInfo(), libxl.TryGetDomain(0));
+        }
+        catch (Xapi.LibXenCtrl.Interop.LibxlException e)
+        {
+            throw new StartupException($"--hypervisor xen: cannot read the host from libxl ({e.Message})", e);
         }
     }
 
@@ -204,7 +253,8 @@ public sealed class XapiHost : IAsyncDisposable
 
     private static XapiHost Build(ServerOptions options, TimeProvider? time, Action<ApiHandlers<CallContext>, IServiceProvider>? customize,
         Serilog.Core.Logger serilog, XapiDatabase database, JournalStore? journal, Xapi.Database.Postgres.PostgresStore? postgres,
-        HostFacts facts, System.Security.Cryptography.X509Certificates.X509Certificate2? certificate, FirstBoot firstBoot, bool populated)
+        HostFacts facts, System.Security.Cryptography.X509Certificates.X509Certificate2? certificate, FirstBoot firstBoot, bool populated,
+        Xapi.LibXenCtrl.Interop.LibxlContext? libxl)
     {
         var builder = WebApplication.CreateSlimBuilder();
         builder.Logging.ClearProviders();
@@ -267,8 +317,10 @@ public sealed class XapiHost : IAsyncDisposable
         builder.Services.AddSingleton(services => new Xapi.Storage.Service.StorageManager(
             services.GetRequiredService<XapiDatabase>(), services.GetRequiredService<IEnumerable<Xapi.Storage.ISrDriver>>(),
             RuntimeDirectory(options.DataDir), services.GetRequiredService<ILogger<Xapi.Storage.Service.StorageManager>>()));
-        builder.Services.AddSingleton<Xapi.Xenops.IHypervisor>(services => Simulator(options, services.GetRequiredService<ILoggerFactory>(),
-            new StorageGuestDisks(services.GetRequiredService<XapiDatabase>(), services.GetRequiredService<Xapi.Storage.Service.StorageManager>())));
+        builder.Services.AddSingleton<Xapi.Xenops.IHypervisor>(services => libxl is not null && OperatingSystem.IsLinux()
+            ? new Xapi.LibXenCtrl.Interop.XenBackend(libxl)
+            : Simulator(options, services.GetRequiredService<ILoggerFactory>(),
+                new StorageGuestDisks(services.GetRequiredService<XapiDatabase>(), services.GetRequiredService<Xapi.Storage.Service.StorageManager>())));
         builder.Services.AddSingleton(services => new VmRuntime(services.GetRequiredService<Xapi.Xenops.IHypervisor>(),
             services.GetRequiredService<XapiDatabase>(), services.GetRequiredService<TimeProvider>(), services.GetRequiredService<ILoggerFactory>()));
         builder.Services.AddSingleton(services => new MessageApi(services.GetRequiredService<TimeProvider>(), options));
@@ -398,6 +450,7 @@ public sealed class XapiHost : IAsyncDisposable
             Postgres = postgres,
             ConnectionsPerListener = connectionsPerListener,
             OpenFileLimit = descriptors,
+            Libxl = libxl,
         };
         return host;
     }
@@ -514,6 +567,8 @@ public sealed class XapiHost : IAsyncDisposable
         await _app.DisposeAsync();
         Journal?.Dispose();
         Postgres?.Dispose();
+        // Last of the backend: nothing calls libxl once the runtime and the services are gone.
+        Libxl?.Dispose();
         await _serilog.DisposeAsync();
     }
 }

@@ -41,6 +41,18 @@ public sealed record DomainConfig
 
     public IReadOnlyList<VifConfig> Vifs { get; init; } = [];
 
+    /// <summary>
+    /// The kernel a PV or PVH guest boots directly (the VM's PV_kernel: a path in the control
+    /// domain); null when the guest boots through its bootloader or firmware.
+    /// </summary>
+    public string? Kernel { get; init; }
+
+    /// <summary>The initial ramdisk beside <see cref="Kernel"/> (PV_ramdisk); null for none.</summary>
+    public string? Ramdisk { get; init; }
+
+    /// <summary>The kernel's command line (PV_args); null for none.</summary>
+    public string? KernelArgs { get; init; }
+
     /// <summary>The VM's platform/other settings a backend may read (opaque to the seam).</summary>
     public IReadOnlyDictionary<string, string> Platform { get; init; } = new Dictionary<string, string>();
 }

@@ -45,9 +45,16 @@ internal static class DomainConfigs
                     db.Exists(vif.Network) ? db.Get(vif.Network).Bridge : "",
                     (int)(vif.MTU > 0 ? vif.MTU : 1500)))
                 .ToList(),
+            // Direct kernel boot, for PV and PVH guests only (xapi_xenops.ml builder_spec_info: Direct when PV_bootloader is empty).
+            Kernel = !hvm && vm.PVBootloader.Length == 0 && vm.PVKernel.Length > 0 ? vm.PVKernel : null,
+            Ramdisk = !hvm && vm.PVBootloader.Length == 0 && vm.PVKernel.Length > 0 && vm.PVRamdisk.Length > 0 ? vm.PVRamdisk : null,
+            KernelArgs = !hvm && vm.PVBootloader.Length == 0 && vm.PVKernel.Length > 0 ? KernelArgsOf(vm) : null,
             Platform = vm.Platform.Where(p => p.Value is string).ToDictionary(p => (string)p.Key, p => (string)p.Value!, StringComparer.Ordinal),
         };
     }
+
+    /// <summary>The command line as real hosts build it: PV_legacy_args, then PV_args, space-separated.</summary>
+    private static string KernelArgsOf(VMRecord vm) => string.Join(' ', new[] { vm.PVLegacyArgs, vm.PVArgs }.Where(a => a.Length > 0));
 
     /// <summary>
     /// The VM's memory bounds, put in order the way real hosts coerce them: the dynamic range is
