@@ -23,7 +23,7 @@ public partial class RealXenScenarioOnSimulatorTests
     // that exist only to compare with xl (xl create's figure).
     private static readonly HashSet<string> XenOnlySteps =
     [
-        "xenstored", "xl-list", "xl-info", "payload", "dom0check", "xe-host-list", "xen-host-facts", "xl-create",
+        "xenstored", "xl-list", "xl-info", "payload", "dom0check", "xe-host-list", "xen-host-facts", "xl-type-pvh", "xl-create",
     ];
 
     private readonly List<string> _steps = [];
@@ -37,8 +37,7 @@ public partial class RealXenScenarioOnSimulatorTests
         void Configure(ServerOptions o)
         {
             o.DataDir = dataDir;
-            // The simulated guest boots and answers shutdown requests at once; the ignoring guest
-            // is given up on after a short wait, as scenario.sh sets it.
+            // The simulated guest boots and answers shutdown requests at once.
             o.SimulatedGuestAgentDelay = TimeSpan.FromMilliseconds(100);
             o.SimulatedShutdownDelay = TimeSpan.FromMilliseconds(20);
         }
@@ -120,6 +119,28 @@ public partial class RealXenScenarioOnSimulatorTests
             Assert.That(Convert.ToInt64(halted["domid"], CultureInfo.InvariantCulture), Is.EqualTo(-1), $"domid {selfoff} powered itself off");
             Assert.That(await DomainOfAsync(daemon, vm), Is.Null, "the daemon destroyed the domain");
             Step("guest-self-poweroff");
+
+            // A PVH guest, started and destroyed by hard_shutdown.
+            var pvhVm = (string)(await _client.InvokeAsync("VM.clone", template, "tinypvh"))!;
+            await _client.InvokeAsync("VM.set_is_a_template", pvhVm, false);
+            await _client.InvokeAsync("VM.set_HVM_boot_policy", pvhVm, "");
+            await _client.InvokeAsync("VM.set_domain_type", pvhVm, "pvh");
+            await _client.InvokeAsync("VM.set_PV_kernel", pvhVm, "/guest/vmlinuz");
+            await _client.InvokeAsync("VM.set_PV_ramdisk", pvhVm, "/guest/initrd.gz");
+            await _client.InvokeAsync("VM.set_PV_args", pvhVm, "console=hvc0 quiet");
+            await _client.InvokeAsync("VM.set_memory_limits", pvhVm, mib128, mib128, mib128, mib128);
+            await _client.InvokeAsync("VM.set_VCPUs_max", pvhVm, "1");
+            await _client.InvokeAsync("VM.set_VCPUs_at_startup", pvhVm, "1");
+            Assert.That(await _client.InvokeAsync("VM.get_domain_type", pvhVm), Is.EqualTo("pvh"));
+            Step("vm-create-pvh");
+            var pvh = await StartAsync(pvhVm, "vm-start-pvh");
+            var simulator = (SimulatorBackend)daemon.Service<IHypervisor>();
+            Assert.That((await simulator.TryGetDomainAsync(await UuidAsync(pvhVm)))!.Type, Is.EqualTo(DomainType.Pvh));
+            await GuestUpAsync(pvhVm, "guest-console-pvh");
+            await _client.InvokeAsync("VM.hard_shutdown", pvhVm);
+            await AssertHaltedAsync(pvhVm, pvh);
+            Assert.That(await DomainOfAsync(daemon, pvhVm), Is.Null);
+            Step("vm-hard-shutdown-pvh");
 
             _client.Dispose();
             await daemon.DisposeAsync();
