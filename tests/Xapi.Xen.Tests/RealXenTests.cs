@@ -13,7 +13,8 @@ namespace Xapi.Xen.Tests;
 /// under QEMU (TCG) and runs tests/xen/scenario.sh in dom0: the libxl bindings meet the real
 /// hypervisor, and the daemon with --hypervisor xen reads the real host and drives the guest
 /// (start, pause/unpause, metrics, hard and clean shutdown, hard reboot, a restart of the daemon
-/// finding it again, a guest powering itself off), then a PVH guest (start, hard_shutdown), each state checked against xl list. The XenAPI part
+/// finding it again, a guest powering itself off), then a PVH guest that ignores VM.clean_shutdown
+/// (VM_SHUTDOWN_TIMEOUT, then hard_shutdown), each state checked against xl list. The XenAPI part
 /// of the same steps runs on the simulator in RealXenScenarioOnSimulatorTests. Each step
 /// prints an XAPI-STEP line on the serial console; dom0 ends QEMU through isa-debug-exit with the
 /// number of failed steps. Budget 10 minutes (the limit), QEMU's own 8: QEMU measured
@@ -90,7 +91,7 @@ public partial class RealXenTests
                 "vm-create", "vm-start", "guest-console", "vm-pause", "vm-unpause", "vm-metrics", "vm-hard-shutdown",
                 "vm-start-again", "guest-console-again", "vm-clean-shutdown", "vm-start-third", "vm-hard-reboot", "daemon-stop",
                 "daemon-restart-finds-guest", "guest-self-poweroff",
-                "vm-create-pvh", "vm-start-pvh", "guest-console-pvh", "xl-type-pvh", "vm-hard-shutdown-pvh",
+                "vm-create-pvh", "vm-start-pvh", "guest-console-pvh", "xl-type-pvh", "vm-clean-shutdown-ignored", "vm-hard-shutdown-pvh",
                 "xl-create", "daemon-stop-final",
             }));
             Assert.That(text, Does.Contain("xen: PASSED"));

@@ -19,6 +19,8 @@ public partial class RealXenScenarioOnSimulatorTests
 {
     private const long MiB = 1L << 20;
 
+    private static readonly TimeSpan ShutdownTimeout = TimeSpan.FromSeconds(1);
+
     // The script's steps that check Xen itself, dom0 or the payload rather than the XenAPI, or
     // that exist only to compare with xl (xl create's figure).
     private static readonly HashSet<string> XenOnlySteps =
@@ -37,9 +39,11 @@ public partial class RealXenScenarioOnSimulatorTests
         void Configure(ServerOptions o)
         {
             o.DataDir = dataDir;
-            // The simulated guest boots and answers shutdown requests at once.
+            // The simulated guest boots and answers shutdown requests at once; the ignoring guest
+            // is given up on after a short wait, as scenario.sh sets it.
             o.SimulatedGuestAgentDelay = TimeSpan.FromMilliseconds(100);
             o.SimulatedShutdownDelay = TimeSpan.FromMilliseconds(20);
+            o.DomainShutdownTotalTimeout = ShutdownTimeout;
         }
 
         var daemon = await TestDaemon.StartAsync(Configure);
@@ -120,14 +124,15 @@ public partial class RealXenScenarioOnSimulatorTests
             Assert.That(await DomainOfAsync(daemon, vm), Is.Null, "the daemon destroyed the domain");
             Step("guest-self-poweroff");
 
-            // A PVH guest, started and destroyed by hard_shutdown.
+            // A PVH guest that ignores a clean shutdown: VM_SHUTDOWN_TIMEOUT after the daemon's
+            // timeout, the domain left running; hard_shutdown then destroys it.
             var pvhVm = (string)(await _client.InvokeAsync("VM.clone", template, "tinypvh"))!;
             await _client.InvokeAsync("VM.set_is_a_template", pvhVm, false);
             await _client.InvokeAsync("VM.set_HVM_boot_policy", pvhVm, "");
             await _client.InvokeAsync("VM.set_domain_type", pvhVm, "pvh");
             await _client.InvokeAsync("VM.set_PV_kernel", pvhVm, "/guest/vmlinuz");
             await _client.InvokeAsync("VM.set_PV_ramdisk", pvhVm, "/guest/initrd.gz");
-            await _client.InvokeAsync("VM.set_PV_args", pvhVm, "console=hvc0 quiet");
+            await _client.InvokeAsync("VM.set_PV_args", pvhVm, "console=hvc0 quiet xtest=ignore");
             await _client.InvokeAsync("VM.set_memory_limits", pvhVm, mib128, mib128, mib128, mib128);
             await _client.InvokeAsync("VM.set_VCPUs_max", pvhVm, "1");
             await _client.InvokeAsync("VM.set_VCPUs_at_startup", pvhVm, "1");
@@ -137,6 +142,11 @@ public partial class RealXenScenarioOnSimulatorTests
             var simulator = (SimulatorBackend)daemon.Service<IHypervisor>();
             Assert.That((await simulator.TryGetDomainAsync(await UuidAsync(pvhVm)))!.Type, Is.EqualTo(DomainType.Pvh));
             await GuestUpAsync(pvhVm, "guest-console-pvh");
+            simulator.IgnoreShutdownRequests(await UuidAsync(pvhVm));
+            await XenApiAssert.FailsAsync(() => _client.InvokeAsync("VM.clean_shutdown", pvhVm), "VM_SHUTDOWN_TIMEOUT", pvhVm, "1.");
+            Assert.That(await PowerAsync(pvhVm), Is.EqualTo("Running"));
+            Assert.That(await DomainOfAsync(daemon, pvhVm), Is.EqualTo(pvh), "the ignoring guest's domain is left running");
+            Step("vm-clean-shutdown-ignored");
             await _client.InvokeAsync("VM.hard_shutdown", pvhVm);
             await AssertHaltedAsync(pvhVm, pvh);
             Assert.That(await DomainOfAsync(daemon, pvhVm), Is.Null);
