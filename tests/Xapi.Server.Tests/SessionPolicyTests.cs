@@ -115,6 +115,21 @@ public class ServerOptionsTests
     }
 
     [Test]
+    public void The_clean_shutdown_timeout_is_xapis_twenty_minutes_unless_set_and_must_be_positive()
+    {
+        Assert.Multiple(() =>
+        {
+            Assert.That(ServerOptions.Load([], new Dictionary<string, string?>()).DomainShutdownTotalTimeout, Is.EqualTo(TimeSpan.FromSeconds(1200)));
+            Assert.That(ServerOptions.Load(["--domain-shutdown-total-timeout", "00:00:20"], new Dictionary<string, string?>()).DomainShutdownTotalTimeout,
+                Is.EqualTo(TimeSpan.FromSeconds(20)));
+            Assert.That(ServerOptions.Load([], new Dictionary<string, string?> { ["XAPI_DOMAIN_SHUTDOWN_TOTAL_TIMEOUT"] = "00:01:00" }).DomainShutdownTotalTimeout,
+                Is.EqualTo(TimeSpan.FromMinutes(1)));
+            Assert.That(() => ServerOptions.Load(["--domain-shutdown-total-timeout", "00:00:00"], new Dictionary<string, string?>()),
+                Throws.TypeOf<FormatException>().With.Message.Contains("DomainShutdownTotalTimeout"));
+        });
+    }
+
+    [Test]
     public void A_missing_config_file_is_a_clear_error() =>
         Assert.Throws<FileNotFoundException>(() => ServerOptions.Load(["--config", "/no/such/file.json"], new Dictionary<string, string?>()));
 

@@ -13,7 +13,9 @@ namespace Xapi.Xen.Tests;
 /// under QEMU (TCG) and runs tests/xen/scenario.sh in dom0: the libxl bindings meet the real
 /// hypervisor, and the daemon with --hypervisor xen reads the real host and drives the guest
 /// (start, pause/unpause, metrics, hard and clean shutdown, hard reboot, a restart of the daemon
-/// finding it again, a guest powering itself off), each state checked against xl list. Each step
+/// finding it again, a guest powering itself off), then a PVH guest that ignores VM.clean_shutdown
+/// (VM_SHUTDOWN_TIMEOUT, then hard_shutdown), each state checked against xl list. The XenAPI part
+/// of the same steps runs on the simulator in RealXenScenarioOnSimulatorTests. Each step
 /// prints an XAPI-STEP line on the serial console; dom0 ends QEMU through isa-debug-exit with the
 /// number of failed steps. Budget 10 minutes (the limit), QEMU's own 8: QEMU measured
 /// 233-393 s on a shared 2-core machine, the publish 22 s incremental and 2.5 min from scratch.
@@ -88,7 +90,9 @@ public partial class RealXenTests
                 "libxl-physinfo", "libxl-domains", "daemon-start", "xenapi-login", "xenapi-host-records", "xe-host-list", "xen-host-facts",
                 "vm-create", "vm-start", "guest-console", "vm-pause", "vm-unpause", "vm-metrics", "vm-hard-shutdown",
                 "vm-start-again", "guest-console-again", "vm-clean-shutdown", "vm-start-third", "vm-hard-reboot", "daemon-stop",
-                "daemon-restart-finds-guest", "guest-self-poweroff", "xl-create", "daemon-stop-final",
+                "daemon-restart-finds-guest", "guest-self-poweroff",
+                "vm-create-pvh", "vm-start-pvh", "guest-console-pvh", "xl-type-pvh", "vm-clean-shutdown-ignored", "vm-hard-shutdown-pvh",
+                "xl-create", "daemon-stop-final",
             }));
             Assert.That(text, Does.Contain("xen: PASSED"));
             Assert.That(clock.Elapsed, Is.LessThan(Budget));

@@ -97,7 +97,8 @@ done
 # The guest the scenario boots through the daemon (PV, direct kernel boot): the same Debian
 # kernel, and a busybox initramfs whose /init prints a marker on hvc0 and waits. Linux answers the
 # toolstack's shutdown request by running /sbin/poweroff (orderly_poweroff): it is provided, and
-# powers off at once. With xtest=selfoff on its command line the guest powers itself off.
+# powers off at once. With xtest=selfoff on its command line the guest powers itself off; with
+# xtest=ignore its /sbin/poweroff does nothing (a guest that ignores a clean shutdown).
 mkdir -p $D/guest
 cp "$R/boot/vmlinuz-$kver" $D/guest/vmlinuz
 mkdir -p $G/bin $G/sbin $G/proc $G/sys $G/dev
@@ -116,6 +117,9 @@ while true; do sleep 60; done
 GUEST
 cat > $G/sbin/poweroff <<'GUEST'
 #!/bin/busybox sh
+case " $(cat /proc/cmdline) " in
+  *" xtest=ignore "*) echo "XAPI-GUEST ignoring the toolstack's poweroff request" > /dev/console; exit 0 ;;
+esac
 echo "XAPI-GUEST poweroff requested by the toolstack" > /dev/console
 /bin/busybox sync
 /bin/busybox poweroff -f

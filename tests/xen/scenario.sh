@@ -53,6 +53,9 @@ since() { awk -v a="$1" -v b="$(now)" 'BEGIN{printf "%.1f", b-a}'; }
 elapsed() { awk -v a="$1" -v b="$(now)" 'BEGIN{printf "%d", b-a}'; }
 
 # The daemon with its Xen backend, answering the XenAPI inside dom0.
+# VM.clean_shutdown gives up on a guest that ignores the request after this long (xapi: 1200 s);
+# the cooperative guest powers off within a few seconds.
+shutdown_timeout=00:00:20
 password=dom0-$(head -c 6 /dev/urandom | od -An -tx1 | tr -d ' \n')
 listening=0
 daemon=
@@ -60,7 +63,8 @@ start_daemon() { # start_daemon STEP: starts it, waits until it listens
   t0=$(now)
   # 1,000 PBKDF2 rounds as in the project's other tests: 210,000 cost about 30 s per login under TCG.
   XAPI_PASSWORD_HASH_ITERATIONS=1000 /opt/xapi/xapi-dotnet --hypervisor xen --data-dir /tmp/xapi --http-port 8080 --listen 127.0.0.1 \
-    --root-password "$password" --log-file '' --nbd-port -1 >> /tmp/daemon.log 2>&1 &
+    --root-password "$password" --log-file '' --nbd-port -1 \
+    --domain-shutdown-total-timeout "$shutdown_timeout" >> /tmp/daemon.log 2>&1 &
   daemon=$!
   i=0 listening=0
   while [ "$(elapsed "$t0")" -lt 300 ] && kill -0 $daemon 2>/dev/null && [ "$(grep -c 'listening on' /tmp/daemon.log)" -lt "$1" ]; do
@@ -151,7 +155,8 @@ fi
 # A PV guest with direct kernel boot: a clone of the "Other install media" template (a clone holds
 # no disks: it is not provisioned), set up by xe. (Each xe run costs ~10 s of .NET start-up under
 # TCG, so the rest goes through XML-RPC.)
-console=/var/log/xen/console/guest-tinypv.log
+vmname=tinypv
+console=/var/log/xen/console/guest-$vmname.log
 mib=$((128 * 1048576))
 template=$(xmlrpc VM.get_by_name_label "$S" "$(s "Other install media")" | grep -o 'OpaqueRef:[0-9a-f-]*' | head -1)
 vm=$(call VM.clone "$S" "$(s "$template")" "$(s tinypv)")
@@ -164,8 +169,8 @@ set_out=$(xe vm-param-set uuid="$uuid" HVM-boot-policy= domain-type=pv \
 if [ -n "$uuid" ] && [ -z "$set_out" ] && [ "$(call VM.get_PV_kernel "$S" "$V")" = /guest/vmlinuz ]; then step vm-create OK "VM $uuid: PV, 128 MiB, 1 vCPU, kernel /guest/vmlinuz"; else step vm-create FAIL "template=$template vm=$vm uuid=$uuid: $(echo "$set_out" | one_line)"; fi
 
 xl_line() { timeout 30 xl list 2>/dev/null | awk -v n="$1" '$1==n'; }
-xl_domid() { xl_line tinypv | awk '{print $2}'; }
-xl_state() { xl_line tinypv | awk '{print $5}'; }
+xl_domid() { xl_line "$vmname" | awk '{print $2}'; }
+xl_state() { xl_line "$vmname" | awk '{print $5}'; }
 power() { call VM.get_power_state "$S" "$V"; }
 domid() { call VM.get_domid "$S" "$V"; }
 wait_until() { # wait_until SECONDS COMMAND...: until the command succeeds
@@ -173,13 +178,13 @@ wait_until() { # wait_until SECONDS COMMAND...: until the command succeeds
   until "$@"; do [ "$(elapsed "$w0")" -ge "$limit" ] && return 1; sleep 1; done
 }
 markers() { grep -c "$1" "$console" 2>/dev/null || echo 0; }
-gone_from_xl() { [ -z "$(xl_line tinypv)" ]; }
+gone_from_xl() { [ -z "$(xl_line "$vmname")" ]; }
 is_halted() { [ "$(power)" = Halted ]; }
 start_vm() { # start_vm STEP: VM.start, checked against xl list
   t0=$(now)
   if err=$(call VM.start "$S" "$V" "<boolean>0</boolean>" "<boolean>0</boolean>" 2>&1 >/dev/null); then
     took=$(since "$t0"); d=$(domid)
-    line=$(xl_line tinypv | tr -s ' ')
+    line=$(xl_line "$vmname" | tr -s ' ')
     if [ -n "$d" ] && [ "$d" = "$(xl_domid)" ] && [ "$(power)" = Running ]; then
       step "$1" OK "domid $d, VM.start ${took}s; xl: $line"
     else
@@ -201,19 +206,19 @@ start_vm vm-start
 first=$(domid)
 guest_up guest-console 1
 if call VM.pause "$S" "$V" >/dev/null && [ "$(power)" = Paused ] && xl_state | grep -q p; then
-  step vm-pause OK "domid $first: power_state Paused; xl: $(xl_line tinypv | tr -s ' ')"
+  step vm-pause OK "domid $first: power_state Paused; xl: $(xl_line "$vmname" | tr -s ' ')"
 else
-  step vm-pause FAIL "power=$(power) xl: $(xl_line tinypv | tr -s ' ')"
+  step vm-pause FAIL "power=$(power) xl: $(xl_line "$vmname" | tr -s ' ')"
 fi
 if call VM.unpause "$S" "$V" >/dev/null && [ "$(power)" = Running ] && ! xl_state | grep -q p; then
-  step vm-unpause OK "domid $first: power_state Running; xl: $(xl_line tinypv | tr -s ' ')"
+  step vm-unpause OK "domid $first: power_state Running; xl: $(xl_line "$vmname" | tr -s ' ')"
 else
-  step vm-unpause FAIL "power=$(power) xl: $(xl_line tinypv | tr -s ' ')"
+  step vm-unpause FAIL "power=$(power) xl: $(xl_line "$vmname" | tr -s ' ')"
 fi
 metrics=$(call VM.get_metrics "$S" "$V")
 mem=$(call VM_metrics.get_memory_actual "$S" "$(s "$metrics")")
 vcpus=$(call VM_metrics.get_VCPUs_number "$S" "$(s "$metrics")")
-xl_mem_vcpus=$(xl_line tinypv | awk '{print $3, $4}')
+xl_mem_vcpus=$(xl_line "$vmname" | awk '{print $3, $4}')
 if [ "$((mem / 1048576)) $vcpus" = "$xl_mem_vcpus" ]; then
   step vm-metrics OK "domid $first: VM_metrics $((mem / 1048576)) MiB, $vcpus vCPU; xl list: $xl_mem_vcpus"
 else
@@ -223,7 +228,7 @@ t0=$(now)
 if err=$(call VM.hard_shutdown "$S" "$V" 2>&1 >/dev/null) && gone_from_xl && [ "$(power)" = Halted ] && [ "$(domid)" = -1 ]; then
   step vm-hard-shutdown OK "domid $first gone from xl list in $(since "$t0")s; power_state Halted, domid -1"
 else
-  step vm-hard-shutdown FAIL "$err power=$(power) domid=$(domid) xl: $(xl_line tinypv | tr -s ' ')"
+  step vm-hard-shutdown FAIL "$err power=$(power) domid=$(domid) xl: $(xl_line "$vmname" | tr -s ' ')"
 fi
 
 start_vm vm-start-again
@@ -233,7 +238,7 @@ t0=$(now)
 if err=$(call VM.clean_shutdown "$S" "$V" 2>&1 >/dev/null) && gone_from_xl && [ "$(power)" = Halted ] && grep -q 'poweroff requested by the toolstack' "$console"; then
   step vm-clean-shutdown OK "domid $second: the guest powered off in $(since "$t0")s; power_state Halted, gone from xl list"
 else
-  step vm-clean-shutdown FAIL "$err power=$(power) xl: $(xl_line tinypv | tr -s ' '); console: $(tail -2 "$console" | one_line)"
+  step vm-clean-shutdown FAIL "$err power=$(power) xl: $(xl_line "$vmname" | tr -s ' '); console: $(tail -2 "$console" | one_line)"
 fi
 
 # A reboot gives a new domain; the daemon restarted while it runs finds it again.
@@ -241,9 +246,9 @@ start_vm vm-start-third
 third=$(domid)
 t0=$(now)
 if err=$(call VM.hard_reboot "$S" "$V" 2>&1 >/dev/null) && [ "$(power)" = Running ] && [ "$(domid)" != "$third" ] && [ "$(domid)" = "$(xl_domid)" ]; then
-  step vm-hard-reboot OK "domid $third -> $(domid) in $(since "$t0")s; xl: $(xl_line tinypv | tr -s ' ')"
+  step vm-hard-reboot OK "domid $third -> $(domid) in $(since "$t0")s; xl: $(xl_line "$vmname" | tr -s ' ')"
 else
-  step vm-hard-reboot FAIL "$err domid $third -> $(domid) power=$(power) xl: $(xl_line tinypv | tr -s ' ')"
+  step vm-hard-reboot FAIL "$err domid $third -> $(domid) power=$(power) xl: $(xl_line "$vmname" | tr -s ' ')"
 fi
 running=$(domid)
 stop_daemon daemon-stop
@@ -256,7 +261,7 @@ fi
 if [ $listening = 1 ] && [ "$(power)" = Running ] && [ "$(domid)" = "$running" ] && [ "$(xl_domid)" = "$running" ]; then
   step daemon-restart-finds-guest OK "listening after $(since "$t0")s; VM Running with domid $running, as xl lists it"
 else
-  step daemon-restart-finds-guest FAIL "listening=$listening power=$(power) domid=$(domid) (was $running) xl: $(xl_line tinypv | tr -s ' ')"
+  step daemon-restart-finds-guest FAIL "listening=$listening power=$(power) domid=$(domid) (was $running) xl: $(xl_line "$vmname" | tr -s ' ')"
 fi
 
 # A guest that powers itself off (actions_after_shutdown = destroy): the daemon notices, destroys
@@ -268,7 +273,56 @@ selfoff=$(domid)
 if wait_until 120 is_halted && gone_from_xl && grep -q 'powering itself off' "$console"; then
   step guest-self-poweroff OK "domid $selfoff powered itself off; the daemon destroyed it and the VM is Halted"
 else
-  step guest-self-poweroff FAIL "domid $selfoff power=$(power) xl: $(xl_line tinypv | tr -s ' '); console: $(tail -2 "$console" | one_line)"
+  step guest-self-poweroff FAIL "domid $selfoff power=$(power) xl: $(xl_line "$vmname" | tr -s ' '); console: $(tail -2 "$console" | one_line)"
+fi
+
+# A PVH guest (the same kernel and initramfs; Xen needs hardware-assisted paging for it, run.sh's
+# -cpu has +svm,+npt) whose /sbin/poweroff does nothing (xtest=ignore): VM.clean_shutdown gives up
+# with VM_SHUTDOWN_TIMEOUT after the daemon's --domain-shutdown-total-timeout, leaving the domain
+# running as xapi does; VM.hard_shutdown then destroys it.
+vmname=tinypvh
+console=/var/log/xen/console/guest-$vmname.log
+vm=$(call VM.clone "$S" "$(s "$template")" "$(s $vmname)")
+V="$(s "$vm")"
+call VM.set_is_a_template "$S" "$V" "<boolean>0</boolean>" >/dev/null
+call VM.set_HVM_boot_policy "$S" "$V" "$(s '')" >/dev/null
+call VM.set_domain_type "$S" "$V" "$(s pvh)" >/dev/null
+call VM.set_PV_kernel "$S" "$V" "$(s /guest/vmlinuz)" >/dev/null
+call VM.set_PV_ramdisk "$S" "$V" "$(s /guest/initrd.gz)" >/dev/null
+call VM.set_PV_args "$S" "$V" "$(s "console=hvc0 quiet xtest=ignore")" >/dev/null
+call VM.set_memory_limits "$S" "$V" "$(s $mib)" "$(s $mib)" "$(s $mib)" "$(s $mib)" >/dev/null
+call VM.set_VCPUs_max "$S" "$V" "$(s 1)" >/dev/null
+call VM.set_VCPUs_at_startup "$S" "$V" "$(s 1)" >/dev/null
+if [ "$(call VM.get_domain_type "$S" "$V")" = pvh ] && [ "$(call VM.get_PV_args "$S" "$V")" = "console=hvc0 quiet xtest=ignore" ]; then
+  step vm-create-pvh OK "VM $(call VM.get_uuid "$S" "$V"): PVH, 128 MiB, 1 vCPU, kernel /guest/vmlinuz, xtest=ignore"
+else
+  step vm-create-pvh FAIL "vm=$vm domain_type=$(call VM.get_domain_type "$S" "$V" 2>&1)"
+fi
+start_vm vm-start-pvh
+pvh=$(domid)
+xl_json=$(timeout 30 xl list -l "$vmname" 2>/dev/null | tr -d ' \n')
+xl_type=$(echo "$xl_json" | grep -o '"c_info":{"type":"[a-z]*"' | sed 's,.*:",,; s,",,')
+# (libxl's JSON also names the build_info union's member: "type.pvh".)
+[ -n "$xl_type" ] || xl_type=$(echo "$xl_json" | grep -o '"type\.[a-z]*"' | head -1 | sed 's,"type\.,,; s,",,')
+guest_up guest-console-pvh 1
+if [ "$xl_type" = pvh ]; then
+  step xl-type-pvh OK "domid $pvh: xl list -l says type $xl_type"
+else
+  step xl-type-pvh FAIL "domid $pvh: xl list -l says type '$xl_type'"
+fi
+t0=$(now)
+if err=$(call VM.clean_shutdown "$S" "$V" 2>&1 >/dev/null); then
+  step vm-clean-shutdown-ignored FAIL "VM.clean_shutdown succeeded: power=$(power) xl: $(xl_line "$vmname" | tr -s ' ')"
+elif echo "$err" | grep -q 'VM_SHUTDOWN_TIMEOUT' && [ "$(power)" = Running ] && [ "$(xl_domid)" = "$pvh" ] && grep -q 'ignoring the toolstack' "$console"; then
+  step vm-clean-shutdown-ignored OK "domid $pvh ignored the request: $err after $(since "$t0")s; still Running in xl list"
+else
+  step vm-clean-shutdown-ignored FAIL "$err after $(since "$t0")s; power=$(power) xl: $(xl_line "$vmname" | tr -s ' '); console: $(tail -2 "$console" | one_line)"
+fi
+t0=$(now)
+if err=$(call VM.hard_shutdown "$S" "$V" 2>&1 >/dev/null) && gone_from_xl && [ "$(power)" = Halted ] && [ "$(domid)" = -1 ]; then
+  step vm-hard-shutdown-pvh OK "domid $pvh gone from xl list in $(since "$t0")s; power_state Halted, domid -1"
+else
+  step vm-hard-shutdown-pvh FAIL "$err power=$(power) domid=$(domid) xl: $(xl_line "$vmname" | tr -s ' ')"
 fi
 
 # The figure: xl create of the same config in the same boot (xl returns with the guest running).

@@ -171,6 +171,13 @@ public sealed class ServerOptions
     /// <summary>How long a simulated guest takes to act on a shutdown, reboot or suspend request.</summary>
     public TimeSpan SimulatedShutdownDelay { get; set; } = TimeSpan.FromSeconds(1);
 
+    /// <summary>
+    /// How long VM.clean_shutdown and VM.clean_reboot wait for the guest to act on the request before
+    /// failing with VM_SHUTDOWN_TIMEOUT, the domain left running (xapi.conf
+    /// <c>domain_shutdown_total_timeout</c>, 1200 s). A TimeSpan: <c>00:00:20</c> is 20 seconds.
+    /// </summary>
+    public TimeSpan DomainShutdownTotalTimeout { get; set; } = TimeSpan.FromSeconds(1200);
+
     private static readonly Dictionary<string, string> SwitchMappings = new(StringComparer.OrdinalIgnoreCase)
     {
         ["--http-port"] = nameof(HttpPort),
@@ -197,6 +204,7 @@ public sealed class ServerOptions
         ["--sim-guest-agent-delay"] = nameof(SimulatedGuestAgentDelay),
         ["--sim-shutdown-delay"] = nameof(SimulatedShutdownDelay),
         ["--hypervisor"] = nameof(Hypervisor),
+        ["--domain-shutdown-total-timeout"] = nameof(DomainShutdownTotalTimeout),
         ["--config"] = "Config",
     };
 
@@ -265,6 +273,7 @@ public sealed class ServerOptions
         Require(PasswordHashIterations > 0, "PasswordHashIterations must be positive");
         Require(SimulatedHostMemory >= 2L << 30, "SimulatedHostMemory must be at least 2 GiB (the simulated host keeps 1 GiB for itself)");
         Require(SimulatedGuestAgentDelay >= TimeSpan.Zero && SimulatedShutdownDelay >= TimeSpan.Zero, "SimulatedGuestAgentDelay and SimulatedShutdownDelay must not be negative");
+        Require(DomainShutdownTotalTimeout > TimeSpan.Zero, "DomainShutdownTotalTimeout must be positive");
     }
 
     // XAPI_HTTP_PORT -> HttpPort, XAPI_ROOT_PASSWORD -> RootPassword

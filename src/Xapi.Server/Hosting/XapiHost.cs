@@ -322,7 +322,10 @@ public sealed class XapiHost : IAsyncDisposable
             : Simulator(options, services.GetRequiredService<ILoggerFactory>(),
                 new StorageGuestDisks(services.GetRequiredService<XapiDatabase>(), services.GetRequiredService<Xapi.Storage.Service.StorageManager>())));
         builder.Services.AddSingleton(services => new VmRuntime(services.GetRequiredService<Xapi.Xenops.IHypervisor>(),
-            services.GetRequiredService<XapiDatabase>(), services.GetRequiredService<TimeProvider>(), services.GetRequiredService<ILoggerFactory>()));
+            services.GetRequiredService<XapiDatabase>(), services.GetRequiredService<TimeProvider>(), services.GetRequiredService<ILoggerFactory>())
+        {
+            GuestShutdownTimeout = options.DomainShutdownTotalTimeout,
+        });
         builder.Services.AddSingleton(services => new MessageApi(services.GetRequiredService<TimeProvider>(), options));
         builder.Services.AddSingleton<PBDApi>();
         builder.Services.AddSingleton<SRApi>();

@@ -46,6 +46,9 @@ internal sealed class SimDomain(DomainConfig config, int domId, long overheadKib
 
     public bool AgentScheduled { get; set; }
 
+    /// <summary>The guest acknowledges shutdown requests and then does nothing (not kept across restarts).</summary>
+    public bool IgnoresShutdownRequests { get; set; }
+
     public long CounterBase { get; set; }
 
     /// <summary>Running time already accounted, excluding the current run.</summary>

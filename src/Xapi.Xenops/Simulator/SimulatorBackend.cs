@@ -183,8 +183,26 @@ public sealed partial class SimulatorBackend : IHypervisor, IDisposable
                 _ => ShutdownReason.Halt,
             };
             domain.Console($"{Stamp()} shutdown request: {request}", _options.ConsoleCapacity);
+            if (domain.IgnoresShutdownRequests)
+            {
+                // Read and acknowledged, then nothing: the toolstack's wait runs into its timeout.
+                return new(true);
+            }
             Schedule(_options.ShutdownAckDelay, domain, ScheduledKind.GuestShutdown, reason);
             return new(true);
+        }
+    }
+
+    /// <summary>
+    /// From now on the domain's guest acknowledges shutdown, reboot and suspend requests and then
+    /// carries none of them out, as a guest whose shutdown program does nothing; the next domain of
+    /// the VM cooperates again.
+    /// </summary>
+    public void IgnoreShutdownRequests(Guid uuid)
+    {
+        using (Enter())
+        {
+            Find(uuid).IgnoresShutdownRequests = true;
         }
     }
 

@@ -16,9 +16,6 @@ public sealed partial class VMApi
     private const string ShutdownDone = "shutdown";
     private const string ShutdownForced = "shutdown forcibly";
 
-    // How long a clean shutdown or reboot waits for the guest (xapi_globs.ml domain_shutdown_total_timeout).
-    private static readonly TimeSpan GuestShutdownTimeout = TimeSpan.FromSeconds(1200);
-
     [RunsAs<VmOperations>(VmOperations.Start)]
     public async ValueTask Start(CallContext context, VMRef vm, bool startPaused, bool force)
     {
@@ -74,7 +71,7 @@ public sealed partial class VMApi
     [RunsAs<VmOperations>(VmOperations.CleanShutdown)]
     public async ValueTask CleanShutdown(CallContext context, VMRef vm)
     {
-        await StopAsync(context, vm, clean: true, GuestShutdownTimeout);
+        await StopAsync(context, vm, clean: true, runtime.GuestShutdownTimeout);
         await _alerts.RaiseAsync(context, vm, VmAlerts.Shutdown, ShutdownDone);
         await DelayAsync(context, context.Snapshot.Get(vm).ShutdownDelay);
     }
@@ -110,7 +107,7 @@ public sealed partial class VMApi
         var record = context.Snapshot.Get(vm);
         if (record.PowerState != VmPowerState.Suspended)
         {
-            var timeout = record.ShutdownDelay > 0 ? TimeSpan.FromSeconds(record.ShutdownDelay) : GuestShutdownTimeout;
+            var timeout = record.ShutdownDelay > 0 ? TimeSpan.FromSeconds(record.ShutdownDelay) : runtime.GuestShutdownTimeout;
             try
             {
                 await StopAsync(context, vm, clean: true, timeout);
@@ -172,7 +169,7 @@ public sealed partial class VMApi
         var record = context.Snapshot.Get(vm);
         // The memory settings cannot change across a reboot: the new domain gets the old config.
         await runtime.RunAsync(context, vm, Guid.Parse(record.Uuid), async token =>
-            await runtime.Orchestrator.RebootAsync(DomainConfigs.Of(context.Snapshot, record), clean, GuestShutdownTimeout, context.ReportProgress, token),
+            await runtime.Orchestrator.RebootAsync(DomainConfigs.Of(context.Snapshot, record), clean, runtime.GuestShutdownTimeout, context.ReportProgress, token),
             preempt: !clean);
     }
 

@@ -62,6 +62,9 @@ public sealed partial class VmRuntime : IDomainEventSink, IAsyncDisposable
 
     public VmOrchestrator Orchestrator { get; }
 
+    /// <summary>How long a clean shutdown or reboot waits for the guest (xapi_globs.ml domain_shutdown_total_timeout).</summary>
+    public TimeSpan GuestShutdownTimeout { get; init; } = TimeSpan.FromSeconds(1200);
+
     /// <summary>The host this daemon is; VMs with a domain here are resident on it.</summary>
     public HostRef ThisHost { get; set; } = HostRef.Null;
 

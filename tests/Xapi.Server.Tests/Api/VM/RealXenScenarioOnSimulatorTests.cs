@@ -1,0 +1,225 @@
+using System.Globalization;
+using System.Text.RegularExpressions;
+using Xapi.Protocol;
+using Xapi.Tests;
+using Xapi.Xenops;
+using Xapi.Xenops.Simulator;
+
+namespace Xapi.Server.Tests.Api.VM;
+
+/// <summary>
+/// The real-Xen scenario (tests/xen/scenario.sh, run in a Xen dom0 under QEMU by
+/// tests/Xapi.Xen.Tests) on the simulator backend, so that the two backends are held to one
+/// behaviour. The XenAPI calls and the checks on them mirror the script step by step, under the
+/// script's step names; what only Xen can show (xl list, the guest's console) is the script's
+/// alone. The step list is read from the script itself: a step added there and not here fails
+/// this test.
+/// </summary>
+public partial class RealXenScenarioOnSimulatorTests
+{
+    private const long MiB = 1L << 20;
+
+    private static readonly TimeSpan ShutdownTimeout = TimeSpan.FromSeconds(1);
+
+    // The script's steps that check Xen itself, dom0 or the payload rather than the XenAPI, or
+    // that exist only to compare with xl (xl create's figure).
+    private static readonly HashSet<string> XenOnlySteps =
+    [
+        "xenstored", "xl-list", "xl-info", "payload", "dom0check", "xe-host-list", "xen-host-facts", "xl-type-pvh", "xl-create",
+    ];
+
+    private readonly List<string> _steps = [];
+    private XenApiClient _client = null!;
+
+    [Test]
+    public async Task The_real_Xen_scenario_runs_step_by_step_on_the_simulator()
+    {
+        var dataDir = Directory.CreateTempSubdirectory("xapi-xen-scenario-").FullName;
+        using var cleanup = new DirectoryCleanup(dataDir);
+        void Configure(ServerOptions o)
+        {
+            o.DataDir = dataDir;
+            // The simulated guest boots and answers shutdown requests at once; the ignoring guest
+            // is given up on after a short wait, as scenario.sh sets it.
+            o.SimulatedGuestAgentDelay = TimeSpan.FromMilliseconds(100);
+            o.SimulatedShutdownDelay = TimeSpan.FromMilliseconds(20);
+            o.DomainShutdownTotalTimeout = ShutdownTimeout;
+        }
+
+        var daemon = await TestDaemon.StartAsync(Configure);
+        try
+        {
+            Step("daemon-start");
+            _client = await daemon.LoginAsync();
+            Step("xenapi-login");
+            var host = (string)((IReadOnlyList<object?>)(await _client.InvokeAsync("host.get_all"))!)[0]!;
+            Assert.That(await _client.InvokeAsync("host.get_name_label", host), Is.Not.Empty);
+            Step("xenapi-host-records");
+
+            // A PV guest with direct kernel boot: a clone of the "Other install media" template.
+            var template = (string)((IReadOnlyList<object?>)(await _client.InvokeAsync("VM.get_by_name_label", "Other install media"))!)[0]!;
+            var vm = (string)(await _client.InvokeAsync("VM.clone", template, "tinypv"))!;
+            await _client.InvokeAsync("VM.set_is_a_template", vm, false);
+            await _client.InvokeAsync("VM.set_HVM_boot_policy", vm, "");
+            await _client.InvokeAsync("VM.set_domain_type", vm, "pv");
+            await _client.InvokeAsync("VM.set_PV_kernel", vm, "/guest/vmlinuz");
+            await _client.InvokeAsync("VM.set_PV_ramdisk", vm, "/guest/initrd.gz");
+            await _client.InvokeAsync("VM.set_PV_args", vm, "console=hvc0 quiet");
+            var mib128 = (128 * MiB).ToString(CultureInfo.InvariantCulture);
+            await _client.InvokeAsync("VM.set_memory_limits", vm, mib128, mib128, mib128, mib128);
+            await _client.InvokeAsync("VM.set_VCPUs_max", vm, "1");
+            await _client.InvokeAsync("VM.set_VCPUs_at_startup", vm, "1");
+            Assert.That(await _client.InvokeAsync("VM.get_PV_kernel", vm), Is.EqualTo("/guest/vmlinuz"));
+            Step("vm-create");
+
+            var first = await StartAsync(vm, "vm-start");
+            await GuestUpAsync(vm, "guest-console");
+            await _client.InvokeAsync("VM.pause", vm);
+            Assert.That(await PowerAsync(vm), Is.EqualTo("Paused"));
+            Step("vm-pause");
+            await _client.InvokeAsync("VM.unpause", vm);
+            Assert.That(await PowerAsync(vm), Is.EqualTo("Running"));
+            Step("vm-unpause");
+            var metrics = (string)(await _client.InvokeAsync("VM.get_metrics", vm))!;
+            Assert.That(Convert.ToInt64(await _client.InvokeAsync("VM_metrics.get_memory_actual", metrics), CultureInfo.InvariantCulture), Is.EqualTo(128 * MiB));
+            Assert.That(Convert.ToInt64(await _client.InvokeAsync("VM_metrics.get_VCPUs_number", metrics), CultureInfo.InvariantCulture), Is.EqualTo(1));
+            Step("vm-metrics");
+            await _client.InvokeAsync("VM.hard_shutdown", vm);
+            await AssertHaltedAsync(vm, first);
+            Step("vm-hard-shutdown");
+
+            var second = await StartAsync(vm, "vm-start-again");
+            await GuestUpAsync(vm, "guest-console-again");
+            await _client.InvokeAsync("VM.clean_shutdown", vm);
+            await AssertHaltedAsync(vm, second);
+            Step("vm-clean-shutdown");
+
+            // A reboot gives a new domain; the daemon restarted while it runs finds it again.
+            var third = await StartAsync(vm, "vm-start-third");
+            await _client.InvokeAsync("VM.hard_reboot", vm);
+            Assert.That(await PowerAsync(vm), Is.EqualTo("Running"));
+            var running = await DomIdAsync(vm);
+            Assert.That(running, Is.Not.EqualTo(third), "hard_reboot gives a new domain");
+            Assert.That(await DomainOfAsync(daemon, vm), Is.EqualTo(running));
+            Step("vm-hard-reboot");
+            _client.Dispose();
+            await daemon.DisposeAsync();
+            Step("daemon-stop");
+            daemon = await TestDaemon.StartAsync(Configure);
+            _client = await daemon.LoginAsync();
+            Assert.That(await PowerAsync(vm), Is.EqualTo("Running"));
+            Assert.That(await DomIdAsync(vm), Is.EqualTo(running));
+            Assert.That(await DomainOfAsync(daemon, vm), Is.EqualTo(running));
+            Step("daemon-restart-finds-guest");
+
+            // A guest that powers itself off (actions_after_shutdown = destroy): the daemon notices,
+            // destroys the domain and marks the VM Halted.
+            await _client.InvokeAsync("VM.set_PV_args", vm, "console=hvc0 quiet xtest=selfoff");
+            await _client.InvokeAsync("VM.set_actions_after_shutdown", vm, "destroy");
+            await _client.InvokeAsync("VM.hard_reboot", vm);
+            var selfoff = await DomIdAsync(vm);
+            ((SimulatorBackend)daemon.Service<IHypervisor>()).TriggerGuestShutdown(await UuidAsync(vm), ShutdownReason.Poweroff);
+            var halted = await _client.UntilVmAsync(vm, r => (string?)r["power_state"] == "Halted");
+            Assert.That(Convert.ToInt64(halted["domid"], CultureInfo.InvariantCulture), Is.EqualTo(-1), $"domid {selfoff} powered itself off");
+            Assert.That(await DomainOfAsync(daemon, vm), Is.Null, "the daemon destroyed the domain");
+            Step("guest-self-poweroff");
+
+            // A PVH guest that ignores a clean shutdown: VM_SHUTDOWN_TIMEOUT after the daemon's
+            // timeout, the domain left running; hard_shutdown then destroys it.
+            var pvhVm = (string)(await _client.InvokeAsync("VM.clone", template, "tinypvh"))!;
+            await _client.InvokeAsync("VM.set_is_a_template", pvhVm, false);
+            await _client.InvokeAsync("VM.set_HVM_boot_policy", pvhVm, "");
+            await _client.InvokeAsync("VM.set_domain_type", pvhVm, "pvh");
+            await _client.InvokeAsync("VM.set_PV_kernel", pvhVm, "/guest/vmlinuz");
+            await _client.InvokeAsync("VM.set_PV_ramdisk", pvhVm, "/guest/initrd.gz");
+            await _client.InvokeAsync("VM.set_PV_args", pvhVm, "console=hvc0 quiet xtest=ignore");
+            await _client.InvokeAsync("VM.set_memory_limits", pvhVm, mib128, mib128, mib128, mib128);
+            await _client.InvokeAsync("VM.set_VCPUs_max", pvhVm, "1");
+            await _client.InvokeAsync("VM.set_VCPUs_at_startup", pvhVm, "1");
+            Assert.That(await _client.InvokeAsync("VM.get_domain_type", pvhVm), Is.EqualTo("pvh"));
+            Step("vm-create-pvh");
+            var pvh = await StartAsync(pvhVm, "vm-start-pvh");
+            var simulator = (SimulatorBackend)daemon.Service<IHypervisor>();
+            Assert.That((await simulator.TryGetDomainAsync(await UuidAsync(pvhVm)))!.Type, Is.EqualTo(DomainType.Pvh));
+            await GuestUpAsync(pvhVm, "guest-console-pvh");
+            simulator.IgnoreShutdownRequests(await UuidAsync(pvhVm));
+            await XenApiAssert.FailsAsync(() => _client.InvokeAsync("VM.clean_shutdown", pvhVm), "VM_SHUTDOWN_TIMEOUT", pvhVm, "1.");
+            Assert.That(await PowerAsync(pvhVm), Is.EqualTo("Running"));
+            Assert.That(await DomainOfAsync(daemon, pvhVm), Is.EqualTo(pvh), "the ignoring guest's domain is left running");
+            Step("vm-clean-shutdown-ignored");
+            await _client.InvokeAsync("VM.hard_shutdown", pvhVm);
+            await AssertHaltedAsync(pvhVm, pvh);
+            Assert.That(await DomainOfAsync(daemon, pvhVm), Is.Null);
+            Step("vm-hard-shutdown-pvh");
+
+            _client.Dispose();
+            await daemon.DisposeAsync();
+            daemon = null;
+            Step("daemon-stop-final");
+        }
+        finally
+        {
+            _client?.Dispose();
+            if (daemon is not null)
+            {
+                await daemon.DisposeAsync();
+            }
+        }
+
+        Assert.That(_steps, Is.EquivalentTo(ScenarioSteps().Except(XenOnlySteps)),
+            "the steps of tests/xen/scenario.sh that go through the XenAPI, each run here");
+    }
+
+    [Test]
+    public void The_scenario_script_names_its_steps_where_this_test_reads_them()
+    {
+        var steps = ScenarioSteps();
+        Assert.That(steps, Does.Contain("vm-start").And.Contain("vm-hard-reboot").And.Contain("guest-self-poweroff").And.Contain("daemon-stop-final"));
+        Assert.That(steps, Does.Not.Contain("name").And.Not.Contain("step"), "the helpers' own definitions are not steps");
+    }
+
+    private void Step(string name) => _steps.Add(name);
+
+    private async Task<long> StartAsync(string vm, string step)
+    {
+        await _client.InvokeAsync("VM.start", vm, false, false);
+        Assert.That(await PowerAsync(vm), Is.EqualTo("Running"), step);
+        var domid = await DomIdAsync(vm);
+        Assert.That(domid, Is.GreaterThan(0), step);
+        Step(step);
+        return domid;
+    }
+
+    /// <summary>On Xen the guest's console shows its boot marker; here its agent reports (VM_guest_metrics).</summary>
+    private async Task GuestUpAsync(string vm, string step)
+    {
+        await _client.UntilVmAsync(vm, r => r["guest_metrics"] is string metrics && metrics != "OpaqueRef:NULL");
+        Step(step);
+    }
+
+    private async Task AssertHaltedAsync(string vm, long domid)
+    {
+        Assert.That(await PowerAsync(vm), Is.EqualTo("Halted"), $"domid {domid}");
+        Assert.That(await DomIdAsync(vm), Is.EqualTo(-1), $"domid {domid}");
+    }
+
+    private async Task<string?> PowerAsync(string vm) => (string?)await _client.InvokeAsync("VM.get_power_state", vm);
+
+    private async Task<long> DomIdAsync(string vm) => Convert.ToInt64(await _client.InvokeAsync("VM.get_domid", vm), CultureInfo.InvariantCulture);
+
+    private async Task<Guid> UuidAsync(string vm) => Guid.Parse((string)(await _client.InvokeAsync("VM.get_uuid", vm))!);
+
+    /// <summary>The domain id the hypervisor itself gives the VM's domain (what xl list shows on Xen); null when it has none.</summary>
+    private async Task<long?> DomainOfAsync(TestDaemon daemon, string vm) =>
+        await daemon.Service<IHypervisor>().TryGetDomainAsync(await UuidAsync(vm)) is { } state ? state.DomId : null;
+
+    /// <summary>Every step scenario.sh reports, in its order: `step NAME`, `start_vm NAME`, `guest_up NAME`, `stop_daemon NAME`.</summary>
+    internal static List<string> ScenarioSteps()
+    {
+        var script = File.ReadAllText(Path.Combine(RepositoryRoot.Path, "tests", "xen", "scenario.sh"));
+        return [.. StepCall().Matches(script).Select(m => m.Groups[1].Value).Distinct()];
+    }
+
+    [GeneratedRegex(@"(?:^|[\s;&|{(])(?:step|start_vm|guest_up|stop_daemon) +([a-z0-9][a-z0-9-]*)(?=\s|$)", RegexOptions.Multiline)]
+    private static partial Regex StepCall();
+}
