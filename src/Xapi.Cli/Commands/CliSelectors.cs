@@ -61,13 +61,6 @@ public sealed record CliSelector(
 /// </summary>
 public static class CliSelectors
 {
-    /// <summary>Real xe's <c>stdparams</c>: never filters.</summary>
-    private static readonly HashSet<string> StandardParams = new(StringComparer.Ordinal)
-    {
-        "server", CliParams.Password, "port", CliParams.Username, CliParams.Minimal, CliParams.Force,
-        CliParams.Multiple, CliParams.All, "message-priority", "trace",
-    };
-
     /// <summary>The objects the command line selects, in the server's order.</summary>
     /// <param name="ignore">The command's own parameters, which are not filters (compared on the part before <c>:</c>).</param>
     public static async ValueTask<IReadOnlyList<CliRecord>> SelectAsync(CliRun run, CliSelector selector, IReadOnlyCollection<string> ignore)
@@ -88,7 +81,7 @@ public static class CliSelectors
                 break; // As real xe: an unknown field is only an error while there is something to filter.
             }
             var stem = filter.Key.Split(':', 2)[0];
-            if (filter.Key == selector.Key || StandardParams.Contains(stem) || ignore.Contains(stem))
+            if (filter.Key == selector.Key || CliParams.Standard.Contains(stem) || ignore.Contains(stem))
             {
                 continue;
             }

@@ -6,17 +6,12 @@ namespace Xapi.Cli.Commands;
 public static class CliValues
 {
     /// <summary>
-    /// A boolean parameter, false when absent: <c>--name</c>, or <c>name=</c> one of
-    /// true|t|yes|y|1|false|f|no|n|0 in any case; any other word is an error naming the parameter.
+    /// A boolean parameter given as <c>name=value</c> (one of true|t|yes|y|1|false|f|no|n|0 in any
+    /// case; any other word is an error naming the parameter) or as <c>--name</c>;
+    /// <paramref name="fallback"/> when absent.
     /// </summary>
-    public static bool BoolParam(CliRun run, string name)
-    {
-        if (run.Args.Flags.Contains(name))
-        {
-            return true;
-        }
-        return run.Args.Get(name) is { } value && ParseBool(name, value);
-    }
+    public static bool BoolParam(CliRun run, string name, bool fallback = false) =>
+        run.Args.Get(name) is { } value ? ParseBool(name, value) : run.Args.HasFlag(name) || fallback;
 
     public static bool ParseBool(string name, string value) => value.ToLowerInvariant() switch
     {
@@ -26,21 +21,37 @@ public static class CliValues
     };
 
     /// <summary>
-    /// A size: a whole number, optional blanks, then an optional unit (b, bytes; k, kb, kib;
-    /// m, mb, mib; g, gb, gib; t, tb, tib — all binary, any case).
+    /// A size: an integer, optional blanks, and an optional binary unit (b, bytes; k, kb, kib;
+    /// m, mb, mib; g, gb, gib; t, tb, tib — any case); words after the unit are ignored, as real
+    /// xe's scanf ignores them.
     /// </summary>
-    public static long ParseBytes(string field, string text)
+    public static long ParseBytes(string field, string text) => TryParseBytes(text, out var size) ? size
+        : throw new CliFailure($"Error: Failed to parse field '{field}': expecting an integer (possibly with suffix KiB, MiB, GiB, TiB), got '{text}'");
+
+    private static bool TryParseBytes(string text, out long size)
     {
-        var digits = 0;
-        if (digits < text.Length && text[digits] is '-' or '+')
+        size = 0;
+        var i = SkipBlanks(text, 0);
+        var start = i;
+        if (i < text.Length && text[i] is '+' or '-')
         {
-            digits++;
+            i++;
         }
-        while (digits < text.Length && char.IsAsciiDigit(text[digits]))
+        while (i < text.Length && char.IsAsciiDigit(text[i]))
         {
-            digits++;
+            i++;
         }
-        var shift = text[digits..].Trim().ToLowerInvariant() switch
+        if (!long.TryParse(text.AsSpan(start, i - start), NumberStyles.AllowLeadingSign, CultureInfo.InvariantCulture, out var number) || number < 0)
+        {
+            return false;
+        }
+        i = SkipBlanks(text, i);
+        var end = i;
+        while (end < text.Length && !char.IsWhiteSpace(text[end]))
+        {
+            end++;
+        }
+        var shift = text[i..end].ToLowerInvariant() switch
         {
             "" or "b" or "bytes" => 0,
             "k" or "kb" or "kib" => 10,
@@ -49,11 +60,20 @@ public static class CliValues
             "t" or "tb" or "tib" => 40,
             _ => -1,
         };
-        if (shift < 0 || !long.TryParse(text.AsSpan(0, digits), NumberStyles.AllowLeadingSign, CultureInfo.InvariantCulture, out var number)
-            || number < 0 || number > long.MaxValue >> shift)
+        if (shift < 0 || number > long.MaxValue >> shift)
         {
-            throw new CliFailure($"Error: Failed to parse field '{field}': expecting an integer (possibly with suffix KiB, MiB, GiB, TiB), got '{text}'");
+            return false;
         }
-        return number << shift;
+        size = number << shift;
+        return true;
+    }
+
+    private static int SkipBlanks(string text, int from)
+    {
+        while (from < text.Length && char.IsWhiteSpace(text[from]))
+        {
+            from++;
+        }
+        return from;
     }
 }

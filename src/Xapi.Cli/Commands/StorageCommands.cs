@@ -1,5 +1,6 @@
 using System.Globalization;
 using Xapi.Model;
+using static Xapi.Cli.Commands.CliValues;
 using static Xapi.Cli.Commands.StorageValues;
 
 namespace Xapi.Cli.Commands;
@@ -143,7 +144,7 @@ internal static class StorageCommands
     {
         var sr = await ByUuidAsync(run, "SR", run.Required("sr-uuid")).ConfigureAwait(false);
         var name = run.Required("name-label");
-        var size = Bytes("virtual-size", run.Required("virtual-size"));
+        var size = ParseBytes("virtual-size", run.Required("virtual-size"));
         var type = run.Optional("type") is { } t
             ? t switch
             {
@@ -173,7 +174,7 @@ internal static class StorageCommands
     private static async ValueTask VdiResizeAsync(CliRun run)
     {
         var vdi = await ByUuidAsync(run, "VDI", run.Required(CliParams.Uuid)).ConfigureAwait(false);
-        var size = Bytes("disk-size", run.Required("disk-size"));
+        var size = ParseBytes("disk-size", run.Required("disk-size"));
         // Real xe resizes online only for exactly "true" (which is what --online means).
         var online = run.Optional("online") == "true" || run.Args.HasFlag("online");
         await run.CallAsync(online ? "VDI.resize_online" : "VDI.resize", vdi, size).ConfigureAwait(false);
@@ -248,7 +249,7 @@ internal static class StorageCommands
         {
             try
             {
-                physicalSize = Bytes("physical-size", size);
+                physicalSize = ParseBytes("physical-size", size);
             }
             catch (CliFailure)
             {
