@@ -299,12 +299,14 @@ else
   step vm-create-pvh FAIL "vm=$vm domain_type=$(call VM.get_domain_type "$S" "$V" 2>&1)"
 fi
 start_vm vm-start-pvh
+guest_up guest-console-pvh 1
+# Read once the guest is up: under TCG a PVH guest has been seen to crash at its first boot, and
+# the daemon then restarts it (actions_after_crash) in a new domain.
 pvh=$(domid)
 xl_json=$(timeout 30 xl list -l "$vmname" 2>/dev/null | tr -d ' \n')
 xl_type=$(echo "$xl_json" | grep -o '"c_info":{"type":"[a-z]*"' | sed 's,.*:",,; s,",,')
 # (libxl's JSON also names the build_info union's member: "type.pvh".)
 [ -n "$xl_type" ] || xl_type=$(echo "$xl_json" | grep -o '"type\.[a-z]*"' | head -1 | sed 's,"type\.,,; s,",,')
-guest_up guest-console-pvh 1
 if [ "$xl_type" = pvh ]; then
   step xl-type-pvh OK "domid $pvh: xl list -l says type $xl_type"
 else
