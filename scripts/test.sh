@@ -28,6 +28,10 @@ command -v cpio >/dev/null 2>&1 || missing+=(cpio)
 command -v modinfo >/dev/null 2>&1 || missing+=(kmod)
 command -v lvm >/dev/null 2>&1 || missing+=(lvm2)
 command -v ip >/dev/null 2>&1 || missing+=(iproute2)
+# Debian's qemu-system-xen (its xen-qemu-system-i386 serves qcow2 guest disks in the real-Xen
+# test's dom0) links to two libraries qemu-system-x86 does not bring.
+[ -e /usr/lib/x86_64-linux-gnu/libspice-server.so.1 ] || missing+=(libspice-server1)
+[ -e /usr/lib/x86_64-linux-gnu/libusb-1.0.so.0 ] || missing+=(libusb-1.0-0)
 # The Xen bindings' tests: Debian's Xen 4.17 runtime libraries (libxenlight and libxenctrl are in
 # libxenmisc4.17) and libxen-dev's headers for the C layout probe gcc compiles.
 [ -e /usr/lib/x86_64-linux-gnu/libxenlight.so.4.17 ] || missing+=(libxenmisc4.17)

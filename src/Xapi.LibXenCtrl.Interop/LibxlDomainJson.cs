@@ -16,10 +16,25 @@ public sealed record XenBoot(string? Kernel = null, string? Ramdisk = null, stri
 }
 
 /// <summary>
-/// A disk as libxl attaches it: the file or device, its format (<c>raw</c>, <c>qcow2</c>, <c>vhd</c>)
-/// and the backend serving it (<c>phy</c>: blkback over a loop device; <c>qdisk</c>: qemu).
+/// A disk as libxl attaches it: the file or device, its format (<c>raw</c>, <c>qcow2</c>, <c>vhd</c>),
+/// the backend serving it (<c>phy</c>: blkback over a loop device; <c>qdisk</c>: qemu) and the
+/// guest's name for it (<c>xvda</c>, <c>hda</c>); without one, the VBD's device key is passed as it is.
 /// </summary>
-public sealed record XenDisk(string Target, string Format, string Backend);
+public sealed record XenDisk(string Target, string Format, string Backend, string? GuestDevice = null)
+{
+    /// <summary>libxl's backend for blkback over a file or block device.</summary>
+    public const string BlkbackBackend = "phy";
+
+    /// <summary>libxl's backend for qemu serving the image in dom0 (qcow2 chains, vhd).</summary>
+    public const string QdiskBackend = "qdisk";
+
+    /// <summary>
+    /// Raw images go to blkback, the kernel's own backend; every other format needs qemu, which
+    /// follows qcow2 backing chains and reads vhd.
+    /// </summary>
+    public static string BackendFor(string format) =>
+        format.Equals("raw", StringComparison.OrdinalIgnoreCase) ? BlkbackBackend : QdiskBackend;
+}
 
 /// <summary>
 /// A seam <see cref="DomainConfig"/> as libxl's JSON domain config, the form <c>xl create -n</c>
@@ -75,7 +90,7 @@ public static class LibxlDomainJson
             var entry = new JsonObject
             {
                 ["pdev_path"] = disk.Target,
-                ["vdev"] = vbd.Device,
+                ["vdev"] = disk.GuestDevice ?? vbd.Device,
                 ["backend"] = disk.Backend,
                 ["format"] = disk.Format,
                 ["readwrite"] = vbd.Mode == VbdMode.ReadWrite ? 1 : 0,
@@ -120,6 +135,6 @@ public static class LibxlDomainJson
     /// <summary>The default disk mapping: a binding whose id is an absolute path is that file, qcow2 through qemu, anything else raw through blkback.</summary>
     public static XenDisk? DiskAtPath(VbdConfig vbd) =>
         vbd.Disk is { Id: var path } && Path.IsPathRooted(path)
-            ? path.EndsWith(".qcow2", StringComparison.OrdinalIgnoreCase) ? new XenDisk(path, "qcow2", "qdisk") : new XenDisk(path, "raw", "phy")
+            ? path.EndsWith(".qcow2", StringComparison.OrdinalIgnoreCase) ? new XenDisk(path, "qcow2", XenDisk.QdiskBackend) : new XenDisk(path, "raw", XenDisk.BlkbackBackend)
             : null;
 }

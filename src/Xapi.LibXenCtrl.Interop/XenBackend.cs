@@ -7,13 +7,21 @@ using Xapi.Xenops.Memory;
 
 namespace Xapi.LibXenCtrl.Interop;
 
+[SupportedOSPlatform("linux")]
 public sealed class XenBackendOptions
 {
     /// <summary>How a VM's domain boots (kernel, ramdisk, command line); by default the config's direct boot, else firmware.</summary>
     public Func<DomainConfig, XenBoot> Boot { get; init; } = XenBoot.Of;
 
-    /// <summary>What file libxl attaches for a VBD; by default the binding's id when it is an absolute path.</summary>
-    public Func<VbdConfig, XenDisk?> Disk { get; init; } = LibxlDomainJson.DiskAtPath;
+    /// <summary>
+    /// What libxl attaches for a VBD of the domain (the storage layer attaches the VDI and says
+    /// where it is); by default the binding's id when it is an absolute path.
+    /// </summary>
+    public Func<DomainConfig, VbdConfig, CancellationToken, ValueTask<XenDisk?>> Disk { get; init; } =
+        (_, vbd, _) => ValueTask.FromResult(LibxlDomainJson.DiskAtPath(vbd));
+
+    /// <summary>Makes sure a VIF's bridge exists in dom0 before the domain's vif joins it.</summary>
+    public Action<string> EnsureBridge { get; init; } = LinuxBridges.EnsureExists;
 
     /// <summary>How often <see cref="XenBackend.WatchAsync"/> lists the domains to find changes.</summary>
     public TimeSpan WatchInterval { get; init; } = TimeSpan.FromSeconds(1);
@@ -53,6 +61,14 @@ public sealed class XenBackend(LibxlContext libxl, XenBackendOptions? options = 
         }
         try
         {
+            var disks = new Dictionary<string, XenDisk>(StringComparer.Ordinal);
+            foreach (var vbd in config.Vbds)
+            {
+                if (vbd.Disk is not null && await _options.Disk(config, vbd, cancellationToken) is { } disk)
+                {
+                    disks[vbd.Device] = disk;
+                }
+            }
             return await Task.Run(() =>
             {
                 // A domain of this VM that is dying (a reboot's old one being torn down) is no conflict.
@@ -67,7 +83,12 @@ public sealed class XenBackend(LibxlContext libxl, XenBackendOptions? options = 
                 {
                     throw new NotEnoughMemoryException(needed, free);
                 }
-                var json = LibxlDomainJson.Build(config, _options.Boot(config), _options.Disk);
+                var json = LibxlDomainJson.Build(config, _options.Boot(config), vbd => disks.GetValueOrDefault(vbd.Device));
+                // libxl's vif-bridge hotplug script refuses a bridge that is not there.
+                foreach (var bridge in config.Vifs.Select(v => v.Bridge).Where(b => b.Length > 0).Distinct(StringComparer.Ordinal))
+                {
+                    _options.EnsureBridge(bridge);
+                }
                 var domid = libxl.CreateDomain(json);
                 var created = new Created(config, domid, _clock.Elapsed);
                 _created[config.Uuid] = created;

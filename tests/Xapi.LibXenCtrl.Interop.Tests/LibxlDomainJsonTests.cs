@@ -94,6 +94,38 @@ public class LibxlDomainJsonTests
     }
 
     [Test]
+    public void A_disk_the_storage_layer_attached_goes_by_its_guest_name_through_the_backend_its_format_needs()
+    {
+        // The seam keys VBDs by userdevice ("0"); libxl wants the guest's name for the disk.
+        var config = Pv(
+            new VbdConfig("0", VbdKind.Disk, VbdMode.ReadWrite, new DiskBinding("vdi-a")),
+            new VbdConfig("1", VbdKind.Disk, VbdMode.ReadWrite, new DiskBinding("vdi-b")));
+        var attached = new Dictionary<string, XenDisk>
+        {
+            ["vdi-a"] = new("/var/lib/sr/a.qcow2", "qcow2", XenDisk.BackendFor("qcow2"), "xvda"),
+            ["vdi-b"] = new("/dev/vg/b", "raw", XenDisk.BackendFor("raw"), "xvdb"),
+        };
+        var json = JsonDocument.Parse(LibxlDomainJson.Build(config, XenBoot.Firmware, vbd => attached[vbd.Disk!.Id])).RootElement;
+        var disks = json.GetProperty("disks").EnumerateArray().ToList();
+        Assert.Multiple(() =>
+        {
+            Assert.That(disks.Select(d => d.GetProperty("vdev").GetString()), Is.EqualTo(new[] { "xvda", "xvdb" }));
+            Assert.That(disks.Select(d => d.GetProperty("backend").GetString()), Is.EqualTo(new[] { "qdisk", "phy" }));
+            Assert.That(disks.Select(d => d.GetProperty("pdev_path").GetString()), Is.EqualTo(new[] { "/var/lib/sr/a.qcow2", "/dev/vg/b" }));
+        });
+    }
+
+    [TestCase("xenbr0", true)]
+    [TestCase("xapi15", true)]
+    [TestCase("a-bridge-of-16ch", false)]
+    [TestCase("", false)]
+    [TestCase("br/0", false)]
+    [TestCase("br 0", false)]
+    [TestCase("..", false)]
+    public void A_bridge_is_made_only_under_a_name_Linux_accepts(string name, bool valid) =>
+        Assert.That(LinuxBridges.IsValidName(name), Is.EqualTo(valid));
+
+    [Test]
     public void A_ballooning_guest_starts_at_its_dynamic_minimum_with_room_up_to_its_static_maximum()
     {
         var config = Pv() with { Memory = new MemoryRange(256L << 20, 512L << 20, 768L << 20, 1024L << 20) };

@@ -92,6 +92,7 @@ public partial class RealXenTests
                 "vm-start-again", "guest-console-again", "vm-clean-shutdown", "vm-start-third", "vm-hard-reboot", "daemon-stop",
                 "daemon-restart-finds-guest", "guest-self-poweroff",
                 "vm-create-pvh", "vm-start-pvh", "guest-console-pvh", "xl-type-pvh", "vm-clean-shutdown-ignored", "vm-hard-shutdown-pvh",
+                "sr-create-ext", "vdi-import", "vbd-vif-create", "vm-start-disknet", "guest-disk-read", "guest-net", "vm-clean-shutdown-disknet", "vdi-export",
                 "xl-create", "daemon-stop-final",
             }));
             Assert.That(text, Does.Contain("xen: PASSED"));

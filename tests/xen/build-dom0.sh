@@ -29,7 +29,7 @@ kver=${kpkg#linux-image-}
 # libxenlight and libxenctrl are in libxenmisc4.17; the rest are the libraries xl links to.
 packages="xen-hypervisor-4.17-amd64 xen-utils-4.17 libxenmisc4.17 xen-utils-common xenstore-utils
   libxencall1 libxenevtchn1 libxenforeignmemory1 libxengnttab1 libxenstore4 libxentoollog1
-  libxendevicemodel1 libxenhypfs1 libxentoolcore1 libyajl2 $kpkg"
+  libxendevicemodel1 libxenhypfs1 libxentoolcore1 libyajl2 qemu-system-xen $kpkg"
 # One extracted tree per set of package versions: a Debian update makes a new one.
 versions=$(apt-cache policy $packages | awk '/^[^ ]/{p=$1} /Candidate:/{print p $2}' | tr -d ':' | sort | md5sum | cut -c1-12)
 root=$cache/root-$versions
@@ -61,12 +61,30 @@ cp -a "$R/usr/lib/x86_64-linux-gnu/." "$D/usr/lib/x86_64-linux-gnu/"
 cp -a "$R/etc/xen/." "$D/etc/xen/"
 cp -a "$R"/usr/bin/xenstore* "$D/usr/bin/"
 
+# The guest disks' backends: qemu-system-xen's xen-qemu-system-i386, which libxl starts for a
+# qdisk (qcow2) disk, with the en-us keymap it loads even for "-vnc none" (it exits without it;
+# qemu-system-data, beside the host's QEMU); for blkback and the vif, the hotplug scripts' bash,
+# losetup, flock (busybox has none) and ip; for the ext SR, qemu-img and qemu-nbd (run under
+# setpriv). These come from this host, with their ldd closure below.
+mkdir -p $D/usr/libexec $D/usr/share/qemu/keymaps
+cp "$R/usr/libexec/xen-qemu-system-i386" $D/usr/libexec/
+cp /usr/share/qemu/keymaps/en-us $D/usr/share/qemu/keymaps/
+host_tools="/bin/bash /usr/sbin/losetup /usr/bin/flock /usr/sbin/ip /usr/bin/qemu-img /usr/bin/qemu-nbd /usr/bin/setpriv"
+for tool in $host_tools; do
+  [ -x "$tool" ] || { echo "build-dom0: $tool is missing on this host (bash util-linux iproute2 qemu-utils)" >&2; exit 2; }
+  mkdir -p "$D$(dirname "$tool")" && cp -L "$tool" "$D$tool"
+done
+
 # Shared libraries of the tools that are not Xen's own: the host's (a Debian 12 host, as the
 # packages are). glibc dlopen()s libgcc_s for pthread_cancel (xl create aborts without it); a
 # .NET program needs libstdc++ besides (the daemon's apphost and runtime).
 export LD_LIBRARY_PATH=$R/usr/lib/x86_64-linux-gnu:$R/usr/lib/xen-4.17/lib/x86_64-linux-gnu
 # (ldd of a script says "not a dynamic executable" and lists nothing.)
-files=$(find "$R/usr/lib/xen-4.17/bin" "$R/usr/bin" "$R/usr/lib/x86_64-linux-gnu" -type f)
+files="$(find "$R/usr/lib/xen-4.17/bin" "$R/usr/bin" "$R/usr/lib/x86_64-linux-gnu" -type f) $R/usr/libexec/xen-qemu-system-i386 $host_tools"
+# A library the host lacks would only show when libxl starts qemu in dom0: say so now.
+if unresolved=$(ldd "$R/usr/libexec/xen-qemu-system-i386" $host_tools 2>/dev/null | grep 'not found'); then
+  echo "build-dom0: libraries missing on this host: $(echo "$unresolved" | awk '{print $1}' | sort -u | tr '\n' ' ')" >&2; exit 2
+fi
 # The .NET host and runtime open libdl, libpthread, librt and libm by name (glibc 2.36 keeps
 # them as stubs); ldd of the Xen tools does not list them.
 host_libs=$(for l in libgcc_s.so.1 libstdc++.so.6 libdl.so.2 libpthread.so.0 librt.so.1 libm.so.6; do echo /lib/x86_64-linux-gnu/$l; done)
@@ -84,7 +102,7 @@ done
 
 # Kernel modules, dependencies first, in the order /init loads them.
 : > $D/etc/dom0-modules
-for module in xen-evtchn xen-gntdev xen-gntalloc xen-privcmd xenfs xen-blkback xen-netback virtio_pci virtio_blk; do
+for module in xen-evtchn xen-gntdev xen-gntalloc xen-privcmd xenfs xen-blkback xen-netback virtio_pci virtio_blk loop bridge; do
   modprobe -d "$R" -S "$kver" --show-depends "$module" | awk '$1=="insmod"{print $2}' | while read -r ko; do
     name=$(basename "$ko")
     if ! grep -qx "/lib/modules/$name" $D/etc/dom0-modules; then
@@ -101,8 +119,14 @@ done
 # xtest=ignore its /sbin/poweroff does nothing (a guest that ignores a clean shutdown).
 mkdir -p $D/guest
 cp "$R/boot/vmlinuz-$kver" $D/guest/vmlinuz
-mkdir -p $G/bin $G/sbin $G/proc $G/sys $G/dev
+mkdir -p $G/bin $G/sbin $G/proc $G/sys $G/dev $G/lib/modules
 cp /bin/busybox $G/bin/busybox
+# Its disk and network frontends, for xtest=disknet.
+for module in xen-blkfront xen-netfront; do
+  modprobe -d "$R" -S "$kver" --show-depends "$module" | awk '$1=="insmod"{print $2}' | while read -r ko; do
+    cp "$ko" $G/lib/modules/ && basename "$ko" >> $G/lib/modules/order
+  done
+done
 cat > $G/init <<'GUEST'
 #!/bin/busybox sh
 /bin/busybox --install -s /bin
@@ -112,6 +136,19 @@ mount -t devtmpfs devtmpfs /dev 2>/dev/null
 echo "XAPI-GUEST up: kernel $(uname -r), $(grep -c ^processor /proc/cpuinfo) vCPU(s), $(awk '/MemTotal/{print int($2/1024)}' /proc/meminfo) MiB; cmdline: $(cat /proc/cmdline)"
 case " $(cat /proc/cmdline) " in
   *" xtest=selfoff "*) sleep 3; echo "XAPI-GUEST powering itself off"; sync; /bin/busybox poweroff -f ;;
+  *" xtest=disknet "*)
+    # The VDI the toolstack attached: what was imported into it is read, a stamp is written at
+    # sector 4096 for the host to export; then dom0 is pinged over the vif.
+    for ko in $(cat /lib/modules/order); do insmod /lib/modules/$ko 2>/dev/null; done
+    i=0; while [ ! -b /dev/xvda ] && [ $i -lt 200 ]; do sleep 0.1; i=$((i + 1)); done
+    echo "XAPI-GUEST disk xvda: $(cat /sys/block/xvda/size 2>/dev/null) sectors, md5 of its first MiB $(dd if=/dev/xvda bs=1M count=1 2>/dev/null | md5sum | cut -d' ' -f1)"
+    stamp="XAPI-GUEST-WROTE-$(cat /proc/sys/kernel/random/uuid)"
+    echo "$stamp" | dd of=/dev/xvda bs=512 seek=4096 conv=notrunc,sync,fsync 2>/dev/null && echo "XAPI-GUEST disk wrote $stamp at sector 4096"
+    guestip=; for a in $(cat /proc/cmdline); do case $a in guestip=*) guestip=${a#guestip=} ;; esac; done
+    i=0; while [ ! -e /sys/class/net/eth0 ] && [ $i -lt 200 ]; do sleep 0.1; i=$((i + 1)); done
+    ip link set lo up; ip addr add "$guestip/24" dev eth0; ip link set eth0 up
+    if ping -c 2 -w 20 10.0.0.1 >/dev/null 2>&1; then echo "XAPI-GUEST net eth0 $(cat /sys/class/net/eth0/address) $guestip pinged dom0 10.0.0.1"; else echo "XAPI-GUEST net eth0 $(cat /sys/class/net/eth0/address 2>/dev/null) $guestip could not ping dom0"; fi
+    ;;
 esac
 while true; do sleep 60; done
 GUEST
@@ -126,6 +163,10 @@ echo "XAPI-GUEST poweroff requested by the toolstack" > /dev/console
 GUEST
 chmod +x $G/init $G/sbin/poweroff
 (cd $G && find . | cpio -o -H newc --quiet | gzip -9) > $D/guest/initrd.gz
+
+# The data the scenario imports into the guest's VDI: 1 MiB of random bytes, then zeros to 8 MiB.
+head -c 1M /dev/urandom > $D/guest/disk.raw
+truncate -s 8M $D/guest/disk.raw
 
 cp "$here/dom0-init.sh" $D/init
 cp "$here/scenario.sh" $D/scenario.sh

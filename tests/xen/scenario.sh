@@ -327,6 +327,86 @@ else
   step vm-hard-shutdown-pvh FAIL "$err power=$(power) domid=$(domid) xl: $(xl_line "$vmname" | tr -s ' ')"
 fi
 
+# Guest disks and networks. An ext SR in dom0 (qcow2 images in a directory) holds a VDI into which
+# xe imports /guest/disk.raw; a PV guest (xtest=disknet: see build-dom0.sh) gets it as xvda through
+# libxl's qdisk backend (qemu-system-xen in dom0) and a VIF on an internal network, whose bridge the
+# daemon creates as the guest starts. The guest prints the md5 of the disk's first MiB, writes a
+# stamp at sector 4096 and pings dom0; after VM.clean_shutdown xe exports the VDI and the stamp and
+# the imported data are checked in the export.
+vmname=diskpv
+console=/var/log/xen/console/guest-$vmname.log
+mkdir -p /var/lib/xapi-sr
+sr=$(xe sr-create type=ext name-label=local-ext content-type=user device-config:location=/var/lib/xapi-sr 2>&1)
+if echo "$sr" | grep -qx '[0-9a-f-]\{36\}' && [ -d "/var/lib/xapi-sr/$sr" ]; then
+  step sr-create-ext OK "SR $sr: /var/lib/xapi-sr/$sr"
+else
+  step sr-create-ext FAIL "$(echo "$sr" | one_line)"
+fi
+vdi=$(xe vdi-create sr-uuid="$sr" name-label=guest-disk virtual-size=8MiB type=user 2>&1)
+import_out=$(xe vdi-import uuid="$vdi" filename=/guest/disk.raw format=raw 2>&1)
+import_rc=$?
+if [ $import_rc -eq 0 ] && [ -f "/var/lib/xapi-sr/$sr/$vdi.qcow2" ]; then
+  step vdi-import OK "VDI $vdi: /guest/disk.raw imported into /var/lib/xapi-sr/$sr/$vdi.qcow2 ($(qemu-img info "/var/lib/xapi-sr/$sr/$vdi.qcow2" 2>/dev/null | awk -F': ' '/^disk size/{print $2}') on disk)"
+else
+  step vdi-import FAIL "vdi=$(echo "$vdi" | one_line) exit $import_rc: $(echo "$import_out" | one_line)"
+fi
+vm=$(call VM.clone "$S" "$(s "$template")" "$(s $vmname)")
+V="$(s "$vm")"
+call VM.set_is_a_template "$S" "$V" "<boolean>0</boolean>" >/dev/null
+vm_uuid=$(call VM.get_uuid "$S" "$V")
+member() { echo "<member><name>$1</name><value>$2</value></member>"; }
+network=$(call network.create "$S" "<struct>$(member name_label "$(s guest-net)")$(member name_description "$(s '')")$(member MTU "$(s 1500)")$(member other_config '<struct></struct>')</struct>")
+bridge=$(call network.get_bridge "$S" "$(s "$network")")
+network_uuid=$(call network.get_uuid "$S" "$(s "$network")")
+set_out=$(xe vm-param-set uuid="$vm_uuid" HVM-boot-policy= domain-type=pv \
+  PV-kernel=/guest/vmlinuz PV-ramdisk=/guest/initrd.gz "PV-args=console=hvc0 quiet xtest=disknet guestip=10.0.0.2" \
+  memory-static-min=$mib memory-dynamic-min=$mib memory-dynamic-max=$mib memory-static-max=$mib VCPUs-max=1 VCPUs-at-startup=1 2>&1)
+vbd=$(xe vbd-create vm-uuid="$vm_uuid" vdi-uuid="$vdi" device=0 bootable=false mode=RW type=Disk 2>&1)
+vif=$(xe vif-create vm-uuid="$vm_uuid" network-uuid="$network_uuid" device=0 mac=00:16:3e:00:00:02 2>&1)
+if [ -z "$set_out" ] && echo "$vbd" | grep -qx '[0-9a-f-]\{36\}' && echo "$vif" | grep -qx '[0-9a-f-]\{36\}' && [ -n "$bridge" ] && [ ! -e "/sys/class/net/$bridge" ]; then
+  step vbd-vif-create OK "VM $vm_uuid: VBD $vbd (VDI $vdi as device 0), VIF $vif on network guest-net, bridge $bridge (not in dom0 yet)"
+else
+  step vbd-vif-create FAIL "$(echo "set=$set_out vbd=$vbd vif=$vif bridge=$bridge" | one_line)"
+fi
+start_vm vm-start-disknet
+# The guest pings dom0 for up to 20 s from its boot: dom0's address on the new bridge.
+ip addr add 10.0.0.1/24 dev "$bridge" 2>/dev/null
+disknet=$(domid)
+vbd_device=$(xe vbd-param-get uuid="$vbd" param-name=device 2>&1)
+if wait_until 90 grep -q 'XAPI-GUEST disk ' "$console"; then
+  expected=$(head -c 1048576 /guest/disk.raw | md5sum | cut -d' ' -f1)
+  seen=$(grep 'XAPI-GUEST disk xvda' "$console" | tail -1 | tr -d '\r')
+  if echo "$seen" | grep -q "md5 of its first MiB $expected" && [ "$vbd_device" = xvda ]; then
+    step guest-disk-read OK "domid $disknet: VBD.device $vbd_device through dom0's $(xenstore-list "/local/domain/0/backend" 2>/dev/null | grep -x 'qdisk\|vbd' | tr '\n' ' ')backend ($(xl block-list "$vmname" 2>/dev/null | awk 'NR==2{print "state " $4}')); $(echo "$seen" | cut -c12-)"
+  else
+    step guest-disk-read FAIL "domid $disknet: VBD.device '$vbd_device', expected md5 $expected; console: $(echo "$seen" | one_line)"
+  fi
+else
+  step guest-disk-read FAIL "domid $disknet: no disk line on $console: $(tail -3 "$console" 2>/dev/null | one_line)"
+fi
+if wait_until 60 grep -q 'XAPI-GUEST net ' "$console" && grep -q 'pinged dom0' "$console" && ping -c 2 -w 20 10.0.0.2 >/dev/null 2>&1; then
+  step guest-net OK "domid $disknet: bridge $bridge ($(ls /sys/class/net/"$bridge"/brif 2>/dev/null | tr '\n' ' ')): $(grep 'XAPI-GUEST net ' "$console" | tail -1 | tr -d '\r' | cut -c12-); dom0 pinged 10.0.0.2"
+else
+  step guest-net FAIL "domid $disknet: bridge $bridge: $(grep 'XAPI-GUEST net ' "$console" | tail -1 | one_line)"
+fi
+t0=$(now)
+if err=$(call VM.clean_shutdown "$S" "$V" 2>&1 >/dev/null) && gone_from_xl && [ "$(power)" = Halted ]; then
+  step vm-clean-shutdown-disknet OK "domid $disknet powered off in $(since "$t0")s; its qdisk qemu $(pgrep -f "xen-domid $disknet " >/dev/null && echo 'still running' || echo gone), vif $(ls /sys/class/net/"$bridge"/brif 2>/dev/null | wc -l | sed 's,^0$,gone,')"
+else
+  step vm-clean-shutdown-disknet FAIL "$err power=$(power) xl: $(xl_line "$vmname" | tr -s ' ')"
+fi
+stamp=$(grep -o 'XAPI-GUEST-WROTE-[0-9a-f-]*' "$console" | tail -1)
+rm -f /tmp/exported.raw
+export_out=$(xe vdi-export uuid="$vdi" filename=/tmp/exported.raw format=raw 2>&1)
+export_rc=$?
+found=$(dd if=/tmp/exported.raw bs=512 skip=4096 count=1 2>/dev/null | tr -d '\000' | head -1)
+if [ $export_rc -eq 0 ] && [ -n "$stamp" ] && [ "$found" = "$stamp" ] \
+   && [ "$(head -c 1048576 /tmp/exported.raw | md5sum | cut -d' ' -f1)" = "$(head -c 1048576 /guest/disk.raw | md5sum | cut -d' ' -f1)" ]; then
+  step vdi-export OK "VDI $vdi exported ($(wc -c < /tmp/exported.raw) bytes): the imported first MiB intact, sector 4096 holds $stamp"
+else
+  step vdi-export FAIL "exit $export_rc: $(echo "$export_out" | one_line); the guest wrote '$stamp', sector 4096 holds '$(echo "$found" | cut -c1-80)'"
+fi
+
 # The figure: xl create of the same config in the same boot (xl returns with the guest running).
 cat > /tmp/xlpv.cfg <<CFG
 name = "xlpv"

@@ -318,7 +318,10 @@ public sealed class XapiHost : IAsyncDisposable
             services.GetRequiredService<XapiDatabase>(), services.GetRequiredService<IEnumerable<Xapi.Storage.ISrDriver>>(),
             RuntimeDirectory(options.DataDir), services.GetRequiredService<ILogger<Xapi.Storage.Service.StorageManager>>()));
         builder.Services.AddSingleton<Xapi.Xenops.IHypervisor>(services => libxl is not null && OperatingSystem.IsLinux()
-            ? new Xapi.LibXenCtrl.Interop.XenBackend(libxl)
+            ? new Xapi.LibXenCtrl.Interop.XenBackend(libxl, new Xapi.LibXenCtrl.Interop.XenBackendOptions
+            {
+                Disk = new StorageXenDisks(services.GetRequiredService<XapiDatabase>(), services.GetRequiredService<Xapi.Storage.Service.StorageManager>()).AttachAsync,
+            })
             : Simulator(options, services.GetRequiredService<ILoggerFactory>(),
                 new StorageGuestDisks(services.GetRequiredService<XapiDatabase>(), services.GetRequiredService<Xapi.Storage.Service.StorageManager>())));
         builder.Services.AddSingleton(services => new VmRuntime(services.GetRequiredService<Xapi.Xenops.IHypervisor>(),

@@ -56,6 +56,10 @@ internal readonly record struct DeviceNumber(DeviceBus Bus, int Disk, int Partit
         return prefix + Base26(Disk) + (Partition == 0 ? "" : Partition.ToString(CultureInfo.InvariantCulture));
     }
 
+    /// <summary>The name libxl's disk spec takes (<c>vdev</c>): an emulated IDE disk is <c>hdX</c> there, a PV disk <c>xvdX</c>.</summary>
+    public string ToLibxlDevice() =>
+        Bus == DeviceBus.Ide ? "hd" + Base26(Disk) + (Partition == 0 ? "" : Partition.ToString(CultureInfo.InvariantCulture)) : ToLinuxDevice();
+
     // 0 → a, 25 → z, 26 → aa.
     private static string Base26(int x)
     {
