@@ -127,6 +127,82 @@ public sealed class LibxlContext : IDisposable
         }
     }
 
+    /// <summary>
+    /// Creates a domain from <paramref name="configJson"/> and restores into it the stream libxl
+    /// reads from <paramref name="fd"/> (what <see cref="Suspend"/> wrote); the domain stays paused.
+    /// </summary>
+    public unsafe uint RestoreDomain(string configJson, int fd)
+    {
+        var config = NativeMemory.AllocZeroed(LibxlLayout.DomainConfigSize);
+        var parameters = NativeMemory.AllocZeroed(LibxlLayout.RestoreParamsSize);
+        Libxl.libxl_domain_config_init((nint)config);
+        Libxl.libxl_domain_restore_params_init((nint)parameters);
+        try
+        {
+            *(uint*)((byte*)parameters + LibxlLayout.RestoreParamsStreamVersion) = LibxlLayout.RestoreStreamVersion2;
+            LibxlException.ThrowIfFailed(Libxl.libxl_domain_config_from_json(_handle, (nint)config, configJson), nameof(Libxl.libxl_domain_config_from_json));
+            LibxlException.ThrowIfFailed(Libxl.libxl_domain_create_restore(_handle, (nint)config, out var domid, fd, -1, (nint)parameters, 0, 0),
+                nameof(Libxl.libxl_domain_create_restore));
+            return domid;
+        }
+        finally
+        {
+            Libxl.libxl_domain_restore_params_dispose((nint)parameters);
+            Libxl.libxl_domain_config_dispose((nint)config);
+            NativeMemory.Free(parameters);
+            NativeMemory.Free(config);
+        }
+    }
+
+    /// <summary>Suspends the guest and writes its memory and device state to <paramref name="fd"/> (libxl's stream v2).</summary>
+    public void Suspend(uint domid, int fd) => LibxlException.ThrowIfFailed(Libxl.libxl_domain_suspend(_handle, domid, fd, 0, 0), nameof(Libxl.libxl_domain_suspend), domid);
+
+    /// <summary>Asks the guest to suspend itself, saving nothing; <see cref="LibxlNoParavirtException"/> when it cannot hear.</summary>
+    public void RequestSuspend(uint domid) => LibxlException.ThrowIfFailed(Libxl.libxl_domain_suspend_only(_handle, domid, 0), nameof(Libxl.libxl_domain_suspend_only), domid);
+
+    /// <summary>Hot-plugs a disk described as libxl's JSON (an entry of the domain config's "disks") into a running domain.</summary>
+    public void AddDisk(uint domid, string diskJson) =>
+        WithDevice(LibxlLayout.DeviceDiskSize, Libxl.libxl_device_disk_init, Libxl.libxl_device_disk_dispose,
+            disk => Libxl.libxl_device_disk_from_json(_handle, disk, diskJson), nameof(Libxl.libxl_device_disk_from_json),
+            disk => Libxl.libxl_device_disk_add(_handle, domid, disk, 0), nameof(Libxl.libxl_device_disk_add), domid);
+
+    /// <summary>Unplugs the guest's disk <paramref name="vdev"/>: with the guest's consent, or at once when <paramref name="force"/>.</summary>
+    public void RemoveDisk(uint domid, string vdev, bool force) =>
+        WithDevice(LibxlLayout.DeviceDiskSize, Libxl.libxl_device_disk_init, Libxl.libxl_device_disk_dispose,
+            disk => Libxl.libxl_vdev_to_device_disk(_handle, domid, vdev, disk), nameof(Libxl.libxl_vdev_to_device_disk),
+            disk => force ? Libxl.libxl_device_disk_destroy(_handle, domid, disk, 0) : Libxl.libxl_device_disk_remove(_handle, domid, disk, 0),
+            force ? nameof(Libxl.libxl_device_disk_destroy) : nameof(Libxl.libxl_device_disk_remove), domid);
+
+    /// <summary>Hot-plugs a network interface described as libxl's JSON (an entry of the domain config's "nics").</summary>
+    public void AddNic(uint domid, string nicJson) =>
+        WithDevice(LibxlLayout.DeviceNicSize, Libxl.libxl_device_nic_init, Libxl.libxl_device_nic_dispose,
+            nic => Libxl.libxl_device_nic_from_json(_handle, nic, nicJson), nameof(Libxl.libxl_device_nic_from_json),
+            nic => Libxl.libxl_device_nic_add(_handle, domid, nic, 0), nameof(Libxl.libxl_device_nic_add), domid);
+
+    public void RemoveNic(uint domid, int devid, bool force) =>
+        WithDevice(LibxlLayout.DeviceNicSize, Libxl.libxl_device_nic_init, Libxl.libxl_device_nic_dispose,
+            nic => Libxl.libxl_devid_to_device_nic(_handle, domid, devid, nic), nameof(Libxl.libxl_devid_to_device_nic),
+            nic => force ? Libxl.libxl_device_nic_destroy(_handle, domid, nic, 0) : Libxl.libxl_device_nic_remove(_handle, domid, nic, 0),
+            force ? nameof(Libxl.libxl_device_nic_destroy) : nameof(Libxl.libxl_device_nic_remove), domid);
+
+    /// <summary>A device struct in native memory: initialised, described, acted on, disposed.</summary>
+    private static unsafe void WithDevice(int size, Action<nint> init, Action<nint> dispose,
+        Func<nint, int> describe, string describeCall, Func<nint, int> act, string actCall, uint domid)
+    {
+        var device = (nint)NativeMemory.AllocZeroed((nuint)size);
+        init(device);
+        try
+        {
+            LibxlException.ThrowIfFailed(describe(device), describeCall, domid);
+            LibxlException.ThrowIfFailed(act(device), actCall, domid);
+        }
+        finally
+        {
+            dispose(device);
+            NativeMemory.Free((void*)device);
+        }
+    }
+
     public void Pause(uint domid) => LibxlException.ThrowIfFailed(Libxl.libxl_domain_pause(_handle, domid, 0), nameof(Libxl.libxl_domain_pause), domid);
 
     public void Unpause(uint domid) => LibxlException.ThrowIfFailed(Libxl.libxl_domain_unpause(_handle, domid, 0), nameof(Libxl.libxl_domain_unpause), domid);

@@ -87,32 +87,14 @@ public static class LibxlDomainJson
                 continue;
             }
             var disk = diskOf(vbd) ?? throw new InvalidDomainRequestException(config.Uuid, $"VBD {vbd.Device}: disk {vbd.Disk.Id} is nothing libxl can attach");
-            var entry = new JsonObject
-            {
-                ["pdev_path"] = disk.Target,
-                ["vdev"] = disk.GuestDevice ?? vbd.Device,
-                ["backend"] = disk.Backend,
-                ["format"] = disk.Format,
-                ["readwrite"] = vbd.Mode == VbdMode.ReadWrite ? 1 : 0,
-            };
-            if (vbd.Kind == VbdKind.CdRom)
-            {
-                entry["is_cdrom"] = 1;
-                entry["removable"] = 1;
-            }
+            var entry = DiskEntry(vbd, disk);
             disks.Add(entry);
         }
 
         var nics = new JsonArray();
         foreach (var vif in config.Vifs)
         {
-            nics.Add(new JsonObject
-            {
-                ["devid"] = vif.Device,
-                ["mac"] = vif.Mac,
-                ["bridge"] = vif.Bridge,
-                ["mtu"] = vif.Mtu,
-            });
+            nics.Add(NicEntry(vif));
         }
 
         var root = new JsonObject
@@ -131,6 +113,34 @@ public static class LibxlDomainJson
         };
         return root.ToJsonString();
     }
+
+    /// <summary>A disk as libxl's JSON describes it: an entry of the config's "disks", or a hot-plugged disk.</summary>
+    public static JsonObject DiskEntry(VbdConfig vbd, XenDisk disk)
+    {
+        var entry = new JsonObject
+        {
+            ["pdev_path"] = disk.Target,
+            ["vdev"] = disk.GuestDevice ?? vbd.Device,
+            ["backend"] = disk.Backend,
+            ["format"] = disk.Format,
+            ["readwrite"] = vbd.Mode == VbdMode.ReadWrite ? 1 : 0,
+        };
+        if (vbd.Kind == VbdKind.CdRom)
+        {
+            entry["is_cdrom"] = 1;
+            entry["removable"] = 1;
+        }
+        return entry;
+    }
+
+    /// <summary>A network interface as libxl's JSON describes it.</summary>
+    public static JsonObject NicEntry(VifConfig vif) => new()
+    {
+        ["devid"] = vif.Device,
+        ["mac"] = vif.Mac,
+        ["bridge"] = vif.Bridge,
+        ["mtu"] = vif.Mtu,
+    };
 
     /// <summary>The default disk mapping: a binding whose id is an absolute path is that file, qcow2 through qemu, anything else raw through blkback.</summary>
     public static XenDisk? DiskAtPath(VbdConfig vbd) =>

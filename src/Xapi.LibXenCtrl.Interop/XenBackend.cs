@@ -1,5 +1,6 @@
 using System.Collections.Concurrent;
 using System.Diagnostics;
+using System.IO.Pipes;
 using System.Runtime.CompilerServices;
 using System.Runtime.Versioning;
 using Xapi.Xenops;
@@ -20,21 +21,41 @@ public sealed class XenBackendOptions
     public Func<DomainConfig, VbdConfig, CancellationToken, ValueTask<XenDisk?>> Disk { get; init; } =
         (_, vbd, _) => ValueTask.FromResult(LibxlDomainJson.DiskAtPath(vbd));
 
+    /// <summary>Where a domain's per-device I/O counters are read (dom0's sysfs).</summary>
+    public XenDeviceCounters Counters { get; init; } = new();
+
     /// <summary>Makes sure a VIF's bridge exists in dom0 before the domain's vif joins it.</summary>
     public Action<string> EnsureBridge { get; init; } = LinuxBridges.EnsureExists;
 
-    /// <summary>How often <see cref="XenBackend.WatchAsync"/> lists the domains to find changes.</summary>
-    public TimeSpan WatchInterval { get; init; } = TimeSpan.FromSeconds(1);
+    /// <summary>
+    /// How long <see cref="XenBackend.WatchAsync"/> waits for xenstored's domain watches before it
+    /// lists the domains anyway (a pause made outside the daemon fires no watch).
+    /// </summary>
+    public TimeSpan WatchInterval { get; init; } = TimeSpan.FromSeconds(5);
+
+    /// <summary>The xenstored connection the watch waits on; without one the domains are listed every <see cref="WatchInterval"/>.</summary>
+    public Func<XenStore?> OpenStore { get; init; } = () =>
+    {
+        try
+        {
+            return XenStore.Open();
+        }
+        catch (IOException)
+        {
+            return null;
+        }
+    };
 }
 
 /// <summary>
-/// The seam over libxl in a Xen dom0. libxl_domain_create_new creates, builds and attaches the
-/// config's devices in one call, so <see cref="CreateAsync"/> does all three (the domain stays
-/// paused), <see cref="BuildAsync"/> only checks the domain is there, and plugging a device the
-/// config already held is a no-op. What libxl is not yet asked for here (hot-plug, media changes,
-/// save/restore, suspend and halt requests, dynamic ranges) throws <see cref="NotSupportedException"/>
-/// naming the operation. Calls block a pool thread for as long as libxl takes (create: seconds).
-/// Domains are found by their VM uuid, which libxl stores as the domain's handle; dom0 is not listed.
+/// The seam over libxl in a Xen dom0. libxl creates, builds and attaches the config's devices in
+/// one call, either booting the kernel (libxl_domain_create_new) or restoring a suspend image
+/// (libxl_domain_create_restore), so <see cref="CreateAsync"/> only checks and reserves, and the
+/// domain appears in Xen at <see cref="BuildAsync"/> or <see cref="RestoreAsync"/>, paused; plugging
+/// a device the config already held is a no-op. What libxl is not yet asked for here (hot-plug,
+/// media changes, dynamic ranges) throws <see cref="NotSupportedException"/> naming the operation.
+/// Calls block a pool thread for as long as libxl takes (create: seconds). Domains are found by
+/// their VM uuid, which libxl stores as the domain's handle; dom0 is not listed.
 /// </summary>
 [SupportedOSPlatform("linux")]
 public sealed class XenBackend(LibxlContext libxl, XenBackendOptions? options = null) : IHypervisor
@@ -44,10 +65,18 @@ public sealed class XenBackend(LibxlContext libxl, XenBackendOptions? options = 
     private readonly XenBackendOptions _options = options ?? new();
     private readonly Stopwatch _clock = Stopwatch.StartNew();
 
-    /// <summary>Domains created by this backend; a null value reserves the uuid while libxl creates it.</summary>
+    /// <summary>The connection guest agents' data is read through (its reads are serialised by libxenstore).</summary>
+    private readonly Lazy<XenStore?> _agentStore = new(() => (options ?? new()).OpenStore());
+
+    /// <summary>
+    /// Domains of this backend by VM: a null value reserves the uuid while it is checked; an entry
+    /// without a domid is created but not yet in Xen (libxl creates and builds in one call, either
+    /// booting the kernel at <see cref="BuildAsync"/> or restoring an image at <see cref="RestoreAsync"/>).
+    /// </summary>
     private readonly ConcurrentDictionary<Guid, Created?> _created = new();
 
-    private sealed record Created(DomainConfig Config, uint DomId, TimeSpan At);
+    /// <param name="Disks">What libxl was given for each VBD with a disk, by device key: an unplug names the guest's device.</param>
+    private sealed record Created(DomainConfig Config, uint? DomId, TimeSpan At, IReadOnlyDictionary<string, XenDisk>? Disks = null);
 
     public async ValueTask<DomainState> CreateAsync(DomainConfig config, CancellationToken cancellationToken = default)
     {
@@ -61,14 +90,6 @@ public sealed class XenBackend(LibxlContext libxl, XenBackendOptions? options = 
         }
         try
         {
-            var disks = new Dictionary<string, XenDisk>(StringComparer.Ordinal);
-            foreach (var vbd in config.Vbds)
-            {
-                if (vbd.Disk is not null && await _options.Disk(config, vbd, cancellationToken) is { } disk)
-                {
-                    disks[vbd.Device] = disk;
-                }
-            }
             return await Task.Run(() =>
             {
                 // A domain of this VM that is dying (a reboot's old one being torn down) is no conflict.
@@ -83,16 +104,8 @@ public sealed class XenBackend(LibxlContext libxl, XenBackendOptions? options = 
                 {
                     throw new NotEnoughMemoryException(needed, free);
                 }
-                var json = LibxlDomainJson.Build(config, _options.Boot(config), vbd => disks.GetValueOrDefault(vbd.Device));
-                // libxl's vif-bridge hotplug script refuses a bridge that is not there.
-                foreach (var bridge in config.Vifs.Select(v => v.Bridge).Where(b => b.Length > 0).Distinct(StringComparer.Ordinal))
-                {
-                    _options.EnsureBridge(bridge);
-                }
-                var domid = libxl.CreateDomain(json);
-                var created = new Created(config, domid, _clock.Elapsed);
-                _created[config.Uuid] = created;
-                return StateOf(config.Uuid, domid);
+                _created[config.Uuid] = new Created(config, null, _clock.Elapsed);
+                return NotYetInXen(config);
             }, cancellationToken);
         }
         catch
@@ -105,8 +118,17 @@ public sealed class XenBackend(LibxlContext libxl, XenBackendOptions? options = 
         }
     }
 
-    public ValueTask<DomainState> BuildAsync(Guid uuid, CancellationToken cancellationToken = default) =>
-        OnDomainAsync(uuid, domid => StateOf(uuid, domid), cancellationToken);
+    /// <summary>Boots the created domain's kernel: libxl creates the domain with its devices, paused.</summary>
+    public async ValueTask<DomainState> BuildAsync(Guid uuid, CancellationToken cancellationToken = default)
+    {
+        var created = Pending(uuid, "build");
+        if (created.DomId is not null)
+        {
+            return await OnDomainAsync(uuid, domid => StateOf(uuid, domid), cancellationToken);
+        }
+        var (json, disks) = await DomainJsonAsync(created.Config, cancellationToken);
+        return await Task.Run(() => Enter(created with { Disks = disks }, libxl.CreateDomain(json)), cancellationToken);
+    }
 
     public ValueTask<DomainState> PauseAsync(Guid uuid, CancellationToken cancellationToken = default) =>
         OnDomainAsync(uuid, domid =>
@@ -129,14 +151,16 @@ public sealed class XenBackend(LibxlContext libxl, XenBackendOptions? options = 
             {
                 switch (request)
                 {
-                    case ShutdownRequest.Poweroff:
+                    // libxl asks a guest only to power off, reboot or suspend: a halt is a power-off.
+                    case ShutdownRequest.Poweroff or ShutdownRequest.Halt:
                         libxl.RequestShutdown(domid);
                         break;
                     case ShutdownRequest.Reboot:
                         libxl.RequestReboot(domid);
                         break;
-                    default:
-                        throw new NotSupportedException($"RequestShutdownAsync({request}) is not implemented by the Xen backend yet");
+                    case ShutdownRequest.Suspend:
+                        libxl.RequestSuspend(domid);
+                        break;
                 }
                 return true;
             }
@@ -147,14 +171,105 @@ public sealed class XenBackend(LibxlContext libxl, XenBackendOptions? options = 
             }
         }, cancellationToken);
 
-    public ValueTask<DomainState> SaveAsync(Guid uuid, Stream destination, CancellationToken cancellationToken = default) =>
-        throw new NotSupportedException("SaveAsync (suspend to an image) is not implemented by the Xen backend yet");
+    /// <summary>
+    /// Writes this backend's header (which VM the image is of) and then libxl's own stream, which
+    /// libxl writes into a pipe while it is copied to <paramref name="destination"/>: the image is
+    /// never held whole in memory or in a scratch file.
+    /// </summary>
+    public async ValueTask<DomainState> SaveAsync(Guid uuid, Stream destination, CancellationToken cancellationToken = default)
+    {
+        var domid = await Task.Run(() => DomIdOf(uuid) ?? throw new DomainNotFoundException(uuid), cancellationToken);
+        await XenSuspendImage.WriteHeaderAsync(destination, uuid, cancellationToken);
+        using var pipe = new AnonymousPipeServerStream(PipeDirection.In, HandleInheritability.None);
+        var writeEnd = (int)pipe.ClientSafePipeHandle.DangerousGetHandle();
+        var suspend = Task.Run(() =>
+        {
+            try
+            {
+                libxl.Suspend(domid, writeEnd);
+            }
+            finally
+            {
+                // The reader sees the end of the stream once libxl (and its save helper) are done.
+                pipe.DisposeLocalCopyOfClientHandle();
+            }
+        }, CancellationToken.None);
+        try
+        {
+            await pipe.CopyToAsync(destination, cancellationToken);
+        }
+        catch
+        {
+            // libxl's next write fails instead of blocking on a pipe nobody reads.
+            pipe.Dispose();
+            await suspend.ContinueWith(_ => { }, TaskScheduler.Default);
+            throw;
+        }
+        await suspend;
+        return await Task.Run(() => StateOf(uuid, domid), cancellationToken);
+    }
 
-    public ValueTask<DomainState> RestoreAsync(Guid uuid, Stream source, CancellationToken cancellationToken = default) =>
-        throw new NotSupportedException("RestoreAsync (resume from an image) is not implemented by the Xen backend yet");
+    /// <summary>Restores an image <see cref="SaveAsync"/> wrote into the created domain: libxl reads its stream from a pipe fed from <paramref name="source"/>.</summary>
+    public async ValueTask<DomainState> RestoreAsync(Guid uuid, Stream source, CancellationToken cancellationToken = default)
+    {
+        var created = Pending(uuid, "restore");
+        if (created.DomId is not null)
+        {
+            throw new DomainStateException(uuid, "restore", "a created, unbuilt domain", DomainPowerState.Running);
+        }
+        await XenSuspendImage.ReadHeaderAsync(source, uuid, cancellationToken);
+        var (json, disks) = await DomainJsonAsync(created.Config, cancellationToken);
+        created = created with { Disks = disks };
+        using var pipe = new AnonymousPipeServerStream(PipeDirection.Out, HandleInheritability.None);
+        var readEnd = (int)pipe.ClientSafePipeHandle.DangerousGetHandle();
+        var restore = Task.Run(() =>
+        {
+            try
+            {
+                return libxl.RestoreDomain(json, readEnd);
+            }
+            finally
+            {
+                pipe.DisposeLocalCopyOfClientHandle();
+            }
+        }, CancellationToken.None);
+        var feed = Task.Run(async () =>
+        {
+            try
+            {
+                await source.CopyToAsync(pipe, cancellationToken);
+            }
+            catch (IOException) when (restore.IsCompleted)
+            {
+                // libxl stopped reading (it failed, or the image holds more than its stream).
+            }
+            finally
+            {
+                pipe.Dispose();
+            }
+        }, CancellationToken.None);
+        uint domid;
+        try
+        {
+            domid = await restore;
+        }
+        catch (LibxlException e)
+        {
+            await feed.ContinueWith(_ => { }, TaskScheduler.Default);
+            throw new SuspendImageException($"libxl could not restore the suspend image of VM {uuid}: {e.Message}", e);
+        }
+        await feed.ContinueWith(_ => { }, TaskScheduler.Default);
+        return await Task.Run(() => Enter(created, domid), cancellationToken);
+    }
 
     public async ValueTask DestroyAsync(Guid uuid, CancellationToken cancellationToken = default)
     {
+        if (_created.TryGetValue(uuid, out var created) && created is { DomId: null } && FindInXen(uuid) is null)
+        {
+            // Created here but never put into Xen: nothing to tear down.
+            _created.TryRemove(uuid, out _);
+            return;
+        }
         await OnDomainAsync(uuid, domid =>
         {
             libxl.Destroy(domid);
@@ -163,14 +278,117 @@ public sealed class XenBackend(LibxlContext libxl, XenBackendOptions? options = 
         _created.TryRemove(uuid, out _);
     }
 
-    public ValueTask<DomainState> PlugVbdAsync(Guid uuid, VbdConfig vbd, CancellationToken cancellationToken = default) =>
-        OnDomainAsync(uuid, domid => ConfigOf(uuid)?.Vbds.Contains(vbd) == true
-            ? StateOf(uuid, domid)
-            : throw new NotSupportedException($"PlugVbdAsync of {vbd.Device} outside the domain's config (hot-plug) is not implemented by the Xen backend yet"),
-            cancellationToken);
+    /// <summary>The created domain's entry; <see cref="DomainNotFoundException"/> when CreateAsync has not made one.</summary>
+    private Created Pending(Guid uuid, string operation) =>
+        _created.TryGetValue(uuid, out var created) && created is not null ? created : throw new DomainNotFoundException(uuid) { Data = { ["operation"] = operation } };
 
-    public ValueTask<DomainState> UnplugVbdAsync(Guid uuid, string device, bool force, CancellationToken cancellationToken = default) =>
-        throw new NotSupportedException("UnplugVbdAsync is not implemented by the Xen backend yet");
+    /// <summary>libxl's config for the domain: the storage layer attaches each disk first, and each VIF's bridge is made if missing.</summary>
+    private async Task<(string Json, IReadOnlyDictionary<string, XenDisk> Disks)> DomainJsonAsync(DomainConfig config, CancellationToken cancellationToken)
+    {
+        var disks = new Dictionary<string, XenDisk>(StringComparer.Ordinal);
+        foreach (var vbd in config.Vbds)
+        {
+            if (vbd.Disk is not null && await _options.Disk(config, vbd, cancellationToken) is { } disk)
+            {
+                disks[vbd.Device] = disk;
+            }
+        }
+        var json = LibxlDomainJson.Build(config, _options.Boot(config), vbd => disks.GetValueOrDefault(vbd.Device));
+        EnsureBridges(config.Vifs);
+        return (json, disks);
+    }
+
+    /// <summary>libxl's vif-bridge hotplug script refuses a bridge that is not there.</summary>
+    private void EnsureBridges(IEnumerable<VifConfig> vifs)
+    {
+        foreach (var bridge in vifs.Select(v => v.Bridge).Where(b => b.Length > 0).Distinct(StringComparer.Ordinal))
+        {
+            _options.EnsureBridge(bridge);
+        }
+    }
+
+    /// <summary>Records the domain libxl made for the created entry and returns its state.</summary>
+    private DomainState Enter(Created created, uint domid)
+    {
+        _created[created.Config.Uuid] = created with { DomId = domid, At = _clock.Elapsed };
+        return StateOf(created.Config.Uuid, domid);
+    }
+
+    /// <summary>A created domain before libxl has made it: paused, unbuilt, without a domid.</summary>
+    private static DomainState NotYetInXen(DomainConfig config) => new()
+    {
+        Uuid = config.Uuid,
+        Name = config.Name,
+        DomId = -1,
+        Type = config.Type,
+        PowerState = DomainPowerState.Paused,
+        Built = false,
+        MemoryActual = 0,
+        MemoryTarget = 0,
+        MemoryOverhead = 0,
+        DynamicMin = config.Memory.DynamicMin,
+        DynamicMax = config.Memory.DynamicMax,
+        VcpusMax = config.VcpusMax,
+        VcpusOnline = config.VcpusAtStartup,
+        Vbds = [.. config.Vbds.Select(v => new VbdState(v.Device, v.Kind, v.Mode, v.Disk))],
+        Vifs = [.. config.Vifs.Select(v => new VifState(v.Device, v.Mac, v.Bridge))],
+        GuestCounter = 0,
+        ConsoleText = "",
+        CreatedAt = TimeSpan.Zero,
+    };
+
+    /// <summary>
+    /// A VBD the domain's config held was attached when libxl created the domain; any other is
+    /// hot-plugged: the storage layer attaches its disk, libxl adds it and waits for the backend.
+    /// </summary>
+    public async ValueTask<DomainState> PlugVbdAsync(Guid uuid, VbdConfig vbd, CancellationToken cancellationToken = default)
+    {
+        var created = Running(uuid, "PlugVbdAsync");
+        if (created.Config.Vbds.Contains(vbd))
+        {
+            return await OnDomainAsync(uuid, domid => StateOf(uuid, domid), cancellationToken);
+        }
+        if (created.Config.Vbds.Any(v => v.Device == vbd.Device))
+        {
+            throw new DeviceAlreadyExistsException(uuid, vbd.Device);
+        }
+        var disk = vbd.Disk is null ? null
+            : await _options.Disk(created.Config, vbd, cancellationToken) ?? throw new InvalidDomainRequestException(uuid, $"VBD {vbd.Device}: disk {vbd.Disk.Id} is nothing libxl can attach");
+        return await OnDomainAsync(uuid, domid =>
+        {
+            // An empty drive has nothing for libxl to attach; it is only recorded.
+            if (disk is not null)
+            {
+                libxl.AddDisk(domid, LibxlDomainJson.DiskEntry(vbd, disk).ToJsonString());
+            }
+            Record(uuid, c => c with
+            {
+                Config = c.Config with { Vbds = [.. c.Config.Vbds, vbd] },
+                Disks = disk is null ? c.Disks : new Dictionary<string, XenDisk>(c.Disks ?? new Dictionary<string, XenDisk>()) { [vbd.Device] = disk },
+            });
+            return StateOf(uuid, domid);
+        }, cancellationToken);
+    }
+
+    public ValueTask<DomainState> UnplugVbdAsync(Guid uuid, string device, bool force, CancellationToken cancellationToken = default)
+    {
+        var created = Running(uuid, "UnplugVbdAsync");
+        var vbd = created.Config.Vbds.FirstOrDefault(v => v.Device == device) ?? throw new DeviceNotFoundException(uuid, device);
+        var disk = created.Disks?.GetValueOrDefault(device);
+        return OnDomainAsync(uuid, domid =>
+        {
+            if (disk is not null)
+            {
+                libxl.RemoveDisk(domid, disk.GuestDevice ?? device, force);
+            }
+            Record(uuid, c => c with
+            {
+                Config = c.Config with { Vbds = [.. c.Config.Vbds.Where(v => v.Device != device)] },
+                Disks = c.Disks?.Where(d => d.Key != device).ToDictionary(d => d.Key, d => d.Value, StringComparer.Ordinal),
+            });
+            return StateOf(uuid, domid);
+        }, cancellationToken);
+    }
 
     public ValueTask<DomainState> EjectVbdAsync(Guid uuid, string device, CancellationToken cancellationToken = default) =>
         throw new NotSupportedException("EjectVbdAsync is not implemented by the Xen backend yet");
@@ -178,14 +396,55 @@ public sealed class XenBackend(LibxlContext libxl, XenBackendOptions? options = 
     public ValueTask<DomainState> InsertVbdAsync(Guid uuid, string device, DiskBinding disk, CancellationToken cancellationToken = default) =>
         throw new NotSupportedException("InsertVbdAsync is not implemented by the Xen backend yet");
 
-    public ValueTask<DomainState> PlugVifAsync(Guid uuid, VifConfig vif, CancellationToken cancellationToken = default) =>
-        OnDomainAsync(uuid, domid => ConfigOf(uuid)?.Vifs.Contains(vif) == true
-            ? StateOf(uuid, domid)
-            : throw new NotSupportedException($"PlugVifAsync of VIF {vif.Device} outside the domain's config (hot-plug) is not implemented by the Xen backend yet"),
-            cancellationToken);
+    /// <summary>As <see cref="PlugVbdAsync"/>: a VIF outside the config is hot-plugged onto its bridge, made first if missing.</summary>
+    public ValueTask<DomainState> PlugVifAsync(Guid uuid, VifConfig vif, CancellationToken cancellationToken = default)
+    {
+        var created = Running(uuid, "PlugVifAsync");
+        if (created.Config.Vifs.Contains(vif))
+        {
+            return OnDomainAsync(uuid, domid => StateOf(uuid, domid), cancellationToken);
+        }
+        if (created.Config.Vifs.Any(v => v.Device == vif.Device))
+        {
+            throw new DeviceAlreadyExistsException(uuid, vif.Device.ToString(System.Globalization.CultureInfo.InvariantCulture));
+        }
+        return OnDomainAsync(uuid, domid =>
+        {
+            EnsureBridges([vif]);
+            libxl.AddNic(domid, LibxlDomainJson.NicEntry(vif).ToJsonString());
+            Record(uuid, c => c with { Config = c.Config with { Vifs = [.. c.Config.Vifs, vif] } });
+            return StateOf(uuid, domid);
+        }, cancellationToken);
+    }
 
-    public ValueTask<DomainState> UnplugVifAsync(Guid uuid, int device, bool force, CancellationToken cancellationToken = default) =>
-        throw new NotSupportedException("UnplugVifAsync is not implemented by the Xen backend yet");
+    public ValueTask<DomainState> UnplugVifAsync(Guid uuid, int device, bool force, CancellationToken cancellationToken = default)
+    {
+        var created = Running(uuid, "UnplugVifAsync");
+        if (!created.Config.Vifs.Any(v => v.Device == device))
+        {
+            throw new DeviceNotFoundException(uuid, device.ToString(System.Globalization.CultureInfo.InvariantCulture));
+        }
+        return OnDomainAsync(uuid, domid =>
+        {
+            libxl.RemoveNic(domid, device, force);
+            Record(uuid, c => c with { Config = c.Config with { Vifs = [.. c.Config.Vifs.Where(v => v.Device != device)] } });
+            return StateOf(uuid, domid);
+        }, cancellationToken);
+    }
+
+    /// <summary>The entry of a domain this backend put into Xen; a domain found again after a restart has none, so its devices cannot be changed yet.</summary>
+    private Created Running(Guid uuid, string operation) =>
+        _created.TryGetValue(uuid, out var created) && created is { DomId: not null } ? created
+        : FindInXen(uuid) is null ? throw new DomainNotFoundException(uuid)
+        : throw new NotSupportedException($"{operation} on a domain this daemon did not create (found again after a restart) is not implemented by the Xen backend yet");
+
+    private void Record(Guid uuid, Func<Created, Created> change)
+    {
+        if (_created.TryGetValue(uuid, out var created) && created is not null)
+        {
+            _created[uuid] = change(created);
+        }
+    }
 
     public ValueTask<DomainState> SetVcpusAsync(Guid uuid, int online, CancellationToken cancellationToken = default) =>
         OnDomainAsync(uuid, domid =>
@@ -210,16 +469,40 @@ public sealed class XenBackend(LibxlContext libxl, XenBackendOptions? options = 
             return StateOf(uuid, domid);
         }, cancellationToken);
 
-    public ValueTask<DomainState> SetMemoryDynamicRangeAsync(Guid uuid, long dynamicMinBytes, long dynamicMaxBytes, CancellationToken cancellationToken = default) =>
-        throw new NotSupportedException("SetMemoryDynamicRangeAsync (ballooning between bounds) is not implemented by the Xen backend yet");
+    /// <summary>
+    /// Records the new range (it bounds later targets) and moves the balloon target into it; with no
+    /// squeezing of other domains yet, a target outside the range goes to its nearest end.
+    /// </summary>
+    public ValueTask<DomainState> SetMemoryDynamicRangeAsync(Guid uuid, long dynamicMinBytes, long dynamicMaxBytes, CancellationToken cancellationToken = default)
+    {
+        var created = Running(uuid, "SetMemoryDynamicRangeAsync");
+        var memory = created.Config.Memory with { DynamicMin = dynamicMinBytes, DynamicMax = dynamicMaxBytes };
+        if (!memory.IsOrdered)
+        {
+            throw new InvalidDomainRequestException(uuid, $"dynamic range {dynamicMinBytes}..{dynamicMaxBytes} is not within the static range {memory.StaticMin}..{memory.StaticMax}");
+        }
+        return OnDomainAsync(uuid, domid =>
+        {
+            Record(uuid, c => c with { Config = c.Config with { Memory = memory } });
+            var targetKib = libxl.GetMemoryTargetKib(domid);
+            var clamped = Math.Clamp((long)targetKib, MemoryModel.KibOfBytesFree(dynamicMinBytes), MemoryModel.KibOfBytesFree(dynamicMaxBytes));
+            if (clamped != (long)targetKib)
+            {
+                libxl.SetMemoryTargetKib(domid, clamped);
+            }
+            return StateOf(uuid, domid);
+        }, cancellationToken);
+    }
 
     public ValueTask<DomainStats> GetStatsAsync(Guid uuid, CancellationToken cancellationToken = default) =>
         OnDomainAsync(uuid, domid =>
         {
             var state = StateOf(uuid, domid);
             var info = libxl.TryGetDomain(domid) ?? throw new DomainNotFoundException(uuid);
-            // Per-device counters are not read yet.
-            return new DomainStats(uuid, (int)domid, TimeSpan.FromTicks((long)(info.CpuTimeNs / 100)), state.MemoryActual, state.MemoryTarget, [], []);
+            var disks = _created.TryGetValue(uuid, out var created) ? created?.Disks : null;
+            return new DomainStats(uuid, (int)domid, TimeSpan.FromTicks((long)(info.CpuTimeNs / 100)), state.MemoryActual, state.MemoryTarget,
+                [.. state.Vbds.Select(v => _options.Counters.Vbd(domid, v.Device, disks?.GetValueOrDefault(v.Device)?.GuestDevice ?? v.Device))],
+                [.. state.Vifs.Select(v => _options.Counters.Vif(domid, v.Device))]);
         }, cancellationToken);
 
     public async ValueTask<DomainState?> TryGetDomainAsync(Guid uuid, CancellationToken cancellationToken = default) =>
@@ -239,31 +522,41 @@ public sealed class XenBackend(LibxlContext libxl, XenBackendOptions? options = 
         }, cancellationToken);
 
     /// <summary>
-    /// Changes found by listing the domains every <see cref="XenBackendOptions.WatchInterval"/>:
-    /// created, destroyed, paused, unpaused, shut down (libxl's event API is not used yet).
+    /// Changes found by listing the domains whenever xenstored says a domain was introduced, shut
+    /// down or died, and every <see cref="XenBackendOptions.WatchInterval"/> besides: created,
+    /// destroyed, paused, unpaused, shut down.
     /// </summary>
     public long LatestEventSequence => Interlocked.Read(ref _sequence);
 
     // One count across subscribers, so the numbers order events from any of them.
     private long _sequence;
 
+    /// <summary>Each wait on xenstored is this short, so a cancelled watch stops within it.</summary>
+    private static readonly TimeSpan WatchSlice = TimeSpan.FromMilliseconds(250);
+
     public async IAsyncEnumerable<DomainEvent> WatchAsync([EnumeratorCancellation] CancellationToken cancellationToken = default)
     {
+        using var store = _options.OpenStore();
         var known = (await ListDomainsAsync(cancellationToken)).ToDictionary(d => d.Uuid);
         while (true)
         {
-            await Task.Delay(_options.WatchInterval, cancellationToken);
+            await WaitForChangeAsync(store, cancellationToken);
             var now = (await ListDomainsAsync(cancellationToken)).ToDictionary(d => d.Uuid);
             foreach (var (uuid, state) in now)
             {
                 DomainEventKind? kind = !known.TryGetValue(uuid, out var before) ? DomainEventKind.Created
-                    : before.PowerState == state.PowerState ? null
-                    : state.PowerState switch
+                    : before.PowerState != state.PowerState ? state.PowerState switch
                     {
                         DomainPowerState.Shutdown => DomainEventKind.Shutdown,
                         DomainPowerState.Paused => DomainEventKind.Paused,
                         _ => DomainEventKind.Unpaused,
-                    };
+                    }
+                    // A domain that has stopped is folded only through its Shutdown and Destroyed events:
+                    // its memory drains while it dies, and that is no change of a live VM.
+                    : state.PowerState == DomainPowerState.Shutdown ? null
+                    : !SameAgentData(before.GuestAgent, state.GuestAgent) ? DomainEventKind.GuestAgentChanged
+                    : before.MemoryActual != state.MemoryActual || before.MemoryTarget != state.MemoryTarget ? DomainEventKind.MemoryChanged
+                    : null;
                 if (kind is { } k)
                 {
                     yield return new DomainEvent(Interlocked.Increment(ref _sequence), k, state);
@@ -278,6 +571,27 @@ public sealed class XenBackend(LibxlContext libxl, XenBackendOptions? options = 
             }
             known = now;
         }
+    }
+
+    private static bool SameAgentData(GuestAgentData? a, GuestAgentData? b) =>
+        a is null || b is null ? a is null && b is null
+        : a.PvDriversDetected == b.PvDriversDetected && a.Xenstore.Count == b.Xenstore.Count
+          && a.Xenstore.All(entry => b.Xenstore.TryGetValue(entry.Key, out var value) && value == entry.Value);
+
+    private async Task WaitForChangeAsync(XenStore? store, CancellationToken cancellationToken)
+    {
+        if (store is null)
+        {
+            await Task.Delay(_options.WatchInterval, cancellationToken);
+            return;
+        }
+        var waited = Stopwatch.StartNew();
+        // Each slice is awaited to its end, so the store is never disposed under a wait.
+        while (!await Task.Run(() => store.WaitForDomainChange(WatchSlice), CancellationToken.None) && waited.Elapsed < _options.WatchInterval)
+        {
+            cancellationToken.ThrowIfCancellationRequested();
+        }
+        cancellationToken.ThrowIfCancellationRequested();
     }
 
     private IReadOnlyList<DomainState> ListNow() =>
@@ -352,6 +666,8 @@ public sealed class XenBackend(LibxlContext libxl, XenBackendOptions? options = 
             VcpusOnline = (int)info.VcpuOnline,
             Vbds = [.. (config?.Vbds ?? []).Select(v => new VbdState(v.Device, v.Kind, v.Mode, v.Disk))],
             Vifs = [.. (config?.Vifs ?? []).Select(v => new VifState(v.Device, v.Mac, v.Bridge))],
+            // A domain that has stopped has no agent any more.
+            GuestAgent = info.Shutdown || info.Dying || _agentStore.Value is not { } store ? null : XenGuestAgent.Read(store, info.DomId),
             GuestCounter = 0,
             ConsoleText = "",
             CreatedAt = created?.At ?? TimeSpan.Zero,

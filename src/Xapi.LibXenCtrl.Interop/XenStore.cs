@@ -4,7 +4,7 @@ using Xapi.LibXenCtrl.Interop.Native;
 namespace Xapi.LibXenCtrl.Interop;
 
 /// <summary>A connection to xenstored (the guest agent publishes under <c>/local/domain/DOMID</c>).</summary>
-public sealed class XenStore : IDisposable
+public sealed class XenStore : IXenStoreTree, IDisposable
 {
     private readonly XsHandle _handle;
 
@@ -62,6 +62,42 @@ public sealed class XenStore : IDisposable
             // One block holds the array and the strings.
             NativeMemory.Free((void*)entries);
         }
+    }
+
+    /// <summary>
+    /// Waits for xenstored's special watches on domains: <c>@introduceDomain</c> fires when a domain
+    /// is introduced, <c>@releaseDomain</c> when one shuts down or dies (the watch libxl's own
+    /// domain-death events rest on). Returns once at least one fired (true, every pending event
+    /// consumed) or after <paramref name="timeout"/> (false). Call from one thread at a time.
+    /// </summary>
+    public unsafe bool WaitForDomainChange(TimeSpan timeout)
+    {
+        if (!_watching)
+        {
+            if (!Xs.xs_watch(_handle, "@introduceDomain", "introduce") || !Xs.xs_watch(_handle, "@releaseDomain", "release"))
+            {
+                throw new IOException("xs_watch of xenstored's domain watches failed");
+            }
+            _watching = true;
+            // A watch fires once as it is set: that first event says nothing.
+            Drain();
+        }
+        var poll = new Libc.PollFd { Fd = Xs.xs_fileno(_handle), Events = Libc.PollIn };
+        var ready = Libc.poll(&poll, 1, (int)Math.Clamp(timeout.TotalMilliseconds, 0, int.MaxValue));
+        return ready > 0 && Drain() > 0;
+    }
+
+    private bool _watching;
+
+    private unsafe int Drain()
+    {
+        var events = 0;
+        while (Xs.xs_check_watch(_handle) is var vector and not 0)
+        {
+            NativeMemory.Free((void*)vector);
+            events++;
+        }
+        return events;
     }
 
     public void Dispose() => _handle.Dispose();

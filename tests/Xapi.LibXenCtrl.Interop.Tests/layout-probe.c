@@ -63,6 +63,13 @@ int main(void)
     OFFSET(libxl_dominfo, domain_type);
     FIELDSIZE(libxl_dominfo, domain_type);
 
+    SIZE(libxl_device_disk);
+    SIZE(libxl_device_nic);
+
+    SIZE(libxl_domain_restore_params);
+    OFFSET(libxl_domain_restore_params, stream_version);
+    FIELDSIZE(libxl_domain_restore_params, stream_version);
+
     SIZE(libxl_bitmap);
     OFFSET(libxl_bitmap, size);
     FIELDSIZE(libxl_bitmap, size);

@@ -88,11 +88,11 @@ public partial class RealXenTests
             {
                 "dom0-boot", "xenstored", "xl-list", "xl-info", "payload", "interop-environment",
                 "libxl-physinfo", "libxl-domains", "daemon-start", "xenapi-login", "xenapi-host-records", "xe-host-list", "xen-host-facts",
-                "vm-create", "vm-start", "guest-console", "vm-pause", "vm-unpause", "vm-metrics", "vm-hard-shutdown",
-                "vm-start-again", "guest-console-again", "vm-clean-shutdown", "vm-start-third", "vm-hard-reboot", "daemon-stop",
+                "vm-create", "vm-start", "guest-console", "vm-pause", "vm-unpause", "vm-metrics", "vm-memory-dynamic-range", "vm-hard-shutdown",
+                "vm-start-again", "guest-console-again", "vm-suspend", "vm-resume", "vm-clean-shutdown", "vm-start-third", "vm-hard-reboot", "daemon-stop",
                 "daemon-restart-finds-guest", "guest-self-poweroff",
                 "vm-create-pvh", "vm-start-pvh", "guest-console-pvh", "xl-type-pvh", "vm-clean-shutdown-ignored", "vm-hard-shutdown-pvh",
-                "sr-create-ext", "vdi-import", "vbd-vif-create", "vm-start-disknet", "guest-disk-read", "guest-net", "vm-clean-shutdown-disknet", "vdi-export",
+                "sr-create-ext", "vdi-import", "vbd-vif-create", "vm-start-disknet", "guest-disk-read", "guest-net", "guest-agent", "vbd-hotplug", "vif-hotplug", "vm-clean-shutdown-disknet", "vdi-export",
                 "xl-create", "daemon-stop-final",
             }));
             Assert.That(text, Does.Contain("xen: PASSED"));

@@ -121,6 +121,14 @@ mkdir -p $D/guest
 cp "$R/boot/vmlinuz-$kver" $D/guest/vmlinuz
 mkdir -p $G/bin $G/sbin $G/proc $G/sys $G/dev $G/lib/modules
 cp /bin/busybox $G/bin/busybox
+# A guest agent's one tool, xenstore-write, with its libraries: with xtest=disknet the guest
+# publishes what xe-guest-utilities would (OS, PV drivers, its address) in its xenstore tree.
+mkdir -p $G/usr/bin
+cp "$R/usr/bin/xenstore-write" $G/usr/bin/
+for lib in $(LD_LIBRARY_PATH=$R/usr/lib/x86_64-linux-gnu ldd "$R/usr/bin/xenstore-write" | awk '$2=="=>" && $3 ~ /^\// {print $3} $1 ~ /^\// {print $1}'); do
+  case "$lib" in "$R"/*) dest=/usr/lib/x86_64-linux-gnu/$(basename "$lib") ;; *) dest=$lib ;; esac
+  mkdir -p "$G$(dirname "$dest")" && cp -L "$lib" "$G$dest"
+done
 # Its disk and network frontends, for xtest=disknet.
 for module in xen-blkfront xen-netfront; do
   modprobe -d "$R" -S "$kver" --show-depends "$module" | awk '$1=="insmod"{print $2}' | while read -r ko; do
@@ -148,6 +156,13 @@ case " $(cat /proc/cmdline) " in
     i=0; while [ ! -e /sys/class/net/eth0 ] && [ $i -lt 200 ]; do sleep 0.1; i=$((i + 1)); done
     ip link set lo up; ip addr add "$guestip/24" dev eth0; ip link set eth0 up
     if ping -c 2 -w 20 10.0.0.1 >/dev/null 2>&1; then echo "XAPI-GUEST net eth0 $(cat /sys/class/net/eth0/address) $guestip pinged dom0 10.0.0.1"; else echo "XAPI-GUEST net eth0 $(cat /sys/class/net/eth0/address 2>/dev/null) $guestip could not ping dom0"; fi
+    # Relative paths are the domain's own tree, which the guest may write.
+    if LD_LIBRARY_PATH=/usr/lib/x86_64-linux-gnu /usr/bin/xenstore-write data/os_name "XAPI busybox guest" data/os_uname "$(uname -r)" data/os_distro busybox \
+        attr/PVAddons/MajorVersion 9 attr/PVAddons/MinorVersion 1 attr/PVAddons/MicroVersion 0 attr/vif/0/ipv4/0 "$guestip" data/updated 1; then
+      echo "XAPI-GUEST agent published its OS, PV drivers 9.1.0 and $guestip in xenstore"
+    else
+      echo "XAPI-GUEST agent could not write xenstore"
+    fi
     ;;
 esac
 while true; do sleep 60; done

@@ -165,7 +165,7 @@ call VM.set_is_a_template "$S" "$V" "<boolean>0</boolean>" >/dev/null
 uuid=$(call VM.get_uuid "$S" "$V")
 set_out=$(xe vm-param-set uuid="$uuid" HVM-boot-policy= domain-type=pv \
   PV-kernel=/guest/vmlinuz PV-ramdisk=/guest/initrd.gz "PV-args=console=hvc0 quiet" \
-  memory-static-min=$mib memory-dynamic-min=$mib memory-dynamic-max=$mib memory-static-max=$mib VCPUs-max=1 VCPUs-at-startup=1 2>&1)
+  memory-static-min=$((mib / 2)) memory-dynamic-min=$mib memory-dynamic-max=$mib memory-static-max=$mib VCPUs-max=1 VCPUs-at-startup=1 2>&1)
 if [ -n "$uuid" ] && [ -z "$set_out" ] && [ "$(call VM.get_PV_kernel "$S" "$V")" = /guest/vmlinuz ]; then step vm-create OK "VM $uuid: PV, 128 MiB, 1 vCPU, kernel /guest/vmlinuz"; else step vm-create FAIL "template=$template vm=$vm uuid=$uuid: $(echo "$set_out" | one_line)"; fi
 
 xl_line() { timeout 30 xl list 2>/dev/null | awk -v n="$1" '$1==n'; }
@@ -224,6 +224,18 @@ if [ "$((mem / 1048576)) $vcpus" = "$xl_mem_vcpus" ]; then
 else
   step vm-metrics FAIL "VM_metrics memory_actual=$mem VCPUs_number=$vcpus; xl list: $xl_mem_vcpus"
 fi
+# A smaller dynamic range on the running guest: its balloon target moves into it and the guest's
+# balloon driver gives the memory back to Xen (xl list's figure is what the domain holds).
+xl_mib() { xl_line "$vmname" | awk '{print $3}'; }
+ballooned() { [ "$(xl_mib)" -le 97 ]; }
+t0=$(now)
+if err=$(call VM.set_memory_dynamic_range "$S" "$V" "$(s $((96 * 1048576)))" "$(s $((96 * 1048576)))" 2>&1 >/dev/null) && wait_until 60 ballooned \
+   && [ "$(call VM.get_memory_dynamic_max "$S" "$V")" = $((96 * 1048576)) ]; then
+  step vm-memory-dynamic-range OK "domid $first: dynamic range 96..96 MiB; the guest ballooned from 128 to $(xl_mib) MiB (xl list) in $(since "$t0")s"
+else
+  step vm-memory-dynamic-range FAIL "$err; xl list: $(xl_mib) MiB; VM dynamic_max $(call VM.get_memory_dynamic_max "$S" "$V")"
+fi
+call VM.set_memory_dynamic_range "$S" "$V" "$(s $mib)" "$(s $mib)" >/dev/null
 t0=$(now)
 if err=$(call VM.hard_shutdown "$S" "$V" 2>&1 >/dev/null) && gone_from_xl && [ "$(power)" = Halted ] && [ "$(domid)" = -1 ]; then
   step vm-hard-shutdown OK "domid $first gone from xl list in $(since "$t0")s; power_state Halted, domid -1"
@@ -234,6 +246,22 @@ fi
 start_vm vm-start-again
 second=$(domid)
 guest_up guest-console-again 2
+# Suspend writes the guest's memory through libxl into a suspend VDI on the local SR; resume
+# restores it into a new domain, and the same guest, not a new boot, then answers the clean shutdown.
+t0=$(now)
+if err=$(call VM.suspend "$S" "$V" 2>&1 >/dev/null) && [ "$(power)" = Suspended ] && gone_from_xl; then
+  suspend_vdi=$(call VM.get_suspend_VDI "$S" "$V")
+  step vm-suspend OK "domid $second suspended in $(since "$t0")s; power_state Suspended, gone from xl list; image in VDI $(call VDI.get_uuid "$S" "$(s "$suspend_vdi")") ($(du -m "$(find /tmp/xapi -name "$(call VDI.get_uuid "$S" "$(s "$suspend_vdi")").*" | head -1)" 2>/dev/null | cut -f1) MiB in its SR)"
+else
+  step vm-suspend FAIL "$err power=$(power) xl: $(xl_line "$vmname" | tr -s ' ')"
+fi
+t0=$(now)
+if err=$(call VM.resume "$S" "$V" "<boolean>0</boolean>" "<boolean>0</boolean>" 2>&1 >/dev/null) && [ "$(power)" = Running ] && [ "$(domid)" = "$(xl_domid)" ] && [ "$(domid)" != "$second" ] && [ "$(markers 'XAPI-GUEST up')" -eq 2 ]; then
+  step vm-resume OK "domid $second -> $(domid) in $(since "$t0")s, no new boot ($(markers 'XAPI-GUEST up') boot markers); xl: $(xl_line "$vmname" | tr -s ' ')"
+else
+  step vm-resume FAIL "$err power=$(power) domid=$(domid) xl: $(xl_line "$vmname" | tr -s ' ')"
+fi
+second=$(domid)
 t0=$(now)
 if err=$(call VM.clean_shutdown "$S" "$V" 2>&1 >/dev/null) && gone_from_xl && [ "$(power)" = Halted ] && grep -q 'poweroff requested by the toolstack' "$console"; then
   step vm-clean-shutdown OK "domid $second: the guest powered off in $(since "$t0")s; power_state Halted, gone from xl list"
@@ -388,6 +416,59 @@ if wait_until 60 grep -q 'XAPI-GUEST net ' "$console" && grep -q 'pinged dom0' "
   step guest-net OK "domid $disknet: bridge $bridge ($(ls /sys/class/net/"$bridge"/brif 2>/dev/null | tr '\n' ' ')): $(grep 'XAPI-GUEST net ' "$console" | tail -1 | tr -d '\r' | cut -c12-); dom0 pinged 10.0.0.2"
 else
   step guest-net FAIL "domid $disknet: bridge $bridge: $(grep 'XAPI-GUEST net ' "$console" | tail -1 | one_line)"
+fi
+# The guest's agent data (what xe-guest-utilities would publish) read from its xenstore tree.
+# (call keeps only a string Value: the record is read from the raw reply.)
+guest_metrics_record() { xmlrpc VM_guest_metrics.get_record "$S" "$(s "$(call VM.get_guest_metrics "$S" "$V")")" 2>/dev/null | tr -d '\n'; }
+agent_seen() { guest_metrics_record | grep -q '10\.0\.0\.2'; }
+if wait_until 30 agent_seen; then
+  record=$(guest_metrics_record)
+  uname=$(echo "$record" | sed -n 's,.*<name>uname</name><value>\(<string>\)\{0\,1\}\([^<]*\).*,\2,p')
+  drivers=$(echo "$record" | grep -o '<name>PV_drivers_detected</name><value><boolean>[01]' | grep -o '[01]$')
+  if [ "$uname" = "$(grep -o 'kernel [^,]*' "$console" | head -1 | cut -c8-)" ] && [ "$drivers" = 1 ]; then
+    step guest-agent OK "domid $disknet: VM_guest_metrics from its xenstore tree: os_version uname $uname, networks 0/ip 10.0.0.2, PV_drivers_detected"
+  else
+    step guest-agent FAIL "domid $disknet: uname '$uname', PV_drivers_detected '$drivers': $(echo "$record" | one_line)"
+  fi
+else
+  step guest-agent FAIL "domid $disknet: no guest metrics with 10.0.0.2 (guest: $(grep 'XAPI-GUEST agent' "$console" | one_line)): $(guest_metrics_record | one_line)"
+fi
+
+# Hot-plug into the running guest and out again: a second VDI (its frontend connects: state 4 in
+# xl block-list, where xvdb is device 51728) and a second VIF (its vif joins the bridge).
+vdi2=$(xe vdi-create sr-uuid="$sr" name-label=hotplug-disk virtual-size=4MiB type=user 2>&1)
+vbd2=$(xe vbd-create vm-uuid="$vm_uuid" vdi-uuid="$vdi2" device=1 mode=RW type=Disk 2>&1)
+xvdb_state() { xl block-list "$vmname" 2>/dev/null | awk '$1==51728{print $4}'; }
+xvdb_connected() { [ "$(xvdb_state)" = 4 ]; }
+xvdb_gone() { [ -z "$(xvdb_state)" ]; }
+t0=$(now)
+plug_out=$(xe vbd-plug uuid="$vbd2" 2>&1)
+if [ -z "$plug_out" ] && wait_until 30 xvdb_connected && [ "$(call VBD.get_device "$S" "$(s "$(call VBD.get_by_uuid "$S" "$(s "$vbd2")")")")" = xvdb ]; then
+  plugged="xvdb plugged and connected in $(since "$t0")s"
+  t0=$(now)
+  unplug_out=$(xe vbd-unplug uuid="$vbd2" 2>&1)
+  if [ -z "$unplug_out" ] && xvdb_gone && [ "$(xe vbd-param-get uuid="$vbd2" param-name=currently-attached 2>&1)" = false ]; then
+    step vbd-hotplug OK "domid $disknet: $plugged; unplugged in $(since "$t0")s; xl block-list: $(xl block-list "$vmname" 2>/dev/null | awk 'NR>1{print $1}' | tr '\n' ' ')"
+  else
+    step vbd-hotplug FAIL "domid $disknet: $plugged; unplug: $(echo "$unplug_out" | one_line) xvdb state '$(xvdb_state)'"
+  fi
+else
+  step vbd-hotplug FAIL "domid $disknet: vdi=$vdi2 vbd=$vbd2 plug: $(echo "$plug_out" | one_line) xvdb state '$(xvdb_state)'"
+fi
+vif2=$(xe vif-create vm-uuid="$vm_uuid" network-uuid="$network_uuid" device=1 mac=00:16:3e:00:00:03 2>&1)
+port=/sys/class/net/$bridge/brif/vif$disknet.1
+t0=$(now)
+plug_out=$(xe vif-plug uuid="$vif2" 2>&1)
+if [ -z "$plug_out" ] && [ -e "$port" ]; then
+  plugged="vif$disknet.1 on $bridge in $(since "$t0")s"
+  unplug_out=$(xe vif-unplug uuid="$vif2" 2>&1)
+  if [ -z "$unplug_out" ] && [ ! -e "$port" ]; then
+    step vif-hotplug OK "domid $disknet: $plugged; unplugged: $bridge has $(ls /sys/class/net/"$bridge"/brif | tr '\n' ' ')"
+  else
+    step vif-hotplug FAIL "domid $disknet: $plugged; unplug: $(echo "$unplug_out" | one_line); $bridge has $(ls /sys/class/net/"$bridge"/brif | tr '\n' ' ')"
+  fi
+else
+  step vif-hotplug FAIL "domid $disknet: vif=$vif2 plug: $(echo "$plug_out" | one_line); $bridge has $(ls /sys/class/net/"$bridge"/brif 2>/dev/null | tr '\n' ' ')"
 fi
 t0=$(now)
 if err=$(call VM.clean_shutdown "$S" "$V" 2>&1 >/dev/null) && gone_from_xl && [ "$(power)" = Halted ]; then

@@ -72,6 +72,13 @@ internal static class VmCommands
         new("vif-create",
             "Create a VIF. Appropriate values for the device are listed in the parameter 'allowed-VIF-devices' on the VM. If specified, the MAC parameter is of the form aa:bb:cc:dd:ee:ff. If MAC is not specified the server will choose an appropriate MAC automatically.",
             ["device", "network-uuid", "vm-uuid"], ["mac"], VifCreateAsync),
+        new("vif-plug", "Attempt to attach the VIF while the VM is in the running state.", [CliParams.Uuid], [], async run =>
+            await run.CallAsync("VIF.plug", await StorageValues.ByUuidAsync(run, "VIF", run.Required(CliParams.Uuid)).ConfigureAwait(false)).ConfigureAwait(false)),
+        new("vif-unplug", "Attempt to detach the VIF while the VM is in the running state.", [CliParams.Uuid], [CliParams.Force], async run =>
+        {
+            var vif = await StorageValues.ByUuidAsync(run, "VIF", run.Required(CliParams.Uuid)).ConfigureAwait(false);
+            await run.CallAsync(CliValues.BoolParam(run, CliParams.Force) ? "VIF.unplug_force" : "VIF.unplug", vif).ConfigureAwait(false);
+        }),
         new("event-wait", "Wait for the event that satisfies the conditions given on the command line.", ["class"], [], EventWaitAsync),
         new("task-cancel", "Set a task to cancelling and return.", [CliParams.Uuid], [], async run =>
         {

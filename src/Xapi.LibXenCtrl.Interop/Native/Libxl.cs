@@ -37,6 +37,68 @@ internal static partial class Libxl
     public static partial int libxl_domain_create_new(LibxlContextHandle ctx, nint config, out uint domid, nint aoHow, nint aopConsoleHow);
 
     [LibraryImport(XenLibraries.Xenlight)]
+    public static partial int libxl_domain_create_restore(LibxlContextHandle ctx, nint config, out uint domid, int restoreFd, int sendBackFd, nint parameters, nint aoHow, nint aopConsoleHow);
+
+    [LibraryImport(XenLibraries.Xenlight)]
+    public static partial void libxl_domain_restore_params_init(nint parameters);
+
+    [LibraryImport(XenLibraries.Xenlight)]
+    public static partial void libxl_domain_restore_params_dispose(nint parameters);
+
+    /// <summary>Suspends the guest and writes its state to <paramref name="fd"/>; the domain is left shut down (suspend).</summary>
+    [LibraryImport(XenLibraries.Xenlight)]
+    public static partial int libxl_domain_suspend(LibxlContextHandle ctx, uint domid, int fd, int flags, nint aoHow);
+
+    /// <summary>Asks the guest to suspend and waits until it has, saving nothing.</summary>
+    [LibraryImport(XenLibraries.Xenlight)]
+    public static partial int libxl_domain_suspend_only(LibxlContextHandle ctx, uint domid, nint aoHow);
+
+    [LibraryImport(XenLibraries.Xenlight)]
+    public static partial void libxl_device_disk_init(nint disk);
+
+    [LibraryImport(XenLibraries.Xenlight)]
+    public static partial void libxl_device_disk_dispose(nint disk);
+
+    [LibraryImport(XenLibraries.Xenlight, StringMarshalling = StringMarshalling.Utf8)]
+    public static partial int libxl_device_disk_from_json(LibxlContextHandle ctx, nint disk, string json);
+
+    /// <summary>The disk the guest has as <paramref name="vdev"/>, read back from xenstore.</summary>
+    [LibraryImport(XenLibraries.Xenlight, StringMarshalling = StringMarshalling.Utf8)]
+    public static partial int libxl_vdev_to_device_disk(LibxlContextHandle ctx, uint domid, string vdev, nint disk);
+
+    [LibraryImport(XenLibraries.Xenlight)]
+    public static partial int libxl_device_disk_add(LibxlContextHandle ctx, uint domid, nint disk, nint aoHow);
+
+    /// <summary>Asks the guest to let go of the disk, then removes it.</summary>
+    [LibraryImport(XenLibraries.Xenlight)]
+    public static partial int libxl_device_disk_remove(LibxlContextHandle ctx, uint domid, nint disk, nint aoHow);
+
+    /// <summary>Removes the disk without asking the guest.</summary>
+    [LibraryImport(XenLibraries.Xenlight)]
+    public static partial int libxl_device_disk_destroy(LibxlContextHandle ctx, uint domid, nint disk, nint aoHow);
+
+    [LibraryImport(XenLibraries.Xenlight)]
+    public static partial void libxl_device_nic_init(nint nic);
+
+    [LibraryImport(XenLibraries.Xenlight)]
+    public static partial void libxl_device_nic_dispose(nint nic);
+
+    [LibraryImport(XenLibraries.Xenlight, StringMarshalling = StringMarshalling.Utf8)]
+    public static partial int libxl_device_nic_from_json(LibxlContextHandle ctx, nint nic, string json);
+
+    [LibraryImport(XenLibraries.Xenlight)]
+    public static partial int libxl_devid_to_device_nic(LibxlContextHandle ctx, uint domid, int devid, nint nic);
+
+    [LibraryImport(XenLibraries.Xenlight)]
+    public static partial int libxl_device_nic_add(LibxlContextHandle ctx, uint domid, nint nic, nint aoHow);
+
+    [LibraryImport(XenLibraries.Xenlight)]
+    public static partial int libxl_device_nic_remove(LibxlContextHandle ctx, uint domid, nint nic, nint aoHow);
+
+    [LibraryImport(XenLibraries.Xenlight)]
+    public static partial int libxl_device_nic_destroy(LibxlContextHandle ctx, uint domid, nint nic, nint aoHow);
+
+    [LibraryImport(XenLibraries.Xenlight)]
     public static partial int libxl_domain_pause(LibxlContextHandle ctx, uint domid, nint aoHow);
 
     [LibraryImport(XenLibraries.Xenlight)]
@@ -144,6 +206,18 @@ internal static partial class Xs
     [LibraryImport(XenLibraries.Xenstore, StringMarshalling = StringMarshalling.Utf8)]
     public static partial nint xs_read(XsHandle handle, uint transaction, string path, out uint length);
 
+    [LibraryImport(XenLibraries.Xenstore, StringMarshalling = StringMarshalling.Utf8)]
+    [return: MarshalAs(UnmanagedType.U1)]
+    public static partial bool xs_watch(XsHandle handle, string path, string token);
+
+    /// <summary>A descriptor that becomes readable when watch events are pending.</summary>
+    [LibraryImport(XenLibraries.Xenstore)]
+    public static partial int xs_fileno(XsHandle handle);
+
+    /// <summary>One pending watch event (a malloc'd vector: free it), or null when none is pending.</summary>
+    [LibraryImport(XenLibraries.Xenstore)]
+    public static partial nint xs_check_watch(XsHandle handle);
+
     /// <summary>A malloc'd array of <paramref name="count"/> strings in one block (free the array only).</summary>
     [LibraryImport(XenLibraries.Xenstore, StringMarshalling = StringMarshalling.Utf8)]
     public static partial nint xs_directory(XsHandle handle, uint transaction, string path, out uint count);
@@ -162,4 +236,17 @@ internal static partial class Libc
 
     [LibraryImport(XenLibraries.Libc)]
     public static partial int fclose(nint file);
+
+    [LibraryImport(XenLibraries.Libc, SetLastError = true)]
+    public static unsafe partial int poll(PollFd* fds, nuint count, int timeoutMs);
+
+    public const short PollIn = 1;
+
+    [StructLayout(LayoutKind.Sequential)]
+    public struct PollFd
+    {
+        public int Fd;
+        public short Events;
+        public short Revents;
+    }
 }

@@ -47,6 +47,15 @@ internal static class LibxlLayout
     public const int DominfoVcpuOnline = 100;
     public const int DominfoDomainType = 112;
 
+    public const int DeviceDiskSize = 144;
+    public const int DeviceNicSize = 504;
+
+    public const int RestoreParamsSize = 24;
+    public const int RestoreParamsStreamVersion = 4;
+
+    /// <summary>The stream libxl_domain_suspend writes (libxl's migration stream v2).</summary>
+    public const uint RestoreStreamVersion2 = 2;
+
     public const int BitmapSize = 16;
     public const int BitmapSizeField = 0;
     public const int BitmapMap = 8;
@@ -119,6 +128,11 @@ internal static class LibxlLayout
             ["sizeof(libxl_dominfo.vcpu_online)"] = Uint32,
             ["offsetof(libxl_dominfo.domain_type)"] = DominfoDomainType,
             ["sizeof(libxl_dominfo.domain_type)"] = Enum,
+            ["sizeof(libxl_device_disk)"] = DeviceDiskSize,
+            ["sizeof(libxl_device_nic)"] = DeviceNicSize,
+            ["sizeof(libxl_domain_restore_params)"] = RestoreParamsSize,
+            ["offsetof(libxl_domain_restore_params.stream_version)"] = RestoreParamsStreamVersion,
+            ["sizeof(libxl_domain_restore_params.stream_version)"] = Uint32,
             ["sizeof(libxl_bitmap)"] = BitmapSize,
             ["offsetof(libxl_bitmap.size)"] = BitmapSizeField,
             ["sizeof(libxl_bitmap.size)"] = Uint32,

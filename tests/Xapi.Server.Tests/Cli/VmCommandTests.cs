@@ -415,6 +415,28 @@ public class VmCommandTests() : XeFixture()
     }
 
     [Test]
+    public async Task Vif_plug_and_unplug_attach_and_detach_a_vif_of_a_running_vm()
+    {
+        var (vm, uuid) = await VmAsync("hotplugged", withDevices: false);
+        var network = Refs(await Client.InvokeAsync("network.get_all"))[0];
+        var vifUuid = (await XeOkAsync("vif-create", "vm-uuid=" + uuid, "network-uuid=" + await UuidAsync("network", network), "device=1")).TrimEnd('\n');
+        var vif = await RefAsync("VIF", vifUuid);
+        await Client.InvokeAsync("VM.start", vm, false, false);
+        Assert.That(await Client.InvokeAsync("VIF.get_currently_attached", vif), Is.EqualTo(true), "a VIF made before the start is plugged by it");
+
+        Assert.That(await XeOkAsync("vif-unplug", "uuid=" + vifUuid), Is.Empty);
+        Assert.That(await Client.InvokeAsync("VIF.get_currently_attached", vif), Is.EqualTo(false));
+        Assert.That(await XeOkAsync("vif-plug", "uuid=" + vifUuid), Is.Empty);
+        Assert.That(await Client.InvokeAsync("VIF.get_currently_attached", vif), Is.EqualTo(true));
+        Assert.That(await XeOkAsync("vif-unplug", "uuid=" + vifUuid, "force=true"), Is.Empty);
+        Assert.That(await Client.InvokeAsync("VIF.get_currently_attached", vif), Is.EqualTo(false));
+
+        var again = await XeAsync("vif-unplug", "uuid=" + vifUuid);
+        Assert.That(again.ExitCode, Is.EqualTo(1), "an unplugged VIF cannot be unplugged: the server's refusal");
+        Assert.That(again.Stderr, Is.Not.Empty);
+    }
+
+    [Test]
     public async Task Event_wait_returns_at_once_when_an_object_already_matches_and_otherwise_when_a_change_makes_one_match()
     {
         var (vm, uuid) = await VmAsync("waited on", withDevices: false);

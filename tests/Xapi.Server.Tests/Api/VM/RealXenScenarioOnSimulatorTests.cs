@@ -69,7 +69,7 @@ public partial class RealXenScenarioOnSimulatorTests
             await _client.InvokeAsync("VM.set_PV_ramdisk", vm, "/guest/initrd.gz");
             await _client.InvokeAsync("VM.set_PV_args", vm, "console=hvc0 quiet");
             var mib128 = (128 * MiB).ToString(CultureInfo.InvariantCulture);
-            await _client.InvokeAsync("VM.set_memory_limits", vm, mib128, mib128, mib128, mib128);
+            await _client.InvokeAsync("VM.set_memory_limits", vm, (64 * MiB).ToString(CultureInfo.InvariantCulture), mib128, mib128, mib128);
             await _client.InvokeAsync("VM.set_VCPUs_max", vm, "1");
             await _client.InvokeAsync("VM.set_VCPUs_at_startup", vm, "1");
             Assert.That(await _client.InvokeAsync("VM.get_PV_kernel", vm), Is.EqualTo("/guest/vmlinuz"));
@@ -87,14 +87,32 @@ public partial class RealXenScenarioOnSimulatorTests
             Assert.That(Convert.ToInt64(await _client.InvokeAsync("VM_metrics.get_memory_actual", metrics), CultureInfo.InvariantCulture), Is.EqualTo(128 * MiB));
             Assert.That(Convert.ToInt64(await _client.InvokeAsync("VM_metrics.get_VCPUs_number", metrics), CultureInfo.InvariantCulture), Is.EqualTo(1));
             Step("vm-metrics");
+            var mib96 = (96 * MiB).ToString(CultureInfo.InvariantCulture);
+            await _client.InvokeAsync("VM.set_memory_dynamic_range", vm, mib96, mib96);
+            Assert.That((await ((SimulatorBackend)daemon.Service<IHypervisor>()).TryGetDomainAsync(await UuidAsync(vm)))!.MemoryTarget, Is.EqualTo(96 * MiB),
+                "the balloon target moved into the new range");
+            Step("vm-memory-dynamic-range");
+            await _client.InvokeAsync("VM.set_memory_dynamic_range", vm, mib128, mib128);
             await _client.InvokeAsync("VM.hard_shutdown", vm);
             await AssertHaltedAsync(vm, first);
             Step("vm-hard-shutdown");
 
             var second = await StartAsync(vm, "vm-start-again");
             await GuestUpAsync(vm, "guest-console-again");
+            // Suspend into a suspend VDI, resume into a new domain; the same guest then answers the clean shutdown.
+            await _client.InvokeAsync("VM.suspend", vm);
+            Assert.That(await PowerAsync(vm), Is.EqualTo("Suspended"));
+            Assert.That(await DomainOfAsync(daemon, vm), Is.Null, "the suspended guest has no domain");
+            Assert.That(await _client.InvokeAsync("VM.get_suspend_VDI", vm), Is.Not.EqualTo("OpaqueRef:NULL"));
+            Step("vm-suspend");
+            await _client.InvokeAsync("VM.resume", vm, false, false);
+            Assert.That(await PowerAsync(vm), Is.EqualTo("Running"));
+            var resumed = await DomIdAsync(vm);
+            Assert.That(resumed, Is.Not.EqualTo(second), "resume gives a new domain");
+            Assert.That(await DomainOfAsync(daemon, vm), Is.EqualTo(resumed));
+            Step("vm-resume");
             await _client.InvokeAsync("VM.clean_shutdown", vm);
-            await AssertHaltedAsync(vm, second);
+            await AssertHaltedAsync(vm, resumed);
             Step("vm-clean-shutdown");
 
             // A reboot gives a new domain; the daemon restarted while it runs finds it again.
@@ -245,6 +263,31 @@ public partial class RealXenScenarioOnSimulatorTests
         var simulator = (SimulatorBackend)daemon.Service<IHypervisor>();
         Assert.That(await simulator.RunWorkloadStepAsync(await UuidAsync(vm)), Is.True, "the guest writes its disk");
         Step("guest-disk-read");
+        var guestMetrics = (IReadOnlyDictionary<string, object?>)(await _client.InvokeAsync("VM_guest_metrics.get_record", await _client.InvokeAsync("VM.get_guest_metrics", vm)))!;
+        Assert.That(((IReadOnlyDictionary<string, object?>)guestMetrics["os_version"]!).Keys, Is.Not.Empty);
+        Assert.That(guestMetrics["PV_drivers_detected"], Is.True);
+        Step("guest-agent");
+
+        // Hot-plug a second VDI and a second VIF into the running guest, and out again.
+        disk["name_label"] = "hotplug-disk";
+        disk["virtual_size"] = (4 * MiB).ToString(CultureInfo.InvariantCulture);
+        vbdRecord["VDI"] = await _client.InvokeAsync("VDI.create", disk);
+        vbdRecord["userdevice"] = "1";
+        var vbd2 = (string)(await _client.InvokeAsync("VBD.create", vbdRecord))!;
+        await _client.InvokeAsync("VBD.plug", vbd2);
+        Assert.That((await _client.InvokeAsync("VBD.get_device", vbd2), await _client.InvokeAsync("VBD.get_currently_attached", vbd2)), Is.EqualTo(("xvdb", (object)true)));
+        await _client.InvokeAsync("VBD.unplug", vbd2);
+        Assert.That(await _client.InvokeAsync("VBD.get_currently_attached", vbd2), Is.False);
+        Step("vbd-hotplug");
+        vifRecord["device"] = "1";
+        vifRecord["MAC"] = "00:16:3e:00:00:03";
+        var vif2 = (string)(await _client.InvokeAsync("VIF.create", vifRecord))!;
+        await _client.InvokeAsync("VIF.plug", vif2);
+        Assert.That(await _client.InvokeAsync("VIF.get_currently_attached", vif2), Is.True);
+        await _client.InvokeAsync("VIF.unplug", vif2);
+        Assert.That(await _client.InvokeAsync("VIF.get_currently_attached", vif2), Is.False);
+        Step("vif-hotplug");
+
         await _client.InvokeAsync("VM.clean_shutdown", vm);
         await AssertHaltedAsync(vm, domid);
         Step("vm-clean-shutdown-disknet");
