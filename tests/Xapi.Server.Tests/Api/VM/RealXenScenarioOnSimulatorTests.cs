@@ -61,17 +61,9 @@ public partial class RealXenScenarioOnSimulatorTests
 
             // A PV guest with direct kernel boot: a clone of the "Other install media" template.
             var template = (string)((IReadOnlyList<object?>)(await _client.InvokeAsync("VM.get_by_name_label", "Other install media"))!)[0]!;
-            var vm = (string)(await _client.InvokeAsync("VM.clone", template, "tinypv"))!;
-            await _client.InvokeAsync("VM.set_is_a_template", vm, false);
-            await _client.InvokeAsync("VM.set_HVM_boot_policy", vm, "");
-            await _client.InvokeAsync("VM.set_domain_type", vm, "pv");
-            await _client.InvokeAsync("VM.set_PV_kernel", vm, "/guest/vmlinuz");
-            await _client.InvokeAsync("VM.set_PV_ramdisk", vm, "/guest/initrd.gz");
-            await _client.InvokeAsync("VM.set_PV_args", vm, "console=hvc0 quiet");
+            // Its static minimum leaves room below 128 MiB for the dynamic range step.
+            var vm = await GuestVmAsync(template, "tinypv", "pv", "console=hvc0 quiet", staticMin: 64 * MiB);
             var mib128 = (128 * MiB).ToString(CultureInfo.InvariantCulture);
-            await _client.InvokeAsync("VM.set_memory_limits", vm, (64 * MiB).ToString(CultureInfo.InvariantCulture), mib128, mib128, mib128);
-            await _client.InvokeAsync("VM.set_VCPUs_max", vm, "1");
-            await _client.InvokeAsync("VM.set_VCPUs_at_startup", vm, "1");
             Assert.That(await _client.InvokeAsync("VM.get_PV_kernel", vm), Is.EqualTo("/guest/vmlinuz"));
             Step("vm-create");
 
@@ -147,16 +139,7 @@ public partial class RealXenScenarioOnSimulatorTests
 
             // A PVH guest that ignores a clean shutdown: VM_SHUTDOWN_TIMEOUT after the daemon's
             // timeout, the domain left running; hard_shutdown then destroys it.
-            var pvhVm = (string)(await _client.InvokeAsync("VM.clone", template, "tinypvh"))!;
-            await _client.InvokeAsync("VM.set_is_a_template", pvhVm, false);
-            await _client.InvokeAsync("VM.set_HVM_boot_policy", pvhVm, "");
-            await _client.InvokeAsync("VM.set_domain_type", pvhVm, "pvh");
-            await _client.InvokeAsync("VM.set_PV_kernel", pvhVm, "/guest/vmlinuz");
-            await _client.InvokeAsync("VM.set_PV_ramdisk", pvhVm, "/guest/initrd.gz");
-            await _client.InvokeAsync("VM.set_PV_args", pvhVm, "console=hvc0 quiet xtest=ignore");
-            await _client.InvokeAsync("VM.set_memory_limits", pvhVm, mib128, mib128, mib128, mib128);
-            await _client.InvokeAsync("VM.set_VCPUs_max", pvhVm, "1");
-            await _client.InvokeAsync("VM.set_VCPUs_at_startup", pvhVm, "1");
+            var pvhVm = await GuestVmAsync(template, "tinypvh", "pvh", "console=hvc0 quiet xtest=ignore");
             Assert.That(await _client.InvokeAsync("VM.get_domain_type", pvhVm), Is.EqualTo("pvh"));
             Step("vm-create-pvh");
             var pvh = await StartAsync(pvhVm, "vm-start-pvh");
@@ -224,15 +207,7 @@ public partial class RealXenScenarioOnSimulatorTests
         }
         Step("vdi-import");
 
-        var vm = (string)(await _client.InvokeAsync("VM.clone", template, "diskpv"))!;
-        await _client.InvokeAsync("VM.set_is_a_template", vm, false);
-        await _client.InvokeAsync("VM.set_HVM_boot_policy", vm, "");
-        await _client.InvokeAsync("VM.set_domain_type", vm, "pv");
-        await _client.InvokeAsync("VM.set_PV_kernel", vm, "/guest/vmlinuz");
-        await _client.InvokeAsync("VM.set_PV_ramdisk", vm, "/guest/initrd.gz");
-        await _client.InvokeAsync("VM.set_PV_args", vm, "console=hvc0 quiet xtest=disknet guestip=10.0.0.2");
-        var mib128 = (128 * MiB).ToString(CultureInfo.InvariantCulture);
-        await _client.InvokeAsync("VM.set_memory_limits", vm, mib128, mib128, mib128, mib128);
+        var vm = await GuestVmAsync(template, "diskpv", "pv", "console=hvc0 quiet xtest=disknet guestip=10.0.0.2");
         var network = (string)(await _client.InvokeAsync("network.create", new Dictionary<string, object?>
         {
             ["name_label"] = "guest-net", ["name_description"] = "", ["MTU"] = "1500", ["other_config"] = new Dictionary<string, object?>(),
@@ -309,6 +284,26 @@ public partial class RealXenScenarioOnSimulatorTests
     }
 
     private void Step(string name) => _steps.Add(name);
+
+    /// <summary>
+    /// A guest as scenario.sh makes it: a clone of "Other install media" booting /guest/vmlinuz
+    /// directly, 128 MiB (from <paramref name="staticMin"/> when given), one vCPU.
+    /// </summary>
+    private async Task<string> GuestVmAsync(string template, string name, string domainType, string kernelArgs, long staticMin = 128 * MiB)
+    {
+        var vm = (string)(await _client.InvokeAsync("VM.clone", template, name))!;
+        await _client.InvokeAsync("VM.set_is_a_template", vm, false);
+        await _client.InvokeAsync("VM.set_HVM_boot_policy", vm, "");
+        await _client.InvokeAsync("VM.set_domain_type", vm, domainType);
+        await _client.InvokeAsync("VM.set_PV_kernel", vm, "/guest/vmlinuz");
+        await _client.InvokeAsync("VM.set_PV_ramdisk", vm, "/guest/initrd.gz");
+        await _client.InvokeAsync("VM.set_PV_args", vm, kernelArgs);
+        var mib128 = (128 * MiB).ToString(CultureInfo.InvariantCulture);
+        await _client.InvokeAsync("VM.set_memory_limits", vm, staticMin.ToString(CultureInfo.InvariantCulture), mib128, mib128, mib128);
+        await _client.InvokeAsync("VM.set_VCPUs_max", vm, "1");
+        await _client.InvokeAsync("VM.set_VCPUs_at_startup", vm, "1");
+        return vm;
+    }
 
     private async Task<long> StartAsync(string vm, string step)
     {
