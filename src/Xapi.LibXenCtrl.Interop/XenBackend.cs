@@ -21,6 +21,13 @@ public sealed class XenBackendOptions
     public Func<DomainConfig, VbdConfig, CancellationToken, ValueTask<XenDisk?>> Disk { get; init; } =
         (_, vbd, _) => ValueTask.FromResult(LibxlDomainJson.DiskAtPath(vbd));
 
+    /// <summary>
+    /// Where the backend keeps its domains' configs across daemon restarts (in the data directory);
+    /// null keeps them in memory only, and a domain found again after a restart cannot have its
+    /// devices changed.
+    /// </summary>
+    public string? StateFile { get; init; }
+
     /// <summary>Where a domain's per-device I/O counters are read (dom0's sysfs).</summary>
     public XenDeviceCounters Counters { get; init; } = new();
 
@@ -65,6 +72,8 @@ public sealed class XenBackend(LibxlContext libxl, XenBackendOptions? options = 
     private readonly XenBackendOptions _options = options ?? new();
     private readonly Stopwatch _clock = Stopwatch.StartNew();
 
+    private readonly Lock _stateFileGate = new();
+
     /// <summary>The connection guest agents' data is read through (its reads are serialised by libxenstore).</summary>
     private readonly Lazy<XenStore?> _agentStore = new(() => (options ?? new()).OpenStore());
 
@@ -73,7 +82,7 @@ public sealed class XenBackend(LibxlContext libxl, XenBackendOptions? options = 
     /// without a domid is created but not yet in Xen (libxl creates and builds in one call, either
     /// booting the kernel at <see cref="BuildAsync"/> or restoring an image at <see cref="RestoreAsync"/>).
     /// </summary>
-    private readonly ConcurrentDictionary<Guid, Created?> _created = new();
+    private readonly ConcurrentDictionary<Guid, Created?> _created = new(Recovered(libxl, options?.StateFile));
 
     /// <param name="Disks">What libxl was given for each VBD with a disk, by device key: an unplug names the guest's device.</param>
     private sealed record Created(DomainConfig Config, uint? DomId, TimeSpan At, IReadOnlyDictionary<string, XenDisk>? Disks = null);
@@ -276,6 +285,43 @@ public sealed class XenBackend(LibxlContext libxl, XenBackendOptions? options = 
             return true;
         }, cancellationToken);
         _created.TryRemove(uuid, out _);
+        SaveState();
+    }
+
+    /// <summary>The state file's domains that are still in Xen under the same domid (the rest are gone or were replaced).</summary>
+    private static IEnumerable<KeyValuePair<Guid, Created?>> Recovered(LibxlContext libxl, string? stateFile)
+    {
+        if (stateFile is null)
+        {
+            return [];
+        }
+        var running = libxl.ListDomains().ToDictionary(d => d.DomId);
+        return XenBackendState.Read(stateFile)
+            .Where(e => running.TryGetValue(e.DomId, out var info) && info.Uuid == e.Config.Uuid && !info.Dying)
+            .Select(e => KeyValuePair.Create(e.Config.Uuid, (Created?)new Created(e.Config, e.DomId, TimeSpan.Zero, e.Disks)))
+            .ToList();
+    }
+
+    /// <summary>Writes the domains in Xen to the state file (a failure leaves the old file: the operation itself succeeded).</summary>
+    private void SaveState()
+    {
+        if (_options.StateFile is not { } path)
+        {
+            return;
+        }
+        lock (_stateFileGate)
+        {
+            try
+            {
+                XenBackendState.Write(path, _created.Values
+                    .Where(c => c?.DomId is not null)
+                    .Select(c => new XenBackendState.Entry(c!.Config, c.DomId!.Value, new Dictionary<string, XenDisk>(c.Disks ?? new Dictionary<string, XenDisk>()))));
+            }
+            catch (Exception e) when (e is IOException or UnauthorizedAccessException)
+            {
+                // The next change writes it again.
+            }
+        }
     }
 
     /// <summary>The created domain's entry; <see cref="DomainNotFoundException"/> when CreateAsync has not made one.</summary>
@@ -311,6 +357,7 @@ public sealed class XenBackend(LibxlContext libxl, XenBackendOptions? options = 
     private DomainState Enter(Created created, uint domid)
     {
         _created[created.Config.Uuid] = created with { DomId = domid, At = _clock.Elapsed };
+        SaveState();
         return StateOf(created.Config.Uuid, domid);
     }
 
@@ -443,6 +490,7 @@ public sealed class XenBackend(LibxlContext libxl, XenBackendOptions? options = 
         if (_created.TryGetValue(uuid, out var created) && created is not null)
         {
             _created[uuid] = change(created);
+            SaveState();
         }
     }
 

@@ -90,7 +90,7 @@ public partial class RealXenTests
                 "libxl-physinfo", "libxl-domains", "daemon-start", "xenapi-login", "xenapi-host-records", "xe-host-list", "xen-host-facts",
                 "vm-create", "vm-start", "guest-console", "vm-pause", "vm-unpause", "vm-metrics", "vm-memory-dynamic-range", "vm-hard-shutdown",
                 "vm-start-again", "guest-console-again", "vm-suspend", "vm-resume", "vm-clean-shutdown", "vm-start-third", "vm-hard-reboot", "daemon-stop",
-                "daemon-restart-finds-guest", "guest-self-poweroff",
+                "daemon-restart-finds-guest", "vm-dynamic-range-after-restart", "guest-self-poweroff",
                 "vm-create-pvh", "vm-start-pvh", "guest-console-pvh", "xl-type-pvh", "vm-clean-shutdown-ignored", "vm-hard-shutdown-pvh",
                 "sr-create-ext", "vdi-import", "vbd-vif-create", "vm-start-disknet", "guest-disk-read", "guest-net", "guest-agent", "vbd-hotplug", "vif-hotplug", "vm-clean-shutdown-disknet", "vdi-export",
                 "xl-create", "daemon-stop-final",

@@ -292,6 +292,16 @@ else
   step daemon-restart-finds-guest FAIL "listening=$listening power=$(power) domid=$(domid) (was $running) xl: $(xl_line "$vmname" | tr -s ' ')"
 fi
 
+# What the backend knows of the domain beyond Xen (its config, its disks) was kept across the
+# restart: the found guest's memory range can still be changed.
+t0=$(now)
+if err=$(call VM.set_memory_dynamic_range "$S" "$V" "$(s $((96 * 1048576)))" "$(s $((96 * 1048576)))" 2>&1 >/dev/null) && wait_until 60 ballooned; then
+  step vm-dynamic-range-after-restart OK "domid $running: the guest ballooned to $(xl_mib) MiB (xl list) in $(since "$t0")s"
+else
+  step vm-dynamic-range-after-restart FAIL "$err; xl list: $(xl_mib) MiB"
+fi
+call VM.set_memory_dynamic_range "$S" "$V" "$(s $mib)" "$(s $mib)" >/dev/null
+
 # A guest that powers itself off (actions_after_shutdown = destroy): the daemon notices, destroys
 # the domain and marks the VM Halted. The new PV-args take effect at the reboot.
 call VM.set_PV_args "$S" "$V" "$(s "console=hvc0 quiet xtest=selfoff")" >/dev/null

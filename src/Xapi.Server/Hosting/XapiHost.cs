@@ -321,6 +321,7 @@ public sealed class XapiHost : IAsyncDisposable
             ? new Xapi.LibXenCtrl.Interop.XenBackend(libxl, new Xapi.LibXenCtrl.Interop.XenBackendOptions
             {
                 Disk = new StorageXenDisks(services.GetRequiredService<XapiDatabase>(), services.GetRequiredService<Xapi.Storage.Service.StorageManager>()).AttachAsync,
+                StateFile = Path.Combine(options.DataDir, "xenops-xen.json"),
             })
             : Simulator(options, services.GetRequiredService<ILoggerFactory>(),
                 new StorageGuestDisks(services.GetRequiredService<XapiDatabase>(), services.GetRequiredService<Xapi.Storage.Service.StorageManager>())));

@@ -124,6 +124,10 @@ public partial class RealXenScenarioOnSimulatorTests
             Assert.That(await DomIdAsync(vm), Is.EqualTo(running));
             Assert.That(await DomainOfAsync(daemon, vm), Is.EqualTo(running));
             Step("daemon-restart-finds-guest");
+            await _client.InvokeAsync("VM.set_memory_dynamic_range", vm, mib96, mib96);
+            Assert.That((await daemon.Service<IHypervisor>().TryGetDomainAsync(await UuidAsync(vm)))!.MemoryTarget, Is.EqualTo(96 * MiB));
+            Step("vm-dynamic-range-after-restart");
+            await _client.InvokeAsync("VM.set_memory_dynamic_range", vm, mib128, mib128);
 
             // A guest that powers itself off (actions_after_shutdown = destroy): the daemon notices,
             // destroys the domain and marks the VM Halted.
