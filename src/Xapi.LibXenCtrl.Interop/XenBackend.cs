@@ -661,8 +661,12 @@ public sealed class XenBackend(LibxlContext libxl, XenBackendOptions? options = 
             }
         }, cancellationToken);
 
+    /// <summary>
+    /// The domain libxl made for the VM, else the one Xen lists for it: a create libxl abandoned
+    /// half-way leaves a domain this backend has no domid for, and a destroy must still find it.
+    /// </summary>
     private uint? DomIdOf(Guid uuid) =>
-        _created.TryGetValue(uuid, out var created) && created is not null ? created.DomId : FindInXen(uuid)?.DomId;
+        (_created.TryGetValue(uuid, out var created) ? created?.DomId : null) ?? FindInXen(uuid)?.DomId;
 
     private DomainConfig? ConfigOf(Guid uuid) => _created.TryGetValue(uuid, out var created) ? created?.Config : null;
 
