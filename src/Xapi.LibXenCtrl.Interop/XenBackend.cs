@@ -59,8 +59,8 @@ public sealed class XenBackendOptions
 /// one call, either booting the kernel (libxl_domain_create_new) or restoring a suspend image
 /// (libxl_domain_create_restore), so <see cref="CreateAsync"/> only checks and reserves, and the
 /// domain appears in Xen at <see cref="BuildAsync"/> or <see cref="RestoreAsync"/>, paused; plugging
-/// a device the config already held is a no-op. What libxl is not yet asked for here (hot-plug,
-/// media changes, dynamic ranges) throws <see cref="NotSupportedException"/> naming the operation.
+/// a device the config already held is a no-op. Media changes, which libxl makes only in HVM
+/// guests, throw <see cref="NotSupportedException"/> naming the operation.
 /// Calls block a pool thread for as long as libxl takes (create: seconds). Domains are found by
 /// their VM uuid, which libxl stores as the domain's handle; dom0 is not listed.
 /// </summary>
@@ -315,7 +315,7 @@ public sealed class XenBackend(LibxlContext libxl, XenBackendOptions? options = 
             {
                 XenBackendState.Write(path, _created.Values
                     .Where(c => c?.DomId is not null)
-                    .Select(c => new XenBackendState.Entry(c!.Config, c.DomId!.Value, new Dictionary<string, XenDisk>(c.Disks ?? new Dictionary<string, XenDisk>()))));
+                    .Select(c => new XenBackendState.Entry(c!.Config, c.DomId!.Value, c.Disks ?? new Dictionary<string, XenDisk>())));
             }
             catch (Exception e) when (e is IOException or UnauthorizedAccessException)
             {

@@ -19,7 +19,7 @@ internal static class XenBackendState
         Converters = { new JsonStringEnumConverter() },
     };
 
-    internal sealed record Entry(DomainConfig Config, uint DomId, Dictionary<string, XenDisk> Disks);
+    internal sealed record Entry(DomainConfig Config, uint DomId, IReadOnlyDictionary<string, XenDisk> Disks);
 
     private sealed record StateFile(int Version, List<Entry> Domains);
 
