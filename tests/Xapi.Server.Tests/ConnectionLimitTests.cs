@@ -16,6 +16,15 @@ public class ConnectionLimitTests
     }
 
     [Test]
+    public async Task Responses_tell_keep_alive_clients_when_an_idle_connection_will_be_closed()
+    {
+        await using var daemon = await TestDaemon.StartAsync(o => o.IdleConnectionTimeout = TimeSpan.FromSeconds(7));
+        using var http = new HttpClient();
+        using var reply = await http.PostAsync(daemon.Uri, new StringContent("<methodCall><methodName>session.get_all_subject_identifiers</methodName><params/></methodCall>"));
+        Assert.That(reply.Headers.TryGetValues("Keep-Alive", out var hint) ? string.Join(",", hint) : null, Is.EqualTo("timeout=7"));
+    }
+
+    [Test]
     public async Task A_listener_at_its_limit_serves_a_new_client_once_a_connection_closes()
     {
         await using var daemon = await TestDaemon.StartAsync(o =>

@@ -384,8 +384,19 @@ public sealed class XapiHost : IAsyncDisposable
         var transfer = app.Services.GetRequiredService<VdiTransferEndpoint>();
         // One terminal handler and no endpoint routing: routing a POST on "/" past a GET route
         // cost more than the whole XenAPI call.
+        // Clients that honour the hint (.NET's SocketsHttpHandler, Node's http agent) stop reusing
+        // a pooled connection before the daemon closes it, instead of racing the close with a
+        // request that then fails. Kestrel closes at the timeout plus up to a heartbeat, so the
+        // whole seconds below it never overlap the close.
+        var keepAliveHint = (int)options.IdleConnectionTimeout.TotalSeconds is var idleSeconds and > 0
+            ? new Microsoft.Extensions.Primitives.StringValues($"timeout={idleSeconds}")
+            : Microsoft.Extensions.Primitives.StringValues.Empty;
         app.Run(context =>
         {
+            if (keepAliveHint.Count > 0 && HttpProtocol.IsHttp11(context.Request.Protocol))
+            {
+                context.Response.Headers.KeepAlive = keepAliveHint;
+            }
             var method = context.Request.Method;
             if (context.Request.Path == DatabaseDumpEndpoint.Path && (HttpMethods.IsGet(method) || HttpMethods.IsPut(method)))
             {
