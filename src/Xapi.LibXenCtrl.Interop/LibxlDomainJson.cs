@@ -1,5 +1,6 @@
 using System.Globalization;
 using System.Text.Json.Nodes;
+using System.Text.Json.Serialization;
 using Xapi.Xenops;
 using Xapi.Xenops.Memory;
 
@@ -34,6 +35,31 @@ public sealed record XenDisk(string Target, string Format, string Backend, strin
     /// </summary>
     public static string BackendFor(string format) =>
         format.Equals("raw", StringComparison.OrdinalIgnoreCase) ? BlkbackBackend : QdiskBackend;
+
+    /// <summary>libxl's format of a drive without media.</summary>
+    public const string EmptyFormat = "empty";
+
+    /// <summary>
+    /// An HVM guest's emulated CD drive with no disc in it: qemu creates the drive at boot, so
+    /// media can be inserted later (libxl changes media only in drives qemu has).
+    /// </summary>
+    public static XenDisk EmptyDrive(string guestDevice) => new("", EmptyFormat, QdiskBackend, guestDevice);
+
+    [JsonIgnore]
+    public bool IsEmpty => Format == EmptyFormat;
+
+    /// <summary>
+    /// The id libxl gives qemu's emulated IDE drive: "ide-" and the Xen device number of hda..hdd
+    /// (majors 3 and 22, the second disk of each at minor 64).
+    /// </summary>
+    public static string EmulatedDriveId(string guestDevice) => guestDevice switch
+    {
+        "hda" => "ide-768",
+        "hdb" => "ide-832",
+        "hdc" => "ide-5632",
+        "hdd" => "ide-5696",
+        _ => throw new ArgumentException($"{guestDevice} is not an emulated IDE drive (hda..hdd)", nameof(guestDevice)),
+    };
 }
 
 /// <summary>
@@ -76,19 +102,29 @@ public static class LibxlDomainJson
         {
             typeInfo["pvshim"] = "True";
         }
+        if (config.BootOrder is not null)
+        {
+            typeInfo["boot"] = config.BootOrder;
+        }
+        if (config.Serial is not null)
+        {
+            typeInfo["serial"] = config.Serial;
+        }
         buildInfo["type." + type] = typeInfo;
 
         var disks = new JsonArray();
         foreach (var vbd in config.Vbds)
         {
-            // An empty drive has nothing for libxl to attach; it is left out.
-            if (vbd.Disk is null)
+            var disk = diskOf(vbd);
+            if (disk is null && vbd.Disk is not null)
             {
-                continue;
+                throw new InvalidDomainRequestException(config.Uuid, $"VBD {vbd.Device}: disk {vbd.Disk.Id} is nothing libxl can attach");
             }
-            var disk = diskOf(vbd) ?? throw new InvalidDomainRequestException(config.Uuid, $"VBD {vbd.Device}: disk {vbd.Disk.Id} is nothing libxl can attach");
-            var entry = DiskEntry(vbd, disk);
-            disks.Add(entry);
+            // An empty drive is left out unless it is an emulated one (HVM) that media can go into.
+            if (disk is not null)
+            {
+                disks.Add(DiskEntry(vbd, disk));
+            }
         }
 
         var nics = new JsonArray();
@@ -119,12 +155,15 @@ public static class LibxlDomainJson
     {
         var entry = new JsonObject
         {
-            ["pdev_path"] = disk.Target,
             ["vdev"] = disk.GuestDevice ?? vbd.Device,
             ["backend"] = disk.Backend,
             ["format"] = disk.Format,
             ["readwrite"] = vbd.Mode == VbdMode.ReadWrite ? 1 : 0,
         };
+        if (!disk.IsEmpty)
+        {
+            entry["pdev_path"] = disk.Target;
+        }
         if (vbd.Kind == VbdKind.CdRom)
         {
             entry["is_cdrom"] = 1;

@@ -3,6 +3,7 @@ using System.Diagnostics;
 using System.IO.Pipes;
 using System.Runtime.CompilerServices;
 using System.Runtime.Versioning;
+using System.Text.Json.Nodes;
 using Xapi.Xenops;
 using Xapi.Xenops.Memory;
 
@@ -27,6 +28,9 @@ public sealed class XenBackendOptions
     /// devices changed.
     /// </summary>
     public string? StateFile { get; init; }
+
+    /// <summary>Where the QMP monitor of a domain's device model listens (libxl's socket by default).</summary>
+    public Func<uint, string> MonitorPath { get; init; } = QemuMonitor.SocketPath;
 
     /// <summary>Where a domain's per-device I/O counters are read (dom0's sysfs).</summary>
     public XenDeviceCounters Counters { get; init; } = new();
@@ -59,8 +63,8 @@ public sealed class XenBackendOptions
 /// one call, either booting the kernel (libxl_domain_create_new) or restoring a suspend image
 /// (libxl_domain_create_restore), so <see cref="CreateAsync"/> only checks and reserves, and the
 /// domain appears in Xen at <see cref="BuildAsync"/> or <see cref="RestoreAsync"/>, paused; plugging
-/// a device the config already held is a no-op. Media changes, which libxl makes only in HVM
-/// guests, throw <see cref="NotSupportedException"/> naming the operation.
+/// a device the config already held is a no-op. Discs are inserted and ejected only in the
+/// emulated drives of HVM guests, the only ones whose media libxl changes.
 /// Calls block a pool thread for as long as libxl takes (create: seconds). Domains are found by
 /// their VM uuid, which libxl stores as the domain's handle; dom0 is not listed.
 /// </summary>
@@ -334,7 +338,8 @@ public sealed class XenBackend(LibxlContext libxl, XenBackendOptions? options = 
         var disks = new Dictionary<string, XenDisk>(StringComparer.Ordinal);
         foreach (var vbd in config.Vbds)
         {
-            if (vbd.Disk is not null && await _options.Disk(config, vbd, cancellationToken) is { } disk)
+            // Called for empty drives too: an HVM guest's emulated one is given to libxl empty.
+            if (await _options.Disk(config, vbd, cancellationToken) is { } disk)
             {
                 disks[vbd.Device] = disk;
             }
@@ -437,11 +442,86 @@ public sealed class XenBackend(LibxlContext libxl, XenBackendOptions? options = 
         }, cancellationToken);
     }
 
-    public ValueTask<DomainState> EjectVbdAsync(Guid uuid, string device, CancellationToken cancellationToken = default) =>
-        throw new NotSupportedException("EjectVbdAsync is not implemented by the Xen backend yet");
+    /// <summary>qemu drops the disc of the HVM guest's emulated drive; the drive stays, and the guest sees a media change.</summary>
+    public ValueTask<DomainState> EjectVbdAsync(Guid uuid, string device, CancellationToken cancellationToken = default)
+    {
+        var created = Running(uuid, "EjectVbdAsync");
+        var (vbd, drive) = EmulatedDrive(created, device);
+        if (vbd.Disk is null)
+        {
+            throw new MediaException(uuid, device, "the drive is empty");
+        }
+        var emptied = XenDisk.EmptyDrive(drive);
+        return OnDomainAsync(uuid, domid =>
+        {
+            using (var monitor = QemuMonitor.Connect(_options.MonitorPath(domid)))
+            {
+                monitor.Execute("eject", new JsonObject { ["id"] = XenDisk.EmulatedDriveId(drive), ["force"] = true });
+            }
+            RecordMedia(uuid, vbd with { Disk = null }, emptied);
+            return StateOf(uuid, domid);
+        }, cancellationToken);
+    }
 
-    public ValueTask<DomainState> InsertVbdAsync(Guid uuid, string device, DiskBinding disk, CancellationToken cancellationToken = default) =>
-        throw new NotSupportedException("InsertVbdAsync is not implemented by the Xen backend yet");
+    /// <summary>The storage layer attaches the disc's disk, and qemu puts it into the HVM guest's empty emulated drive.</summary>
+    public async ValueTask<DomainState> InsertVbdAsync(Guid uuid, string device, DiskBinding disk, CancellationToken cancellationToken = default)
+    {
+        var created = Running(uuid, "InsertVbdAsync");
+        var (vbd, drive) = EmulatedDrive(created, device);
+        if (vbd.Disk is not null)
+        {
+            throw new MediaException(uuid, device, "the drive is not empty");
+        }
+        var inserted = vbd with { Disk = disk };
+        var attached = await _options.Disk(created.Config, inserted, cancellationToken)
+            ?? throw new InvalidDomainRequestException(uuid, $"VBD {device}: disk {disk.Id} is nothing libxl can attach");
+        // qemu opens the image itself for an emulated drive, whatever serves the guest's PV disks.
+        var disc = attached with { Backend = XenDisk.QdiskBackend, GuestDevice = drive };
+        return await OnDomainAsync(uuid, domid =>
+        {
+            using (var monitor = QemuMonitor.Connect(_options.MonitorPath(domid)))
+            {
+                monitor.Execute("blockdev-change-medium", new JsonObject
+                {
+                    ["id"] = XenDisk.EmulatedDriveId(drive),
+                    ["filename"] = disc.Target,
+                    ["format"] = disc.Format,
+                    ["read-only-mode"] = inserted.Mode == VbdMode.ReadWrite ? "read-write" : "read-only",
+                });
+            }
+            RecordMedia(uuid, inserted, disc);
+            return StateOf(uuid, domid);
+        }, cancellationToken);
+    }
+
+
+    /// <summary>
+    /// A removable drive of the domain that qemu emulates, and the guest's name for it. Only HVM
+    /// guests have such drives (a PV guest's disc is unplugged and plugged instead), and only the
+    /// drives the domain was created with: qemu cannot add one later.
+    /// </summary>
+    private static (VbdConfig Vbd, string GuestDevice) EmulatedDrive(Created created, string device)
+    {
+        var uuid = created.Config.Uuid;
+        var vbd = created.Config.Vbds.FirstOrDefault(v => v.Device == device) ?? throw new DeviceNotFoundException(uuid, device);
+        if (vbd.Kind == VbdKind.Disk)
+        {
+            throw new MediaException(uuid, device, "not a removable drive");
+        }
+        if (created.Config.Type != DomainType.Hvm)
+        {
+            throw new MediaException(uuid, device, "only an HVM guest's emulated drives change media");
+        }
+        return created.Disks?.GetValueOrDefault(device)?.GuestDevice is { } guestDevice
+            ? (vbd, guestDevice)
+            : throw new MediaException(uuid, device, "the domain was created without an emulated drive for it");
+    }
+
+    private void RecordMedia(Guid uuid, VbdConfig vbd, XenDisk disk) => Record(uuid, c => c with
+    {
+        Config = c.Config with { Vbds = [.. c.Config.Vbds.Select(v => v.Device == vbd.Device ? vbd : v)] },
+        Disks = new Dictionary<string, XenDisk>(c.Disks ?? new Dictionary<string, XenDisk>(), StringComparer.Ordinal) { [vbd.Device] = disk },
+    });
 
     /// <summary>As <see cref="PlugVbdAsync"/>: a VIF outside the config is hot-plugged onto its bridge, made first if missing.</summary>
     public ValueTask<DomainState> PlugVifAsync(Guid uuid, VifConfig vif, CancellationToken cancellationToken = default)

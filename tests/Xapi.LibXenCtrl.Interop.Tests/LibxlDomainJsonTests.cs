@@ -149,4 +149,33 @@ public class LibxlDomainJsonTests
         var shim = Build(Pv() with { Type = DomainType.PvInPvh }).GetProperty("b_info").GetProperty("type.pvh");
         Assert.That(shim.GetProperty("pvshim").GetString(), Is.EqualTo("True"));
     }
+
+    [Test]
+    public void An_HVM_guest_boots_its_firmware_in_the_VM_s_order_with_its_serial_port_where_asked_and_an_empty_CD_drive()
+    {
+        var config = Pv(
+            new VbdConfig("0", VbdKind.Disk, VbdMode.ReadWrite, new DiskBinding("vdi-boot")),
+            new VbdConfig("3", VbdKind.CdRom, VbdMode.ReadOnly, null)) with { Type = DomainType.Hvm, BootOrder = "dc", Serial = "file:/var/log/guest.log" };
+        XenDisk? Attached(VbdConfig vbd) => vbd.Disk is null ? XenDisk.EmptyDrive("hdd") : new XenDisk("/var/lib/sr/boot.qcow2", "qcow2", XenDisk.QdiskBackend, "hda");
+        var json = JsonDocument.Parse(LibxlDomainJson.Build(config, XenBoot.Of(config), Attached)).RootElement;
+        var hvm = json.GetProperty("b_info").GetProperty("type.hvm");
+        var drive = json.GetProperty("disks").EnumerateArray().Single(d => d.GetProperty("vdev").GetString() == "hdd");
+        Assert.Multiple(() =>
+        {
+            Assert.That(json.GetProperty("c_info").GetProperty("type").GetString(), Is.EqualTo("hvm"));
+            Assert.That(json.GetProperty("b_info").TryGetProperty("kernel", out _), Is.False, "an HVM guest boots its firmware");
+            Assert.That(hvm.GetProperty("boot").GetString(), Is.EqualTo("dc"));
+            Assert.That(hvm.GetProperty("serial").GetString(), Is.EqualTo("file:/var/log/guest.log"));
+            Assert.That(drive.GetProperty("format").GetString(), Is.EqualTo("empty"));
+            Assert.That(drive.TryGetProperty("pdev_path", out _), Is.False, "an empty drive has no image");
+            Assert.That((drive.GetProperty("is_cdrom").GetInt32(), drive.GetProperty("removable").GetInt32(), drive.GetProperty("readwrite").GetInt32()), Is.EqualTo((1, 1, 0)));
+        });
+    }
+
+    [Test]
+    public void An_empty_drive_is_left_out_when_nothing_emulates_it()
+    {
+        var config = Pv(new VbdConfig("3", VbdKind.CdRom, VbdMode.ReadOnly, null));
+        Assert.That(Build(config).GetProperty("disks").GetArrayLength(), Is.Zero);
+    }
 }

@@ -53,6 +53,15 @@ public sealed record DomainConfig
     /// <summary>The kernel's command line (PV_args); null for none.</summary>
     public string? KernelArgs { get; init; }
 
+    /// <summary>
+    /// The order in which an HVM guest's firmware tries its devices (c: disk, d: CD, n: network);
+    /// null for PV and PVH guests.
+    /// </summary>
+    public string? BootOrder { get; init; }
+
+    /// <summary>Where an HVM guest's emulated serial port goes, in qemu's terms (pty, none, file:PATH, tcp:HOST:PORT); null for PV and PVH guests.</summary>
+    public string? Serial { get; init; }
+
     /// <summary>The VM's platform/other settings a backend may read (opaque to the seam).</summary>
     public IReadOnlyDictionary<string, string> Platform { get; init; } = new Dictionary<string, string>();
 }

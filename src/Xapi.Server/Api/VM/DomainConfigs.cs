@@ -49,9 +49,26 @@ internal static class DomainConfigs
             Kernel = !hvm && vm.PVBootloader.Length == 0 && vm.PVKernel.Length > 0 ? vm.PVKernel : null,
             Ramdisk = !hvm && vm.PVBootloader.Length == 0 && vm.PVKernel.Length > 0 && vm.PVRamdisk.Length > 0 ? vm.PVRamdisk : null,
             KernelArgs = !hvm && vm.PVBootloader.Length == 0 && vm.PVKernel.Length > 0 ? KernelArgsOf(vm) : null,
+            BootOrder = hvm ? BootOrderOf(vm) : null,
+            Serial = hvm ? SerialOf(vm) : null,
             Platform = vm.Platform.Where(p => p.Value is string).ToDictionary(p => (string)p.Key, p => (string)p.Value!, StringComparer.Ordinal),
         };
     }
+
+    /// <summary>The firmware's boot order: HVM_boot_params:order, or the real hosts' default when it is missing or empty (qemu would not start).</summary>
+    private static string BootOrderOf(VMRecord vm) =>
+        vm.HVMBootParams.TryGetValue(HvmBootOrderKey, out var order) && order is string { Length: > 0 } given ? given : DefaultHvmBootOrder;
+
+    /// <summary>The serial port as real hosts choose it: platform:hvm_serial over other_config:hvm_serial, else a pty.</summary>
+    private static string SerialOf(VMRecord vm) =>
+        vm.Platform.TryGetValue(HvmSerialKey, out var platform) && platform is string fromPlatform ? fromPlatform
+        : vm.OtherConfig.TryGetValue(HvmSerialKey, out var other) && other is string fromOtherConfig ? fromOtherConfig
+        : DefaultHvmSerial;
+
+    private const string HvmBootOrderKey = "order";
+    private const string DefaultHvmBootOrder = "cd";
+    private const string HvmSerialKey = "hvm_serial";
+    private const string DefaultHvmSerial = "pty";
 
     /// <summary>The command line as real hosts build it: PV_legacy_args, then PV_args, space-separated.</summary>
     private static string KernelArgsOf(VMRecord vm) => string.Join(' ', new[] { vm.PVLegacyArgs, vm.PVArgs }.Where(a => a.Length > 0));

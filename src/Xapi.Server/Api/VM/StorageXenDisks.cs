@@ -15,9 +15,14 @@ internal sealed class StorageXenDisks(XapiDatabase database, StorageManager stor
 {
     public async ValueTask<XenDisk?> AttachAsync(DomainConfig domain, VbdConfig vbd, CancellationToken cancellationToken)
     {
+        var hvm = domain.Type == Xapi.Xenops.DomainType.Hvm;
         if (vbd.Disk is not { } binding)
         {
-            return null;
+            // qemu makes an HVM guest's drives at boot only: an empty CD drive is given to it
+            // empty so that a disc can be inserted later.
+            return hvm && vbd.Kind == Xapi.Xenops.VbdKind.CdRom && DeviceNumber.Parse(vbd.Device, hvm) is { } drive
+                ? XenDisk.EmptyDrive(drive.ToLibxlDevice())
+                : null;
         }
         var snapshot = database.Snapshot;
         if (!snapshot.TryGetByUuid(VDIRef.Class, binding.Id, out var row))
@@ -29,7 +34,7 @@ internal sealed class StorageXenDisks(XapiDatabase database, StorageManager stor
         var driver = storage.DriverOf(snapshot.Get(vdi.SR));
         var attachment = await storage.RunAsync(vdi.SR, async () =>
             await driver.AttachVdiAsync(context, StorageRecords.InfoOf(vdi), vbd.Mode == Xapi.Xenops.VbdMode.ReadWrite, cancellationToken));
-        var guestDevice = DeviceNumber.Parse(vbd.Device, domain.Type == Xapi.Xenops.DomainType.Hvm)?.ToLibxlDevice();
+        var guestDevice = DeviceNumber.Parse(vbd.Device, hvm)?.ToLibxlDevice();
         return new XenDisk(attachment.Path, attachment.Format, XenDisk.BackendFor(attachment.Format), guestDevice);
     }
 }
