@@ -22,6 +22,8 @@ internal static class StorageCommands
         new("vbd-create",
             "Create a VBD. Appropriate values for the device field are listed in the parameter 'allowed-VBD-devices' on the VM. If no VDI is specified, an empty VBD will be created. The type parameter can be 'Disk', 'CD' or 'Floppy', and the mode is 'RO' or 'RW'.",
             ["vm-uuid", "device"], ["vdi-uuid", "bootable", "type", "mode", "unpluggable"], VbdCreateAsync),
+        new("vbd-insert", "Insert new media into the drive represented by a VBD.", ["uuid", "vdi-uuid"], [], VbdInsertAsync),
+        new("vbd-eject", "Remove the media from the drive represented by a VBD.", ["uuid"], [], run => CallOnAsync(run, "VBD", "VBD.eject")),
         new("vbd-plug", "Attempt to attach the VBD while the VM is in the running state.",
             ["uuid"], [], run => CallOnAsync(run, "VBD", "VBD.plug")),
         new("vbd-unplug",
@@ -109,6 +111,13 @@ internal static class StorageCommands
         };
         var vbd = (string)(await run.CallAsync("VBD.create", record).ConfigureAwait(false))!;
         await run.PrintAsync(await UuidOfAsync(run, "VBD", vbd).ConfigureAwait(false)).ConfigureAwait(false);
+    }
+
+    private static async ValueTask VbdInsertAsync(CliRun run)
+    {
+        var vbd = await ByUuidAsync(run, "VBD", run.Required(CliParams.Uuid)).ConfigureAwait(false);
+        var vdi = await ByUuidAsync(run, "VDI", run.Required("vdi-uuid")).ConfigureAwait(false);
+        await run.CallAsync("VBD.insert", vbd, vdi).ConfigureAwait(false);
     }
 
     private static async ValueTask VbdUnplugAsync(CliRun run)

@@ -185,6 +185,25 @@ public sealed class StorageCommandTests : XeFixture
     }
 
     [Test]
+    public async Task Vbd_insert_and_eject_change_the_disc_in_a_cd_drive_and_pass_the_servers_refusals()
+    {
+        var vm = await Client.CreateVmAsync("cd drive owner", withDevices: false);
+        var vmUuid = (string)(await Client.InvokeAsync("VM.get_uuid", vm))!;
+        var vdi = await NewVdiAsync("a disc");
+        var cdUuid = (await XeOkAsync("vbd-create", $"vm-uuid={vmUuid}", "device=3", "type=CD", "mode=RO")).Trim();
+        var cd = (string)(await Client.InvokeAsync("VBD.get_by_uuid", cdUuid))!;
+
+        var eject = await XeAsync("vbd-eject", $"uuid={cdUuid}");
+        Assert.That((eject.ExitCode, eject.Stderr), Is.EqualTo((1, $"Operation could not be performed because the drive is empty\nvbd: {cdUuid}\n")), eject.ToString());
+        Assert.That(await XeOkAsync("vbd-insert", $"uuid={cdUuid}", $"vdi-uuid={vdi}"), Is.Empty);
+        Assert.That((await Client.InvokeAsync("VBD.get_empty", cd), await Client.InvokeAsync("VBD.get_VDI", cd)), Is.EqualTo((false, await VdiByUuidAsync(vdi))));
+        Assert.That(await XeOkAsync("vbd-eject", $"uuid={cdUuid}"), Is.Empty);
+        Assert.That((await Client.InvokeAsync("VBD.get_empty", cd), await Client.InvokeAsync("VBD.get_VDI", cd)), Is.EqualTo((true, "OpaqueRef:NULL")));
+        var missing = await XeAsync("vbd-insert", $"uuid={cdUuid}");
+        Assert.That((missing.ExitCode, missing.Stdout), Is.EqualTo((1, "")), missing.ToString());
+    }
+
+    [Test]
     public async Task Vbd_plug_and_unplug_pass_the_servers_refusal_for_a_halted_vm()
     {
         var vm = await Client.CreateVmAsync("halted owner", withDevices: false);
