@@ -10,7 +10,7 @@
 #              (default ${XDG_CACHE_HOME:-$HOME/.cache}/xapi-xen)
 # Writes OUT_DIR/xen (the hypervisor, an ELF32 multiboot image QEMU's -kernel takes),
 # OUT_DIR/vmlinuz, OUT_DIR/dom0-initrd.gz and OUT_DIR/versions.
-# Host packages it needs: busybox-static cpio kmod (depmod), apt's own tools, and the host's glibc
+# Host packages it needs: busybox-static cpio kmod (depmod), seabios (with qemu-system-x86), apt's own tools, and the host's glibc
 # and libstdc++ (copied into dom0 with the Xen tools' ldd closure).
 set -euo pipefail
 out=${1:?usage: build-dom0.sh OUT_DIR}
@@ -56,7 +56,7 @@ mkdir -p $D/{bin,sbin,usr/bin,usr/sbin,proc,sys,dev,tmp,run,etc,root,mnt,opt,lib
 cp /bin/busybox $D/bin/busybox
 # The Xen tools at Debian's paths.
 mkdir -p $D/usr/lib/xen-4.17 $D/usr/lib/x86_64-linux-gnu $D/etc/xen
-cp -a "$R/usr/lib/xen-4.17/bin" "$R/usr/lib/xen-4.17/lib" "$D/usr/lib/xen-4.17/"
+cp -a "$R/usr/lib/xen-4.17/bin" "$R/usr/lib/xen-4.17/lib" "$R/usr/lib/xen-4.17/boot" "$D/usr/lib/xen-4.17/"
 cp -a "$R/usr/lib/x86_64-linux-gnu/." "$D/usr/lib/x86_64-linux-gnu/"
 cp -a "$R/etc/xen/." "$D/etc/xen/"
 cp -a "$R"/usr/bin/xenstore* "$D/usr/bin/"
@@ -69,6 +69,15 @@ cp -a "$R"/usr/bin/xenstore* "$D/usr/bin/"
 mkdir -p $D/usr/libexec $D/usr/share/qemu/keymaps
 cp "$R/usr/libexec/xen-qemu-system-i386" $D/usr/libexec/
 cp /usr/share/qemu/keymaps/en-us $D/usr/share/qemu/keymaps/
+# An HVM guest's firmware: Xen's hvmloader (above, in xen-4.17/boot) loads SeaBIOS from the path
+# libxl was built with, and qemu hands SeaBIOS the VGA card's option ROM (cirrus by default, std
+# with platform:vga=std). They come from the host's seabios, which qemu-system-x86 brings.
+mkdir -p $D/usr/share/seabios
+for rom in /usr/share/seabios/bios-256k.bin /usr/share/seabios/vgabios-cirrus.bin /usr/share/seabios/vgabios-stdvga.bin; do
+  [ -f "$rom" ] || { echo "build-dom0: $rom is missing on this host (seabios)" >&2; exit 2; }
+done
+cp /usr/share/seabios/bios-256k.bin $D/usr/share/seabios/
+cp /usr/share/seabios/vgabios-cirrus.bin /usr/share/seabios/vgabios-stdvga.bin $D/usr/share/qemu/
 host_tools="/bin/bash /usr/sbin/losetup /usr/bin/flock /usr/sbin/ip /usr/bin/qemu-img /usr/bin/qemu-nbd /usr/bin/setpriv"
 for tool in $host_tools; do
   [ -x "$tool" ] || { echo "build-dom0: $tool is missing on this host (bash util-linux iproute2 qemu-utils)" >&2; exit 2; }
@@ -129,10 +138,10 @@ for lib in $(LD_LIBRARY_PATH=$R/usr/lib/x86_64-linux-gnu ldd "$R/usr/bin/xenstor
   case "$lib" in "$R"/*) dest=/usr/lib/x86_64-linux-gnu/$(basename "$lib") ;; *) dest=$lib ;; esac
   mkdir -p "$G$(dirname "$dest")" && cp -L "$lib" "$G$dest"
 done
-# Its disk and network frontends, for xtest=disknet.
-for module in xen-blkfront xen-netfront; do
+# Its disk and network frontends, for xtest=disknet, and an emulated IDE CD drive, for xtest=cd.
+for module in xen-blkfront xen-netfront ata_piix sr_mod; do
   modprobe -d "$R" -S "$kver" --show-depends "$module" | awk '$1=="insmod"{print $2}' | while read -r ko; do
-    cp "$ko" $G/lib/modules/ && basename "$ko" >> $G/lib/modules/order
+    grep -qx "$(basename "$ko")" $G/lib/modules/order 2>/dev/null || { cp "$ko" $G/lib/modules/ && basename "$ko" >> $G/lib/modules/order; }
   done
 done
 cat > $G/init <<'GUEST'
@@ -143,6 +152,17 @@ mount -t sysfs sysfs /sys
 mount -t devtmpfs devtmpfs /dev 2>/dev/null
 echo "XAPI-GUEST up: kernel $(uname -r), $(grep -c ^processor /proc/cpuinfo) vCPU(s), $(awk '/MemTotal/{print int($2/1024)}' /proc/meminfo) MiB; cmdline: $(cat /proc/cmdline)"
 case " $(cat /proc/cmdline) " in
+  *" xtest=cd "*)
+    # An HVM guest's emulated CD drive: what it holds is read every second (opening the drive
+    # makes the kernel look for a new disc) and each change is printed.
+    for ko in $(cat /lib/modules/order); do insmod /lib/modules/$ko 2>/dev/null; done
+    last=
+    while true; do
+      seen="$(cat /sys/block/sr0/size 2>/dev/null) sectors, md5 of its first MiB $(dd if=/dev/sr0 bs=2048 count=512 2>/dev/null | md5sum | cut -d' ' -f1)"
+      [ "$seen" = "$last" ] || echo "XAPI-GUEST cd sr0: $seen"
+      last=$seen
+      sleep 1
+    done ;;
   *" xtest=selfoff "*) sleep 3; echo "XAPI-GUEST powering itself off"; sync; /bin/busybox poweroff -f ;;
   *" xtest=disknet "*)
     # The VDI the toolstack attached: what was imported into it is read, a stamp is written at
@@ -178,6 +198,40 @@ echo "XAPI-GUEST poweroff requested by the toolstack" > /dev/console
 GUEST
 chmod +x $G/init $G/sbin/poweroff
 (cd $G && find . | cpio -o -H newc --quiet | gzip -9) > $D/guest/initrd.gz
+
+# The HVM guest's boot disk: the same kernel and initramfs behind syslinux on a FAT file system
+# (no partition table: SeaBIOS runs the file system's boot sector). syslinux installs itself
+# through mtools, so nothing is mounted; the four packages are extracted like the Xen ones.
+boot_packages="syslinux syslinux-common mtools dosfstools"
+boot_versions=$(apt-cache policy $boot_packages | awk '/^[^ ]/{p=$1} /Candidate:/{print p $2}' | tr -d ':' | sort | md5sum | cut -c1-12)
+boot_root=$cache/boot-$boot_versions
+if [ ! -f "$boot_root/.done" ]; then
+  rm -rf "$boot_root" && mkdir -p "$boot_root/debs"
+  (cd "$boot_root/debs" && { apt-get download $boot_packages >/dev/null 2>&1 || { apt-get update -qq && apt-get download $boot_packages >/dev/null; }; })
+  for deb in "$boot_root"/debs/*.deb; do dpkg-deb -x "$deb" "$boot_root/tree"; done
+  rm -rf "$boot_root/debs"
+  touch "$boot_root/.done"
+fi
+B=$boot_root/tree
+mkfs_fat=$(find "$B" -name mkfs.fat -type f | head -1)
+boot_disk=$D/guest/hvm-boot.raw
+rm -f "$boot_disk" && truncate -s 24M "$boot_disk"
+"$mkfs_fat" -F 16 -n XAPIHVM "$boot_disk" >/dev/null
+cat > $stage/syslinux.cfg <<'CFG'
+DEFAULT guest
+PROMPT 0
+TIMEOUT 0
+LABEL guest
+  KERNEL vmlinuz
+  INITRD initrd.gz
+  APPEND console=ttyS0 quiet xtest=cd
+CFG
+export MTOOLS_SKIP_CHECK=1
+PATH=$B/usr/bin:$PATH "$B/usr/bin/syslinux" --install "$boot_disk"
+for file in $D/guest/vmlinuz $D/guest/initrd.gz $stage/syslinux.cfg; do
+  "$B/usr/bin/mcopy" -i "$boot_disk" "$file" "::$(basename "$file")"
+done
+rm $stage/syslinux.cfg
 
 # The data the scenario imports into the guest's VDI: 1 MiB of random bytes, then zeros to 8 MiB.
 head -c 1M /dev/urandom > $D/guest/disk.raw

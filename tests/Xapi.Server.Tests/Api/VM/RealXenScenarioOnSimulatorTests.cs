@@ -277,6 +277,60 @@ public partial class RealXenScenarioOnSimulatorTests
             "the guest's write is in the export");
         Assert.That(exported.AsSpan(DiskPattern.BlockSize).SequenceEqual(imported.AsSpan(DiskPattern.BlockSize)), Is.True, "the imported data around it is intact");
         Step("vdi-export");
+
+        await HvmCdAsync(template, sr, vdi);
+    }
+
+    /// <summary>
+    /// The HVM steps: a guest booted by its firmware from a disk, its serial port set by
+    /// platform:hvm_serial, an empty CD drive into which the data VDI goes and from which it comes out.
+    /// </summary>
+    private async Task HvmCdAsync(string template, string sr, string disc)
+    {
+        var boot = ApiSchema.Class("VDI").MinimalRecord();
+        boot["name_label"] = "hvm-boot";
+        boot["SR"] = sr;
+        boot["virtual_size"] = (24 * MiB).ToString(CultureInfo.InvariantCulture);
+        boot["type"] = "user";
+        var bootVdi = (string)(await _client.InvokeAsync("VDI.create", boot))!;
+        var vm = (string)(await _client.InvokeAsync("VM.clone", template, "hvmcd"))!;
+        await _client.InvokeAsync("VM.set_is_a_template", vm, false);
+        await _client.InvokeAsync("VM.set_HVM_boot_params", vm, new Dictionary<string, object?> { ["order"] = "c" });
+        await _client.InvokeAsync("VM.add_to_platform", vm, "hvm_serial", "file:/var/log/xen/console/guest-hvmcd.log");
+        var mib128 = (128 * MiB).ToString(CultureInfo.InvariantCulture);
+        await _client.InvokeAsync("VM.set_memory_limits", vm, mib128, mib128, mib128, mib128);
+        await _client.InvokeAsync("VM.set_VCPUs_max", vm, "1");
+        await _client.InvokeAsync("VM.set_VCPUs_at_startup", vm, "1");
+        var vbdRecord = ApiSchema.Class("VBD").MinimalRecord();
+        vbdRecord["VM"] = vm;
+        vbdRecord["VDI"] = bootVdi;
+        vbdRecord["userdevice"] = "0";
+        vbdRecord["type"] = "Disk";
+        vbdRecord["mode"] = "RW";
+        vbdRecord["bootable"] = true;
+        await _client.InvokeAsync("VBD.create", vbdRecord);
+        vbdRecord["VDI"] = "OpaqueRef:NULL";
+        vbdRecord["userdevice"] = "3";
+        vbdRecord["type"] = "CD";
+        vbdRecord["mode"] = "RO";
+        vbdRecord["bootable"] = false;
+        vbdRecord["empty"] = true;
+        var cd = (string)(await _client.InvokeAsync("VBD.create", vbdRecord))!;
+        Assert.That(await _client.InvokeAsync("VM.get_domain_type", vm), Is.EqualTo("hvm"));
+        Step("vm-create-hvm");
+
+        var domid = await StartAsync(vm, "vm-start-hvm");
+        await GuestUpAsync(vm, "guest-console-hvm");
+        await _client.InvokeAsync("VBD.insert", cd, disc);
+        Assert.That((await _client.InvokeAsync("VBD.get_empty", cd), await _client.InvokeAsync("VBD.get_VDI", cd)), Is.EqualTo((false, (object)disc)));
+        Step("vbd-insert-hvm");
+        await _client.InvokeAsync("VBD.eject", cd);
+        Assert.That(await _client.InvokeAsync("VBD.get_empty", cd), Is.True);
+        Assert.That(await PowerAsync(vm), Is.EqualTo("Running"));
+        Step("vbd-eject-hvm");
+        await _client.InvokeAsync("VM.hard_shutdown", vm);
+        await AssertHaltedAsync(vm, domid);
+        Step("vm-hard-shutdown-hvm");
     }
 
     [Test]
