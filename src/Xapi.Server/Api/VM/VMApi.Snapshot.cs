@@ -31,8 +31,12 @@ public sealed partial class VMApi
     private static readonly RpcLimits MetadataLimits = new(MaxBodyBytes: 64 << 20);
 
     [RunsAs<VmOperations>(VmOperations.Snapshot)]
-    public async ValueTask<VMRef> Snapshot(CallContext context, VMRef vm, string newName, IReadOnlyList<VDIRef> ignoreVdis) =>
-        await CopyVmAsync(context, vm, newName, DiskOperation.Snapshot, SRRef.Null, ignoreVdis, null);
+    public async ValueTask<VMRef> Snapshot(CallContext context, VMRef vm, string newName, IReadOnlyList<VDIRef> ignoreVdis)
+    {
+        var created = await CopyVmAsync(context, vm, newName, DiskOperation.Snapshot, SRRef.Null, ignoreVdis, null);
+        await _alerts.RaiseAsync(context, vm, VmAlerts.Snapshotted, "snapshotted, snapshot name: " + newName);
+        return created;
+    }
 
     /// <summary>
     /// A running VM is suspended into an image, its disks and the image are snapshotted, and it is
@@ -40,6 +44,13 @@ public sealed partial class VMApi
     /// </summary>
     [RunsAs<VmOperations>(VmOperations.Checkpoint)]
     public async ValueTask<VMRef> Checkpoint(CallContext context, VMRef vm, string newName)
+    {
+        var created = await CheckpointAsync(context, vm, newName);
+        await _alerts.RaiseAsync(context, vm, VmAlerts.Checkpointed, "checkpointed, snapshot name: " + newName);
+        return created;
+    }
+
+    private async ValueTask<VMRef> CheckpointAsync(CallContext context, VMRef vm, string newName)
     {
         var record = context.Snapshot.Get(vm);
         if (record.PowerState != VmPowerState.Running)
@@ -174,6 +185,7 @@ public sealed partial class VMApi
             // Declared as [vm; snapshot]; real hosts send the snapshot first.
             throw new XenApiException(ErrorCodes.VmRevertFailed, snapshot.Value, vm.Value);
         }
+        await _alerts.RaiseAsync(context, vm, VmAlerts.SnapshotReverted, $"reverted to snapshot: {snap.NameLabel} (uuid {snap.Uuid})");
     }
 
     private static string SrBackendFailure(int code) => ErrorCodes.SrBackendFailure + "_" + code.ToString(CultureInfo.InvariantCulture);

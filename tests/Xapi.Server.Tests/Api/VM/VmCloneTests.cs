@@ -353,6 +353,35 @@ public class VmCloneTests() : SimulatedHostFixture()
     }
 
     [Test]
+    public async Task Snapshot_checkpoint_and_revert_raise_the_alerts_real_hosts_raise_and_a_clone_none()
+    {
+        var vm = await VmAsync("alerted snapshots");
+        var uuid = (string)(await FieldAsync("VM", vm, "uuid"))!;
+        var snapshot = (string)(await Client.InvokeAsync("VM.snapshot", vm, "before", Array.Empty<object?>()))!;
+        await Client.InvokeAsync("VM.start", vm, false, false);
+        var checkpoint = (string)(await Client.InvokeAsync("VM.checkpoint", vm, "running checkpoint"))!;
+        await Client.InvokeAsync("VM.revert", snapshot);
+        var clone = (string)(await Client.InvokeAsync("VM.clone", vm, "alerted clone"))!;
+        var snapshotUuid = (string)(await FieldAsync("VM", snapshot, "uuid"))!;
+
+        var alerts = ((IReadOnlyDictionary<string, object?>)(await Client.InvokeAsync("message.get", "VM", uuid, DateTime.UtcNow.AddHours(-1)))!)
+            .Values.Cast<IReadOnlyDictionary<string, object?>>().OrderBy(m => (DateTime)m["timestamp"]!).ToList();
+        var cloneAlerts = (IReadOnlyDictionary<string, object?>)(await Client.InvokeAsync("message.get", "VM", await FieldAsync("VM", clone, "uuid"), DateTime.UtcNow.AddHours(-1)))!;
+        Assert.Multiple(() =>
+        {
+            Assert.That(alerts.Where(m => (string?)m["name"] is not ("VM_STARTED" or "VM_SHUTDOWN"))
+            .Select(m => ((string?)m["name"], Convert.ToInt64(m["priority"], CultureInfo.InvariantCulture), (string?)m["body"])), Is.EquivalentTo(new[]
+            {
+                ("VM_SNAPSHOTTED", 5L, $"VM 'alerted snapshots' (uuid: {uuid}) snapshotted, snapshot name: before"),
+                ("VM_CHECKPOINTED", 5L, $"VM 'alerted snapshots' (uuid: {uuid}) checkpointed, snapshot name: running checkpoint"),
+                ("VM_SNAPSHOT_REVERTED", 5L, $"VM 'alerted snapshots' (uuid: {uuid}) reverted to snapshot: before (uuid {snapshotUuid})"),
+            }));
+            Assert.That(cloneAlerts, Is.Empty, "real hosts raise VM_CLONED only for csvm");
+            Assert.That(checkpoint, Is.Not.EqualTo(snapshot));
+        });
+    }
+
+    [Test]
     public async Task Snapshot_operations_refuse_what_the_real_server_refuses()
     {
         var vm = await VmAsync("refusals");
