@@ -128,6 +128,13 @@ public sealed class XapiHost : IAsyncDisposable
         var installationUuid = Inventory.Read(options.DataDir);
         PasswordStore.Check(options.DataDir);
         var facts = libxl is not null && OperatingSystem.IsLinux() ? ReadXenFacts(libxl) : HostFacts.Read();
+        // A daemon bound to one address is reached only there: that is the address its host
+        // record gives (pool members find each other and clients are redirected by it), as
+        // several hosts of a pool on one machine each have their own loopback address.
+        if (IPAddress.Parse(options.ListenAddress) is var bound && !bound.Equals(IPAddress.Any) && !bound.Equals(IPAddress.IPv6Any))
+        {
+            facts = facts with { Address = bound.ToString() };
+        }
         var certificate = options.HttpsPort != 0 && SelfSignedCertificate.Exists(options.DataDir)
             ? SelfSignedCertificate.LoadOrCreate(options.DataDir, facts.Hostname, out _)
             : null;
