@@ -26,23 +26,29 @@ if [ -z "$kpkg" ]; then
   kpkg=$(apt-cache depends linux-image-amd64 | awk '/Depends: linux-image-/{print $2; exit}')
 fi
 kver=${kpkg#linux-image-}
+# extracted NAME PACKAGE...: the packages downloaded and extracted into the cache, one tree per
+# set of package versions (a Debian update makes a new one); prints the tree's folder, whose
+# "packages" file lists the .deb files.
+extracted() {
+  name=$1; shift
+  versions=$(apt-cache policy "$@" | awk '/^[^ ]/{p=$1} /Candidate:/{print p $2}' | tr -d ':' | sort | md5sum | cut -c1-12)
+  root=$cache/$name-$versions
+  if [ ! -f "$root/.done" ]; then
+    rm -rf "$root" && mkdir -p "$root/debs"
+    (cd "$root/debs" && { apt-get download "$@" >/dev/null 2>&1 || { apt-get update -qq && apt-get download "$@" >/dev/null; }; })
+    for deb in "$root"/debs/*.deb; do dpkg-deb -x "$deb" "$root/tree"; done
+    (cd "$root/debs" && ls) > "$root/packages"
+    rm -rf "$root/debs"
+    touch "$root/.done"
+  fi
+  echo "$root"
+}
 # libxenlight and libxenctrl are in libxenmisc4.17; the rest are the libraries xl links to.
-packages="xen-hypervisor-4.17-amd64 xen-utils-4.17 libxenmisc4.17 xen-utils-common xenstore-utils
-  libxencall1 libxenevtchn1 libxenforeignmemory1 libxengnttab1 libxenstore4 libxentoollog1
-  libxendevicemodel1 libxenhypfs1 libxentoolcore1 libyajl2 qemu-system-xen $kpkg"
-# One extracted tree per set of package versions: a Debian update makes a new one.
-versions=$(apt-cache policy $packages | awk '/^[^ ]/{p=$1} /Candidate:/{print p $2}' | tr -d ':' | sort | md5sum | cut -c1-12)
-root=$cache/root-$versions
-if [ ! -f "$root/.done" ]; then
-  rm -rf "$root" && mkdir -p "$root/debs"
-  (cd "$root/debs" && { apt-get download $packages >/dev/null 2>&1 || { apt-get update -qq && apt-get download $packages >/dev/null; }; })
-  for deb in "$root"/debs/*.deb; do dpkg-deb -x "$deb" "$root/tree"; done
-  (cd "$root/debs" && ls) > "$root/packages"
-  depmod -b "$root/tree" "$kver"
-  rm -rf "$root/debs"
-  touch "$root/.done"
-fi
+root=$(extracted root xen-hypervisor-4.17-amd64 xen-utils-4.17 libxenmisc4.17 xen-utils-common xenstore-utils \
+  libxencall1 libxenevtchn1 libxenforeignmemory1 libxengnttab1 libxenstore4 libxentoollog1 \
+  libxendevicemodel1 libxenhypfs1 libxentoolcore1 libyajl2 qemu-system-xen "$kpkg")
 R=$root/tree
+[ -f "$R/lib/modules/$kver/modules.dep" ] || depmod -b "$R" "$kver"
 zcat "$R/boot/xen-4.17-amd64.gz" > "$out/xen"
 cp "$R/boot/vmlinuz-$kver" "$out/vmlinuz"
 { echo "kernel $kver"; cat "$root/packages"; } > "$out/versions"
@@ -202,17 +208,7 @@ chmod +x $G/init $G/sbin/poweroff
 # The HVM guest's boot disk: the same kernel and initramfs behind syslinux on a FAT file system
 # (no partition table: SeaBIOS runs the file system's boot sector). syslinux installs itself
 # through mtools, so nothing is mounted; the four packages are extracted like the Xen ones.
-boot_packages="syslinux syslinux-common mtools dosfstools"
-boot_versions=$(apt-cache policy $boot_packages | awk '/^[^ ]/{p=$1} /Candidate:/{print p $2}' | tr -d ':' | sort | md5sum | cut -c1-12)
-boot_root=$cache/boot-$boot_versions
-if [ ! -f "$boot_root/.done" ]; then
-  rm -rf "$boot_root" && mkdir -p "$boot_root/debs"
-  (cd "$boot_root/debs" && { apt-get download $boot_packages >/dev/null 2>&1 || { apt-get update -qq && apt-get download $boot_packages >/dev/null; }; })
-  for deb in "$boot_root"/debs/*.deb; do dpkg-deb -x "$deb" "$boot_root/tree"; done
-  rm -rf "$boot_root/debs"
-  touch "$boot_root/.done"
-fi
-B=$boot_root/tree
+B=$(extracted boot syslinux syslinux-common mtools dosfstools)/tree
 mkfs_fat=$(find "$B" -name mkfs.fat -type f | head -1)
 boot_disk=$D/guest/hvm-boot.raw
 rm -f "$boot_disk" && truncate -s 24M "$boot_disk"

@@ -195,12 +195,7 @@ public partial class RealXenScenarioOnSimulatorTests
         Assert.That(Directory.Exists(Path.Combine(location, (string)(await _client.InvokeAsync("SR.get_uuid", sr))!)), Is.True);
         Step("sr-create-ext");
 
-        var disk = ApiSchema.Class("VDI").MinimalRecord();
-        disk["name_label"] = "guest-disk";
-        disk["SR"] = sr;
-        disk["virtual_size"] = (8 * MiB).ToString(CultureInfo.InvariantCulture);
-        disk["type"] = "user";
-        var vdi = (string)(await _client.InvokeAsync("VDI.create", disk))!;
+        var vdi = await VdiAsync(sr, "guest-disk", 8 * MiB);
         var imported = new byte[8 * MiB];
         Random.Shared.NextBytes(imported.AsSpan(0, (int)MiB));
         using var http = new HttpClient { BaseAddress = daemon.Uri, Timeout = TimeSpan.FromSeconds(60) };
@@ -217,14 +212,7 @@ public partial class RealXenScenarioOnSimulatorTests
             ["name_label"] = "guest-net", ["name_description"] = "", ["MTU"] = "1500", ["other_config"] = new Dictionary<string, object?>(),
         }))!;
         Assert.That(await _client.InvokeAsync("network.get_bridge", network), Is.Not.Empty);
-        var vbdRecord = ApiSchema.Class("VBD").MinimalRecord();
-        vbdRecord["VM"] = vm;
-        vbdRecord["VDI"] = vdi;
-        vbdRecord["userdevice"] = "0";
-        vbdRecord["type"] = "Disk";
-        vbdRecord["mode"] = "RW";
-        vbdRecord["bootable"] = false;
-        var vbd = (string)(await _client.InvokeAsync("VBD.create", vbdRecord))!;
+        var vbd = await VbdAsync(vm, vdi, "0", "Disk", bootable: false);
         var vifRecord = ApiSchema.Class("VIF").MinimalRecord();
         vifRecord["VM"] = vm;
         vifRecord["network"] = network;
@@ -248,11 +236,7 @@ public partial class RealXenScenarioOnSimulatorTests
         Step("guest-agent");
 
         // Hot-plug a second VDI and a second VIF into the running guest, and out again.
-        disk["name_label"] = "hotplug-disk";
-        disk["virtual_size"] = (4 * MiB).ToString(CultureInfo.InvariantCulture);
-        vbdRecord["VDI"] = await _client.InvokeAsync("VDI.create", disk);
-        vbdRecord["userdevice"] = "1";
-        var vbd2 = (string)(await _client.InvokeAsync("VBD.create", vbdRecord))!;
+        var vbd2 = await VbdAsync(vm, await VdiAsync(sr, "hotplug-disk", 4 * MiB), "1", "Disk", bootable: false);
         await _client.InvokeAsync("VBD.plug", vbd2);
         Assert.That((await _client.InvokeAsync("VBD.get_device", vbd2), await _client.InvokeAsync("VBD.get_currently_attached", vbd2)), Is.EqualTo(("xvdb", (object)true)));
         await _client.InvokeAsync("VBD.unplug", vbd2);
@@ -287,12 +271,7 @@ public partial class RealXenScenarioOnSimulatorTests
     /// </summary>
     private async Task HvmCdAsync(string template, string sr, string disc)
     {
-        var boot = ApiSchema.Class("VDI").MinimalRecord();
-        boot["name_label"] = "hvm-boot";
-        boot["SR"] = sr;
-        boot["virtual_size"] = (24 * MiB).ToString(CultureInfo.InvariantCulture);
-        boot["type"] = "user";
-        var bootVdi = (string)(await _client.InvokeAsync("VDI.create", boot))!;
+        var bootVdi = await VdiAsync(sr, "hvm-boot", 24 * MiB);
         var vm = (string)(await _client.InvokeAsync("VM.clone", template, "hvmcd"))!;
         await _client.InvokeAsync("VM.set_is_a_template", vm, false);
         await _client.InvokeAsync("VM.set_HVM_boot_params", vm, new Dictionary<string, object?> { ["order"] = "c" });
@@ -301,21 +280,8 @@ public partial class RealXenScenarioOnSimulatorTests
         await _client.InvokeAsync("VM.set_memory_limits", vm, mib128, mib128, mib128, mib128);
         await _client.InvokeAsync("VM.set_VCPUs_max", vm, "1");
         await _client.InvokeAsync("VM.set_VCPUs_at_startup", vm, "1");
-        var vbdRecord = ApiSchema.Class("VBD").MinimalRecord();
-        vbdRecord["VM"] = vm;
-        vbdRecord["VDI"] = bootVdi;
-        vbdRecord["userdevice"] = "0";
-        vbdRecord["type"] = "Disk";
-        vbdRecord["mode"] = "RW";
-        vbdRecord["bootable"] = true;
-        await _client.InvokeAsync("VBD.create", vbdRecord);
-        vbdRecord["VDI"] = "OpaqueRef:NULL";
-        vbdRecord["userdevice"] = "3";
-        vbdRecord["type"] = "CD";
-        vbdRecord["mode"] = "RO";
-        vbdRecord["bootable"] = false;
-        vbdRecord["empty"] = true;
-        var cd = (string)(await _client.InvokeAsync("VBD.create", vbdRecord))!;
+        await VbdAsync(vm, bootVdi, "0", "Disk", bootable: true);
+        var cd = await VbdAsync(vm, null, "3", "CD", bootable: false);
         Assert.That(await _client.InvokeAsync("VM.get_domain_type", vm), Is.EqualTo("hvm"));
         Step("vm-create-hvm");
 
@@ -342,6 +308,31 @@ public partial class RealXenScenarioOnSimulatorTests
     }
 
     private void Step(string name) => _steps.Add(name);
+
+    /// <summary>A user VDI of <paramref name="size"/> bytes on <paramref name="sr"/>, as `xe vdi-create` makes it.</summary>
+    private async Task<string> VdiAsync(string sr, string name, long size)
+    {
+        var disk = ApiSchema.Class("VDI").MinimalRecord();
+        disk["name_label"] = name;
+        disk["SR"] = sr;
+        disk["virtual_size"] = size.ToString(CultureInfo.InvariantCulture);
+        disk["type"] = "user";
+        return (string)(await _client.InvokeAsync("VDI.create", disk))!;
+    }
+
+    /// <summary>A VBD as `xe vbd-create` makes it: read-write for a disk, an empty read-only drive for a CD without a VDI.</summary>
+    private async Task<string> VbdAsync(string vm, string? vdi, string userdevice, string type, bool bootable)
+    {
+        var vbd = ApiSchema.Class("VBD").MinimalRecord();
+        vbd["VM"] = vm;
+        vbd["VDI"] = vdi ?? "OpaqueRef:NULL";
+        vbd["empty"] = vdi is null;
+        vbd["userdevice"] = userdevice;
+        vbd["type"] = type;
+        vbd["mode"] = type == "CD" ? "RO" : "RW";
+        vbd["bootable"] = bootable;
+        return (string)(await _client.InvokeAsync("VBD.create", vbd))!;
+    }
 
     /// <summary>
     /// A guest as scenario.sh makes it: a clone of "Other install media" booting /guest/vmlinuz
