@@ -454,10 +454,7 @@ public sealed class XenBackend(LibxlContext libxl, XenBackendOptions? options = 
         var emptied = XenDisk.EmptyDrive(drive);
         return OnDomainAsync(uuid, domid =>
         {
-            using (var monitor = QemuMonitor.Connect(_options.MonitorPath(domid)))
-            {
-                monitor.Execute("eject", new JsonObject { ["id"] = XenDisk.EmulatedDriveId(drive), ["force"] = true });
-            }
+            AskDeviceModel(domid, "eject", new JsonObject { ["id"] = XenDisk.EmulatedDriveId(drive), ["force"] = true });
             RecordMedia(uuid, vbd with { Disk = null }, emptied);
             return StateOf(uuid, domid);
         }, cancellationToken);
@@ -479,21 +476,24 @@ public sealed class XenBackend(LibxlContext libxl, XenBackendOptions? options = 
         var disc = attached with { Backend = XenDisk.QdiskBackend, GuestDevice = drive };
         return await OnDomainAsync(uuid, domid =>
         {
-            using (var monitor = QemuMonitor.Connect(_options.MonitorPath(domid)))
+            AskDeviceModel(domid, "blockdev-change-medium", new JsonObject
             {
-                monitor.Execute("blockdev-change-medium", new JsonObject
-                {
-                    ["id"] = XenDisk.EmulatedDriveId(drive),
-                    ["filename"] = disc.Target,
-                    ["format"] = disc.Format,
-                    ["read-only-mode"] = inserted.Mode == VbdMode.ReadWrite ? "read-write" : "read-only",
-                });
-            }
+                ["id"] = XenDisk.EmulatedDriveId(drive),
+                ["filename"] = disc.Target,
+                ["format"] = disc.Format,
+                ["read-only-mode"] = inserted.Mode == VbdMode.ReadWrite ? "read-write" : "read-only",
+            });
             RecordMedia(uuid, inserted, disc);
             return StateOf(uuid, domid);
         }, cancellationToken);
     }
 
+    /// <summary>One QMP command to the domain's device model, on a connection of its own (qemu serves one client at a time).</summary>
+    private void AskDeviceModel(uint domid, string command, JsonObject arguments)
+    {
+        using var monitor = QemuMonitor.Connect(_options.MonitorPath(domid));
+        monitor.Execute(command, arguments);
+    }
 
     /// <summary>
     /// A removable drive of the domain that qemu emulates, and the guest's name for it. Only HVM

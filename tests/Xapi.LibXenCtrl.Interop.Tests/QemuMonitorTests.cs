@@ -44,31 +44,17 @@ public class QemuMonitorTests
 
     private static string SocketPath() => Path.Combine(Path.GetTempPath(), $"qmp-{Guid.NewGuid():N}.sock");
 
-    [Test]
-    public async Task A_command_runs_after_capabilities_negotiation_and_its_return_value_comes_back_past_events()
+    /// <summary>Runs <paramref name="client"/> against a monitor answering as <paramref name="answer"/> says; returns the requests it got.</summary>
+    private static async Task<List<JsonObject>> AgainstMonitorAsync(Func<JsonObject, IEnumerable<string>?> answer, Action<string> client)
     {
         var path = SocketPath();
         var listening = new TaskCompletionSource();
-        var server = ServeAsync(path, request => (string)request["execute"]! switch
-        {
-            "qmp_capabilities" => ["""{"return": {}}"""],
-            _ => ["""{"timestamp": {"seconds": 1, "microseconds": 2}, "event": "DEVICE_TRAY_MOVED", "data": {"id": "ide-5696", "tray-open": true}}""", """{"return": {"done": 1}}"""],
-        }, listening);
+        var server = ServeAsync(path, answer, listening);
         await listening.Task;
         try
         {
-            JsonElement result;
-            using (var monitor = QemuMonitor.Connect(path))
-            {
-                result = monitor.Execute("blockdev-change-medium", new JsonObject { ["id"] = "ide-5696", ["filename"] = "/sr/disc.qcow2", ["format"] = "qcow2" });
-            }
-            var requests = await server;
-            Assert.Multiple(() =>
-            {
-                Assert.That(result.GetProperty("done").GetInt32(), Is.EqualTo(1));
-                Assert.That(requests.Select(r => (string)r["execute"]!), Is.EqualTo(new[] { "qmp_capabilities", "blockdev-change-medium" }));
-                Assert.That((string)requests[1]["arguments"]!["filename"]!, Is.EqualTo("/sr/disc.qcow2"));
-            });
+            client(path);
+            return await server;
         }
         finally
         {
@@ -77,30 +63,43 @@ public class QemuMonitorTests
     }
 
     [Test]
+    public async Task A_command_runs_after_capabilities_negotiation_and_its_return_value_comes_back_past_events()
+    {
+        JsonElement result = default;
+        var requests = await AgainstMonitorAsync(request => (string)request["execute"]! switch
+        {
+            "qmp_capabilities" => ["""{"return": {}}"""],
+            _ => ["""{"timestamp": {"seconds": 1, "microseconds": 2}, "event": "DEVICE_TRAY_MOVED", "data": {"id": "ide-5696", "tray-open": true}}""", """{"return": {"done": 1}}"""],
+        }, path =>
+        {
+            using var monitor = QemuMonitor.Connect(path);
+            result = monitor.Execute("blockdev-change-medium", new JsonObject { ["id"] = "ide-5696", ["filename"] = "/sr/disc.qcow2", ["format"] = "qcow2" });
+        });
+        Assert.Multiple(() =>
+        {
+            Assert.That(result.GetProperty("done").GetInt32(), Is.EqualTo(1));
+            Assert.That(requests.Select(r => (string)r["execute"]!), Is.EqualTo(new[] { "qmp_capabilities", "blockdev-change-medium" }));
+            Assert.That((string)requests[1]["arguments"]!["filename"]!, Is.EqualTo("/sr/disc.qcow2"));
+        });
+    }
+
+    [Test]
     public async Task An_error_reply_and_a_monitor_that_hangs_up_are_failures_naming_the_command()
     {
-        var path = SocketPath();
-        var listening = new TaskCompletionSource();
-        var server = ServeAsync(path, request => (string)request["execute"]! switch
+        QemuMonitorException? refused = null, dropped = null;
+        await AgainstMonitorAsync(request => (string)request["execute"]! switch
         {
             "qmp_capabilities" => ["""{"return": {}}"""],
             "eject" => ["""{"error": {"class": "DeviceNotFound", "desc": "Device 'ide-5632' not found"}}"""],
             _ => null,
-        }, listening);
-        await listening.Task;
-        try
+        }, path =>
         {
             using var monitor = QemuMonitor.Connect(path);
-            var refused = Assert.Throws<QemuMonitorException>(() => monitor.Execute("eject", new JsonObject { ["id"] = "ide-5632", ["force"] = true }));
-            var dropped = Assert.Throws<QemuMonitorException>(() => monitor.Execute("add-fd"));
-            await server;
-            Assert.That(refused!.Message, Is.EqualTo("QMP eject failed: DeviceNotFound: Device 'ide-5632' not found"));
-            Assert.That(dropped!.Message, Does.StartWith("QMP add-fd: the device model closed its monitor"));
-        }
-        finally
-        {
-            File.Delete(path);
-        }
+            refused = Assert.Throws<QemuMonitorException>(() => monitor.Execute("eject", new JsonObject { ["id"] = "ide-5632", ["force"] = true }));
+            dropped = Assert.Throws<QemuMonitorException>(() => monitor.Execute("add-fd"));
+        });
+        Assert.That(refused!.Message, Is.EqualTo("QMP eject failed: DeviceNotFound: Device 'ide-5632' not found"));
+        Assert.That(dropped!.Message, Does.StartWith("QMP add-fd: the device model closed its monitor"));
     }
 
     [Test]
