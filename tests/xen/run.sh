@@ -8,7 +8,7 @@
 #   XEN_WORK       work folder (default: a new temporary one, removed at the end unless XEN_KEEP=1)
 #   XEN_PUBLISHED  a folder that already holds the published daemon, xe and Xapi.Xen.Dom0Check
 #                  (skips the publish; the test wrapper passes its own)
-#   XEN_TIMEOUT    seconds before QEMU is stopped (default 780)
+#   XEN_TIMEOUT    seconds before QEMU is stopped (default 600)
 #   XEN_SILENCE    seconds without a serial line before the run is called hung (default 180)
 #   XEN_CACHE      where the Debian packages are kept (see build-dom0.sh)
 # Prints the scenario's XAPI-STEP lines and the timings; the serial log is WORK/serial.log and,
@@ -53,7 +53,7 @@ log=$work/serial.log
 t=$(now)
 # -no-reboot with Xen rebooting on a dom0 crash (no "noreboot") ends the run seconds after one.
 # +svm,+npt: PVH guests need hardware-assisted paging (Debian's Xen has no shadow paging).
-timeout -k 5 "${XEN_TIMEOUT:-780}" qemu-system-x86_64 -machine q35 -cpu qemu64,+svm,+npt -smp 2 -m 2048 \
+timeout -k 5 "${XEN_TIMEOUT:-600}" qemu-system-x86_64 -machine q35 -cpu qemu64,+svm,+npt -smp 2 -m 2048 \
   -display none -monitor none -serial "file:$log" -no-reboot -nodefaults \
   -device isa-debug-exit,iobase=0xf4,iosize=0x04 \
   -kernel "$work/boot/xen" \
@@ -85,7 +85,7 @@ grep -aq '^XAPI-END status=0' "$log" || failed+=("dom0 did not finish the scenar
 case $status in
   1) ;;
   0) failed+=("QEMU exited without a result: Xen rebooted ($(grep -a -m1 -E 'Hardware Dom0 crashed|Panic on CPU|Kernel panic' "$log" | tr -d '\r' || echo "no crash message"))") ;;
-  124|137) failed+=("timed out after ${XEN_TIMEOUT:-480}s") ;;
+  124|137) failed+=("timed out after ${XEN_TIMEOUT:-600}s") ;;
   *) failed+=("QEMU exit status $status") ;;
 esac
 echo "xen: QEMU ran ${boot}s, exit status $status; log $log"

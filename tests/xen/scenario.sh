@@ -326,6 +326,53 @@ else
   step guest-self-poweroff FAIL "domid $selfoff power=$(power) xl: $(xl_line "$vmname" | tr -s ' '); console: $(tail -2 "$console" | one_line)"
 fi
 
+# Guest disks live in an ext SR in dom0 (qcow2 images in a directory); xe imports /guest/disk.raw
+# into a VDI of it, which a PV guest reads and writes below and which later goes into an HVM
+# guest's CD drive.
+mkdir -p /var/lib/xapi-sr
+sr=$(xe sr-create type=ext name-label=local-ext content-type=user device-config:location=/var/lib/xapi-sr 2>&1)
+if echo "$sr" | grep -qx '[0-9a-f-]\{36\}' && [ -d "/var/lib/xapi-sr/$sr" ]; then
+  step sr-create-ext OK "SR $sr: /var/lib/xapi-sr/$sr"
+else
+  step sr-create-ext FAIL "$(echo "$sr" | one_line)"
+fi
+vdi=$(xe vdi-create sr-uuid="$sr" name-label=guest-disk virtual-size=8MiB type=user 2>&1)
+import_out=$(xe vdi-import uuid="$vdi" filename=/guest/disk.raw format=raw 2>&1)
+import_rc=$?
+if [ $import_rc -eq 0 ] && [ -f "/var/lib/xapi-sr/$sr/$vdi.qcow2" ]; then
+  step vdi-import OK "VDI $vdi: /guest/disk.raw imported into /var/lib/xapi-sr/$sr/$vdi.qcow2 ($(qemu-img info "/var/lib/xapi-sr/$sr/$vdi.qcow2" 2>/dev/null | awk -F': ' '/^disk size/{print $2}') on disk)"
+else
+  step vdi-import FAIL "vdi=$(echo "$vdi" | one_line) exit $import_rc: $(echo "$import_out" | one_line)"
+fi
+
+# An HVM guest booted by its firmware: hvmloader and SeaBIOS run syslinux from a disk imported
+# from /guest/hvm-boot.raw (see build-dom0.sh), which boots the same kernel with xtest=cd. Its
+# serial port goes to a file (platform:hvm_serial, as on real hosts) and it has an empty CD drive
+# (device 3: qemu's hdd). The guest reads its drive every second and prints what it holds; the
+# exported data VDI goes in as a disc and comes out again.
+# The guest boots (about two minutes under TCG) while the PVH and disk steps run; it is
+# looked at again after them.
+vmname=hvmcd
+console=/var/log/xen/console/guest-$vmname.log
+bootvdi=$(xe vdi-create sr-uuid="$sr" name-label=hvm-boot virtual-size=24MiB type=user 2>&1)
+boot_import=$(xe vdi-import uuid="$bootvdi" filename=/guest/hvm-boot.raw format=raw 2>&1)
+vm=$(call VM.clone "$S" "$(s "$template")" "$(s $vmname)")
+V="$(s "$vm")"
+call VM.set_is_a_template "$S" "$V" "<boolean>0</boolean>" >/dev/null
+vm_uuid=$(call VM.get_uuid "$S" "$V")
+set_out=$(xe vm-param-set uuid="$vm_uuid" HVM-boot-params:order=c "platform:hvm_serial=file:$console" \
+  memory-static-min=$mib memory-dynamic-min=$mib memory-dynamic-max=$mib memory-static-max=$mib VCPUs-max=1 VCPUs-at-startup=1 2>&1)
+bootvbd=$(xe vbd-create vm-uuid="$vm_uuid" vdi-uuid="$bootvdi" device=0 bootable=true mode=RW type=Disk 2>&1)
+cdvbd=$(xe vbd-create vm-uuid="$vm_uuid" device=3 type=CD mode=RO 2>&1)
+if [ -z "$boot_import$set_out" ] && [ "$(call VM.get_domain_type "$S" "$V")" = hvm ] \
+   && echo "$bootvbd" | grep -qx '[0-9a-f-]\{36\}' && echo "$cdvbd" | grep -qx '[0-9a-f-]\{36\}'; then
+  step vm-create-hvm OK "VM $vm_uuid: HVM, boot order c, boot disk VDI $bootvdi, empty CD drive VBD $cdvbd, serial to $console"
+else
+  step vm-create-hvm FAIL "$(echo "import=$boot_import set=$set_out bootvbd=$bootvbd cdvbd=$cdvbd" | one_line)"
+fi
+start_vm vm-start-hvm
+hvm_V=$V hvm_vm_uuid=$vm_uuid
+
 # A PVH guest (the same kernel and initramfs; Xen needs hardware-assisted paging for it, run.sh's
 # -cpu has +svm,+npt) whose /sbin/poweroff does nothing (xtest=ignore): VM.clean_shutdown gives up
 # with VM_SHUTDOWN_TIMEOUT after the daemon's --domain-shutdown-total-timeout, leaving the domain
@@ -377,29 +424,13 @@ else
   step vm-hard-shutdown-pvh FAIL "$err power=$(power) domid=$(domid) xl: $(xl_line "$vmname" | tr -s ' ')"
 fi
 
-# Guest disks and networks. An ext SR in dom0 (qcow2 images in a directory) holds a VDI into which
-# xe imports /guest/disk.raw; a PV guest (xtest=disknet: see build-dom0.sh) gets it as xvda through
-# libxl's qdisk backend (qemu-system-xen in dom0) and a VIF on an internal network, whose bridge the
-# daemon creates as the guest starts. The guest prints the md5 of the disk's first MiB, writes a
-# stamp at sector 4096 and pings dom0; after VM.clean_shutdown xe exports the VDI and the stamp and
-# the imported data are checked in the export.
+# Guest disks and networks. A PV guest (xtest=disknet: see build-dom0.sh) gets the imported VDI as
+# xvda through libxl's qdisk backend (qemu-system-xen in dom0) and a VIF on an internal network,
+# whose bridge the daemon creates as the guest starts. The guest prints the md5 of the disk's first
+# MiB, writes a stamp at sector 4096 and pings dom0; after VM.clean_shutdown xe exports the VDI and
+# the stamp and the imported data are checked in the export.
 vmname=diskpv
 console=/var/log/xen/console/guest-$vmname.log
-mkdir -p /var/lib/xapi-sr
-sr=$(xe sr-create type=ext name-label=local-ext content-type=user device-config:location=/var/lib/xapi-sr 2>&1)
-if echo "$sr" | grep -qx '[0-9a-f-]\{36\}' && [ -d "/var/lib/xapi-sr/$sr" ]; then
-  step sr-create-ext OK "SR $sr: /var/lib/xapi-sr/$sr"
-else
-  step sr-create-ext FAIL "$(echo "$sr" | one_line)"
-fi
-vdi=$(xe vdi-create sr-uuid="$sr" name-label=guest-disk virtual-size=8MiB type=user 2>&1)
-import_out=$(xe vdi-import uuid="$vdi" filename=/guest/disk.raw format=raw 2>&1)
-import_rc=$?
-if [ $import_rc -eq 0 ] && [ -f "/var/lib/xapi-sr/$sr/$vdi.qcow2" ]; then
-  step vdi-import OK "VDI $vdi: /guest/disk.raw imported into /var/lib/xapi-sr/$sr/$vdi.qcow2 ($(qemu-img info "/var/lib/xapi-sr/$sr/$vdi.qcow2" 2>/dev/null | awk -F': ' '/^disk size/{print $2}') on disk)"
-else
-  step vdi-import FAIL "vdi=$(echo "$vdi" | one_line) exit $import_rc: $(echo "$import_out" | one_line)"
-fi
 vm=$(call VM.clone "$S" "$(s "$template")" "$(s $vmname)")
 V="$(s "$vm")"
 call VM.set_is_a_template "$S" "$V" "<boolean>0</boolean>" >/dev/null
@@ -510,30 +541,10 @@ else
   step vdi-export FAIL "exit $export_rc: $(echo "$export_out" | one_line); the guest wrote '$stamp', sector 4096 holds '$(echo "$found" | cut -c1-80)'"
 fi
 
-# An HVM guest booted by its firmware: hvmloader and SeaBIOS run syslinux from a disk imported
-# from /guest/hvm-boot.raw (see build-dom0.sh), which boots the same kernel with xtest=cd. Its
-# serial port goes to a file (platform:hvm_serial, as on real hosts) and it has an empty CD drive
-# (device 3: qemu's hdd). The guest reads its drive every second and prints what it holds; the
-# exported data VDI goes in as a disc and comes out again.
+# Back to the HVM guest, booting since vm-start-hvm.
 vmname=hvmcd
 console=/var/log/xen/console/guest-$vmname.log
-bootvdi=$(xe vdi-create sr-uuid="$sr" name-label=hvm-boot virtual-size=24MiB type=user 2>&1)
-boot_import=$(xe vdi-import uuid="$bootvdi" filename=/guest/hvm-boot.raw format=raw 2>&1)
-vm=$(call VM.clone "$S" "$(s "$template")" "$(s $vmname)")
-V="$(s "$vm")"
-call VM.set_is_a_template "$S" "$V" "<boolean>0</boolean>" >/dev/null
-vm_uuid=$(call VM.get_uuid "$S" "$V")
-set_out=$(xe vm-param-set uuid="$vm_uuid" HVM-boot-params:order=c "platform:hvm_serial=file:$console" \
-  memory-static-min=$mib memory-dynamic-min=$mib memory-dynamic-max=$mib memory-static-max=$mib VCPUs-max=1 VCPUs-at-startup=1 2>&1)
-bootvbd=$(xe vbd-create vm-uuid="$vm_uuid" vdi-uuid="$bootvdi" device=0 bootable=true mode=RW type=Disk 2>&1)
-cdvbd=$(xe vbd-create vm-uuid="$vm_uuid" device=3 type=CD mode=RO 2>&1)
-if [ -z "$boot_import$set_out" ] && [ "$(call VM.get_domain_type "$S" "$V")" = hvm ] \
-   && echo "$bootvbd" | grep -qx '[0-9a-f-]\{36\}' && echo "$cdvbd" | grep -qx '[0-9a-f-]\{36\}'; then
-  step vm-create-hvm OK "VM $vm_uuid: HVM, boot order c, boot disk VDI $bootvdi, empty CD drive VBD $cdvbd, serial to $console"
-else
-  step vm-create-hvm FAIL "$(echo "import=$boot_import set=$set_out bootvbd=$bootvbd cdvbd=$cdvbd" | one_line)"
-fi
-start_vm vm-start-hvm
+V=$hvm_V vm_uuid=$hvm_vm_uuid
 # SeaBIOS loading syslinux, the kernel and its initramfs through emulated IDE takes about 50 s
 # under TCG and the boot about 70 s more; the wait leaves room for a second boot, as a guest has
 # been seen to triple-fault (Xen: "HVM shutdown action 1", a reboot) in its first boot under TCG.
