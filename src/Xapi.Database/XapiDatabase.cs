@@ -20,7 +20,7 @@ public interface IDurableLog
 /// by serialised transactions. Every committed transaction takes the next generation. With a
 /// durable log attached, readers see a transaction only once it is durable.
 /// </summary>
-public sealed class XapiDatabase
+public sealed partial class XapiDatabase
 {
     public const int DefaultTombstoneLimit = 65_536;
 
@@ -82,31 +82,43 @@ public sealed class XapiDatabase
         }
     }
 
+    /// <summary>
+    /// Runs <paramref name="body"/> as one transaction. On a pool member the changes are committed
+    /// by the master first (see <see cref="FollowMaster"/>), and the body may run again when the
+    /// rows it changed moved on at the master meanwhile.
+    /// </summary>
     public T Write<T>(Func<Transaction, T> body)
     {
-        DbSnapshot? published = null;
-        T result;
         lock (_writeLock)
         {
-            var tx = new Transaction(_current, _current.Generation + 1, TombstoneLimit);
-            result = body(tx);
-            if (tx.HasChanges)
+            if (_master is not null)
             {
-                var next = tx.Build();
-                _current = next;
-                WriteTracking.Record(next.Generation);
-                if (_log is null)
-                {
-                    published = next;
-                    Publish(next);
-                }
-                else
-                {
-                    _log.Append(next, tx.Writes);
-                }
+                return WriteThroughMasterLocked(body);
             }
+            var tx = new Transaction(_current, _current.Generation + 1, TombstoneLimit);
+            var result = body(tx);
+            CommitLocked(tx);
+            return result;
         }
-        return result;
+    }
+
+    private void CommitLocked(Transaction tx)
+    {
+        if (!tx.HasChanges)
+        {
+            return;
+        }
+        var next = tx.Build();
+        _current = next;
+        WriteTracking.Record(next.Generation);
+        if (_log is null)
+        {
+            Publish(next);
+        }
+        else
+        {
+            _log.Append(next, tx.Writes);
+        }
     }
 
     public void Write(Action<Transaction> body) => Write<object?>(tx =>
