@@ -11,11 +11,16 @@ public sealed class TestDaemon : IAsyncDisposable
     public const string Password = "test-password";
 
     private readonly string _dataDir;
+    private readonly ServerOptions _options;
+    private readonly TimeProvider? _time;
+    private bool _handedOver;
 
-    private TestDaemon(XapiHost host, string dataDir)
+    private TestDaemon(XapiHost host, string dataDir, ServerOptions options, TimeProvider? time)
     {
         Host = host;
         _dataDir = dataDir;
+        _options = options;
+        _time = time;
     }
 
     public XapiHost Host { get; }
@@ -46,7 +51,17 @@ public sealed class TestDaemon : IAsyncDisposable
         configure?.Invoke(options);
         var host = XapiHost.Create(options, time, customize);
         await host.StartAsync();
-        return new TestDaemon(host, dataDir);
+        return new TestDaemon(host, dataDir, options, time);
+    }
+
+    /// <summary>Stops this daemon and starts another on the same data dir and options (a host's toolstack restarted).</summary>
+    public async Task<TestDaemon> RestartAsync()
+    {
+        await Host.DisposeAsync();
+        _handedOver = true;
+        var host = XapiHost.Create(_options, _time);
+        await host.StartAsync();
+        return new TestDaemon(host, _dataDir, _options, _time);
     }
 
     public XenApiClient Client(RpcDialect dialect = RpcDialect.XmlRpc) => new(Uri, dialect);
@@ -72,6 +87,10 @@ public sealed class TestDaemon : IAsyncDisposable
     public async ValueTask DisposeAsync()
     {
         await Host.DisposeAsync();
+        if (_handedOver)
+        {
+            return;
+        }
         try
         {
             Directory.Delete(_dataDir, recursive: true);

@@ -12,13 +12,18 @@ public sealed class TestPool : IAsyncDisposable
 {
     private const int FirstHostOctet = 2;
 
-    private TestPool(IReadOnlyList<TestDaemon> hosts, int port)
+    private readonly List<TestDaemon> _hosts;
+
+    private TestPool(List<TestDaemon> hosts, int port)
     {
-        Hosts = hosts;
+        _hosts = hosts;
         Port = port;
     }
 
-    public IReadOnlyList<TestDaemon> Hosts { get; }
+    public IReadOnlyList<TestDaemon> Hosts => _hosts;
+
+    /// <summary>Restarts the <paramref name="index"/>th host's daemon on its data dir and address.</summary>
+    public async Task<TestDaemon> RestartAsync(int index) => _hosts[index] = await _hosts[index].RestartAsync();
 
     /// <summary>The one port every host listens on.</summary>
     public int Port { get; }

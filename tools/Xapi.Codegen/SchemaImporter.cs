@@ -325,6 +325,10 @@ public static class SchemaImporter
                 var hello = Internal("hello", true, new JsonArray(Param("host_uuid", "string"), Param("host_address", "string")), "string",
                     "Called by a pool member on start-up to announce itself to the master.");
                 yield return hello;
+                var initialAuth = Internal("initial_auth", true, new JsonArray(), "string",
+                    "Gives a host joining the pool the pool secret, after it logged in with the master's credentials.");
+                initialAuth["roles"] = new JsonArray("pool-admin", "pool-operator");
+                yield return initialAuth;
                 break;
             case "VDI":
                 var introduce = node["messages"]!.AsArray().First(m => m!["name"]!.GetValue<string>() == "introduce")!;

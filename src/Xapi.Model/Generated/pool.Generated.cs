@@ -1216,6 +1216,10 @@ public interface IPoolApi<TContext>
     /// <remarks>Roles: pool-admin.</remarks>
     ValueTask<string> Hello(TContext context, string hostUuid, string hostAddress) => throw XenApiErrors.NotImplemented("pool.hello");
 
+    /// <summary><c>pool.initial_auth</c>: Gives a host joining the pool the pool secret, after it logged in with the master's credentials.</summary>
+    /// <remarks>Roles: pool-admin, pool-operator.</remarks>
+    ValueTask<string> InitialAuth(TContext context) => throw XenApiErrors.NotImplemented("pool.initial_auth");
+
     /// <summary>The call of one custom message by name, taking runtime-typed arguments; null for other names.</summary>
     static Func<IPoolApi<TContext>, TContext, object?[], ValueTask<object?>>? Invoker(string message) => message switch
     {
@@ -1305,6 +1309,7 @@ public interface IPoolApi<TContext>
         "join_force" => static (api, context, a) => ApiResults.Void(api.JoinForce(context, (string)a[0]!, (string)a[1]!, (string)a[2]!)),
         "join" => static (api, context, a) => ApiResults.Void(api.Join(context, (string)a[0]!, (string)a[1]!, (string)a[2]!)),
         "hello" => static (api, context, a) => ApiResults.Of(api.Hello(context, (string)a[0]!, (string)a[1]!), static r => (object?)r),
+        "initial_auth" => static (api, context, a) => ApiResults.Of(api.InitialAuth(context), static r => (object?)r),
         _ => null,
     };
 }
@@ -1571,5 +1576,6 @@ public static partial class ApiSchema
             new("get_all_records_where", true, [new("expr", XType.Parse("string"), false)], "(pool ref -> pool record) map", RoleSet.PoolAdmin | RoleSet.PoolOperator | RoleSet.VmPowerAdmin | RoleSet.VmAdmin | RoleSet.VmOperator | RoleSet.ReadOnly, [], ImplicitKind.GetAllRecordsWhere, null, false, true, Lifecycle.Published, false),
             new("get_all_where", true, [new("expr", XType.Parse("string"), false)], "pool ref set", RoleSet.PoolAdmin | RoleSet.PoolOperator | RoleSet.VmPowerAdmin | RoleSet.VmAdmin | RoleSet.VmOperator | RoleSet.ReadOnly, [], ImplicitKind.GetAllWhere, null, false, true, Lifecycle.Published, false),
             new("hello", true, [new("host_uuid", XType.Parse("string"), false), new("host_address", XType.Parse("string"), false)], "string", RoleSet.PoolAdmin, [], ImplicitKind.None, null, false, true, Lifecycle.Published, true),
+            new("initial_auth", true, [], "string", RoleSet.PoolAdmin | RoleSet.PoolOperator, [], ImplicitKind.None, null, false, true, Lifecycle.Published, true),
         ]);
 }

@@ -103,20 +103,20 @@ public sealed class FirstBoot
             }, new HostMetricsRef(Ref("host_metrics")));
 
             var softwareVersion = Map(
-                ("product_version", ProductVersion),
+                (SoftwareVersionKeys.ProductVersion, ProductVersion),
                 ("product_version_text", ProductVersion),
                 ("product_version_text_short", ProductVersion),
-                ("platform_version", PlatformVersion),
-                ("product_brand", "XCP-dotnet"),
-                ("platform_name", "XCP"),
+                (SoftwareVersionKeys.PlatformVersion, PlatformVersion),
+                (SoftwareVersionKeys.ProductBrand, "XCP-dotnet"),
+                (SoftwareVersionKeys.PlatformName, "XCP"),
                 ("build_number", "release/dotnet/1"),
-                ("xapi", "24.19"),
+                (SoftwareVersionKeys.Xapi, "24.19"),
                 ("xapi_build", "24.19.0"),
                 ("xen", "4.17.0"),
                 ("linux", Environment.OSVersion.Version.ToString()),
                 ("hostname", facts.Hostname),
                 ("date", "2026-11-22"),
-                ("db_schema", "5.780"),
+                (SoftwareVersionKeys.DbSchema, "5.780"),
                 ("network_backend", "bridge"));
 
             tx.CreateHost(h =>

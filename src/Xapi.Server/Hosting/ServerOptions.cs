@@ -178,6 +178,12 @@ public sealed class ServerOptions
     /// </summary>
     public TimeSpan DomainShutdownTotalTimeout { get; set; } = TimeSpan.FromSeconds(1200);
 
+    /// <summary>
+    /// How long a pool member's start waits for its master to answer before it gives up (the
+    /// service manager then starts it again). A TimeSpan.
+    /// </summary>
+    public TimeSpan PoolMasterPatience { get; set; } = TimeSpan.FromSeconds(60);
+
     private static readonly Dictionary<string, string> SwitchMappings = new(StringComparer.OrdinalIgnoreCase)
     {
         ["--http-port"] = nameof(HttpPort),
@@ -205,6 +211,7 @@ public sealed class ServerOptions
         ["--sim-shutdown-delay"] = nameof(SimulatedShutdownDelay),
         ["--hypervisor"] = nameof(Hypervisor),
         ["--domain-shutdown-total-timeout"] = nameof(DomainShutdownTotalTimeout),
+        ["--pool-master-patience"] = nameof(PoolMasterPatience),
         ["--config"] = "Config",
     };
 
@@ -274,6 +281,7 @@ public sealed class ServerOptions
         Require(SimulatedHostMemory >= 2L << 30, "SimulatedHostMemory must be at least 2 GiB (the simulated host keeps 1 GiB for itself)");
         Require(SimulatedGuestAgentDelay >= TimeSpan.Zero && SimulatedShutdownDelay >= TimeSpan.Zero, "SimulatedGuestAgentDelay and SimulatedShutdownDelay must not be negative");
         Require(DomainShutdownTotalTimeout > TimeSpan.Zero, "DomainShutdownTotalTimeout must be positive");
+        Require(PoolMasterPatience >= TimeSpan.Zero, "PoolMasterPatience must not be negative");
     }
 
     // XAPI_HTTP_PORT -> HttpPort, XAPI_ROOT_PASSWORD -> RootPassword

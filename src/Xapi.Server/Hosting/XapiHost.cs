@@ -19,6 +19,7 @@ using Xapi.Server.Dispatch;
 using Xapi.Server.Events;
 using Xapi.Server.Http;
 using Xapi.Server.Operations;
+using Xapi.Server.Pool;
 using Xapi.Server.Sessions;
 using Xapi.Server.Tasks;
 
@@ -351,10 +352,15 @@ public sealed class XapiHost : IAsyncDisposable
         builder.Services.AddSingleton<IObjectLifecycle>(services => services.GetRequiredService<VBDApi>());
         builder.Services.AddSingleton<IObjectLifecycle>(services => services.GetRequiredService<VIFApi>());
         builder.Services.AddSingleton(firstBoot);
+        builder.Services.AddSingleton(PoolSecret.LoadOrCreate(options.DataDir));
+        builder.Services.AddSingleton<PoolMembership>();
+        builder.Services.AddSingleton<PoolDatabaseEndpoint>();
+        builder.Services.AddSingleton(services => new PoolApi(journal, services.GetRequiredService<PoolMembership>(), firstBoot,
+            services.GetRequiredService<ILogger<PoolApi>>()));
         builder.Services.AddSingleton<StorageBoot>();
         builder.Services.AddSingleton(services => Customized(services, new ApiHandlers<CallContext>
         {
-            Session = new SessionApi(services.GetRequiredService<SessionManager>()),
+            Session = new SessionApi(services.GetRequiredService<SessionManager>(), services.GetRequiredService<PoolMembership>()),
             Host = new HostApi(services.GetRequiredService<TimeProvider>(), services.GetRequiredService<VmRuntime>()),
             Event = new EventApi(
                 services.GetRequiredService<XapiDatabase>(),
@@ -364,7 +370,7 @@ public sealed class XapiHost : IAsyncDisposable
                 options),
             Task = new TaskApi(services.GetRequiredService<TaskManager>()),
             Message = services.GetRequiredService<MessageApi>(),
-            Pool = new PoolApi(journal),
+            Pool = services.GetRequiredService<PoolApi>(),
             Role = new RoleApi(),
             SR = services.GetRequiredService<SRApi>(),
             PBD = services.GetRequiredService<PBDApi>(),
@@ -389,6 +395,7 @@ public sealed class XapiHost : IAsyncDisposable
         var rpc = app.Services.GetRequiredService<RpcEndpoint>();
         var dump = app.Services.GetRequiredService<DatabaseDumpEndpoint>();
         var transfer = app.Services.GetRequiredService<VdiTransferEndpoint>();
+        var poolDatabase = app.Services.GetRequiredService<PoolDatabaseEndpoint>();
         // One terminal handler and no endpoint routing: routing a POST on "/" past a GET route
         // cost more than the whole XenAPI call.
         // Clients that honour the hint (.NET's SocketsHttpHandler, Node's http agent) stop reusing
@@ -408,6 +415,10 @@ public sealed class XapiHost : IAsyncDisposable
             if (context.Request.Path == DatabaseDumpEndpoint.Path && (HttpMethods.IsGet(method) || HttpMethods.IsPut(method)))
             {
                 return dump.HandleAsync(context);
+            }
+            if (PoolDatabaseEndpoint.Serves(context.Request))
+            {
+                return poolDatabase.HandleAsync(context);
             }
             if (HttpMethods.IsPost(method))
             {
@@ -435,6 +446,10 @@ public sealed class XapiHost : IAsyncDisposable
             return Task.CompletedTask;
         });
 
+        // A member takes the master's database before it writes anything, so what start-up writes
+        // goes to the pool.
+        var membership = app.Services.GetRequiredService<PoolMembership>();
+        membership.ResumeMembership(options.PoolMasterPatience);
         var storageBoot = app.Services.GetRequiredService<StorageBoot>();
         if (!populated)
         {
@@ -445,7 +460,8 @@ public sealed class XapiHost : IAsyncDisposable
             Inventory.Write(options.DataDir, firstBoot.InstallationUuid);
         }
         FirstBoot.SynchronizeRoles(database);
-        if (app.Services.GetRequiredService<OperationGuard>().ForgetInterrupted() is > 0 and var freed)
+        // On a member the operations in progress are the pool's, the master's among them: not this host's to forget.
+        if (!membership.IsMember && app.Services.GetRequiredService<OperationGuard>().ForgetInterrupted() is > 0 and var freed)
         {
             app.Services.GetRequiredService<ILogger<XapiHost>>().LogWarning("Forgot the operations of {Objects} objects that the last run left unfinished", freed);
         }
@@ -552,8 +568,16 @@ public sealed class XapiHost : IAsyncDisposable
         var tasks = _app.Services.GetRequiredService<TaskManager>();
         _sessionReaper = new Timer(_ =>
         {
-            sessions.ExpireIdle();
-            tasks.CollectFinished();
+            try
+            {
+                sessions.ExpireIdle();
+                tasks.CollectFinished();
+            }
+            catch (Xapi.Database.Replication.ReplicaWriteException e)
+            {
+                // A member whose master is away: the next round tries again.
+                logger.LogWarning("Could not collect idle sessions and finished tasks: {Reason}", e.Message);
+            }
         }, null, CollectionInterval, CollectionInterval);
         logger.LogInformation("XenAPI {Major}.{Minor} listening on {Addresses} with data in {DataDir}",
             ApiSchema.ApiVersionMajor, ApiSchema.ApiVersionMinor, addresses, Path.GetFullPath(Options.DataDir));
@@ -587,6 +611,7 @@ public sealed class XapiHost : IAsyncDisposable
         }
         await _app.StopAsync();
         await _app.Services.GetRequiredService<VmRuntime>().DisposeAsync();
+        await _app.Services.GetRequiredService<PoolMembership>().DisposeAsync();
         await _app.Services.GetRequiredService<NbdEndpoint>().DisposeAsync();
         await _app.Services.GetRequiredService<Xapi.Storage.Service.StorageManager>().DisposeAsync();
         await _app.DisposeAsync();

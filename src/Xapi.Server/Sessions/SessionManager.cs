@@ -72,7 +72,7 @@ public sealed class SessionManager
     /// Opens a session. The local superuser may call everything and, as on real hosts, its
     /// <c>rbac_permissions</c> stay empty; other users hold their roles' names and permissions.
     /// </summary>
-    public string CreateSession(string user, string originator, RoleSet roles, bool isLocalSuperuser)
+    public string CreateSession(string user, string originator, RoleSet roles, bool isLocalSuperuser, bool isPoolSession = false)
     {
         var now = _time.GetUtcNow().UtcDateTime;
         var permissions = isLocalSuperuser ? [] : Rbac.PermissionNamesOf(roles);
@@ -85,6 +85,7 @@ public sealed class SessionManager
             session.AuthUserName = user;
             session.RbacPermissions = permissions;
             session.Originator = originator;
+            session.Pool = isPoolSession;
         }));
         var (group, limit) = GroupOf(user, originator);
         var live = new LiveSession(reference.Value, user, isLocalSuperuser, permissions.ToFrozenSet(StringComparer.Ordinal), now.Ticks) { Group = group };

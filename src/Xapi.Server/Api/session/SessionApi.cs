@@ -1,19 +1,45 @@
 using Xapi.Model;
 using Xapi.Server.Dispatch;
+using Xapi.Server.Pool;
 using Xapi.Server.Sessions;
 
 namespace Xapi.Server.Api;
 
-public sealed class SessionApi(SessionManager sessions) : ISessionApi<CallContext>
+public sealed class SessionApi(SessionManager sessions, PoolMembership membership) : ISessionApi<CallContext>
 {
+    private const string PoolCredentialsInvalid = "Pool credentials invalid";
+
     /// <summary>
     /// A root process on the local socket is let in without a password, as on real hosts
-    /// (local tools, <c>xe</c> in dom0); everyone else proves the password.
+    /// (local tools, <c>xe</c> in dom0); everyone else proves the password. A pool member sends
+    /// everyone else to its master before it looks at the credentials, as real members do.
     /// </summary>
-    public async ValueTask<SessionRef> LoginWithPassword(CallContext context, string uname, string pwd, string version, string originator) =>
-        context.FromLocalRoot
-            ? new(sessions.CreateSession(uname, originator, RoleSet.PoolAdmin, isLocalSuperuser: true))
-            : new(await sessions.LoginAsync(uname, pwd, originator, context.RemoteAddress, context.Cancellation).ConfigureAwait(false));
+    public async ValueTask<SessionRef> LoginWithPassword(CallContext context, string uname, string pwd, string version, string originator)
+    {
+        if (context.FromLocalRoot)
+        {
+            return new(sessions.CreateSession(uname, originator, RoleSet.PoolAdmin, isLocalSuperuser: true));
+        }
+        if (membership.MasterAddress is { } master)
+        {
+            throw XenApiErrors.HostIsSlave(master);
+        }
+        return new(await sessions.LoginAsync(uname, pwd, originator, context.RemoteAddress, context.Cancellation).ConfigureAwait(false));
+    }
+
+    /// <summary>A pool member logs in to its master with the pool secret: a pool session, named after the member's host.</summary>
+    public ValueTask<SessionRef> SlaveLogin(CallContext context, HostRef host, string psecret)
+    {
+        if (membership.MasterAddress is { } master)
+        {
+            throw XenApiErrors.HostIsSlave(master);
+        }
+        if (!membership.Secret.Matches(psecret))
+        {
+            throw XenApiErrors.SessionAuthenticationFailed(host.Value, PoolCredentialsInvalid);
+        }
+        return ValueTask.FromResult(new SessionRef(sessions.CreateSession(host.Value, "", RoleSet.PoolAdmin, isLocalSuperuser: true, isPoolSession: true)));
+    }
 
     public ValueTask Logout(CallContext context)
     {

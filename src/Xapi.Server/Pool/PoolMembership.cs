@@ -1,0 +1,157 @@
+using Microsoft.Extensions.Logging;
+using Xapi.Database;
+using Xapi.Database.Replication;
+using Xapi.Server.Hosting;
+
+namespace Xapi.Server.Pool;
+
+/// <summary>
+/// This host's place in its pool. A master serves the pool's database; a member keeps a copy that
+/// follows the master's (one request at a time held open at the master until something changes)
+/// and writes through the master. A member restarted takes the master's whole database again
+/// before it writes anything.
+/// </summary>
+public sealed class PoolMembership : IAsyncDisposable
+{
+    /// <summary>How long the master holds a member's request for changes when nothing changes.</summary>
+    public static readonly TimeSpan ChangesWait = TimeSpan.FromSeconds(30);
+
+    private static readonly TimeSpan RequestTimeout = ChangesWait + TimeSpan.FromSeconds(30);
+    private static readonly TimeSpan FirstRetryDelay = TimeSpan.FromMilliseconds(200);
+    private static readonly TimeSpan LongestRetryDelay = TimeSpan.FromSeconds(5);
+
+    private readonly XapiDatabase _database;
+    private readonly ServerOptions _options;
+    private readonly ILogger _logger;
+    private readonly CancellationTokenSource _stopping = new();
+    private HttpMasterLink? _link;
+    private Task _following = Task.CompletedTask;
+
+    public PoolMembership(XapiDatabase database, PoolSecret secret, ServerOptions options, ILogger<PoolMembership> logger)
+    {
+        _database = database;
+        Secret = secret;
+        _options = options;
+        _logger = logger;
+        Role = PoolRole.Read(options.DataDir);
+    }
+
+    public PoolSecret Secret { get; }
+
+    public PoolRole Role { get; private set; }
+
+    public bool IsMember => !Role.IsMaster;
+
+    /// <summary>The master's address as members give it to clients (<c>HOST_IS_SLAVE</c>); null on the master.</summary>
+    public string? MasterAddress => Role.MasterAddress;
+
+    public Uri MasterUri(string masterAddress) => HttpMasterLink.MasterUri(masterAddress, _options.HttpPort);
+
+    public HttpMasterLink LinkTo(string masterAddress, string secret) => new(MasterUri(masterAddress), secret, RequestTimeout);
+
+    /// <summary>
+    /// A member at start-up: the master's whole database replaces the copy before anything is
+    /// written. Tried for <paramref name="patience"/>; a master that does not answer stops the start.
+    /// </summary>
+    public void ResumeMembership(TimeSpan patience)
+    {
+        if (Role.MasterAddress is not { } master)
+        {
+            return;
+        }
+        var link = LinkTo(master, Secret.Value);
+        var deadline = DateTime.UtcNow + patience;
+        var delay = FirstRetryDelay;
+        while (true)
+        {
+            try
+            {
+                var whole = link.ChangesAsync("", 0, TimeSpan.Zero, _stopping.Token).GetAwaiter().GetResult();
+                _database.FollowMaster(link, whole);
+                break;
+            }
+            catch (Exception e) when (e is HttpRequestException or TaskCanceledException or FormatException)
+            {
+                if (DateTime.UtcNow + delay > deadline)
+                {
+                    link.Dispose();
+                    throw new StartupException($"this host is a member of the pool whose master is {master} ({PoolRole.FileName}), and the master did not answer ({e.Message}).", e);
+                }
+                _logger.LogWarning("The pool master {Master} did not answer ({Reason}); trying again", master, e.Message);
+                Thread.Sleep(delay);
+                delay = Min(delay * 2, LongestRetryDelay);
+            }
+        }
+        _logger.LogInformation("Following the pool master {Master}: its database has {Generation} generations", master, _database.MasterPosition.Generation);
+        Follow(link);
+    }
+
+    /// <summary>
+    /// Ends a join on the joining host, once the master took its rows: the pool's secret and the
+    /// master's address on disk, then the master's whole database as this host's copy.
+    /// </summary>
+    public void BecomeMember(string masterAddress, string secret, HttpMasterLink link, ReplicaDelta whole)
+    {
+        Secret.Replace(secret);
+        var role = new PoolRole(masterAddress);
+        role.Write(_options.DataDir);
+        Role = role;
+        _database.FollowMaster(link, whole);
+        _logger.LogInformation("Joined the pool of {Master}", masterAddress);
+        Follow(link);
+    }
+
+    private void Follow(HttpMasterLink link)
+    {
+        _link = link;
+        _following = Task.Run(() => FollowAsync(link, _stopping.Token));
+    }
+
+    private async Task FollowAsync(HttpMasterLink link, CancellationToken stopping)
+    {
+        var delay = FirstRetryDelay;
+        while (!stopping.IsCancellationRequested)
+        {
+            try
+            {
+                var (epoch, since) = _database.MasterPosition;
+                _database.ApplyFromMaster(await link.ChangesAsync(epoch, since, ChangesWait, stopping).ConfigureAwait(false));
+                delay = FirstRetryDelay;
+            }
+            catch (OperationCanceledException) when (stopping.IsCancellationRequested)
+            {
+                return;
+            }
+            catch (Exception e) when (e is HttpRequestException or TaskCanceledException or FormatException)
+            {
+                _logger.LogWarning("Could not follow the pool master {Master} ({Reason}); trying again in {Delay}", link.Master, e.Message, delay);
+                try
+                {
+                    await Task.Delay(delay, stopping).ConfigureAwait(false);
+                }
+                catch (OperationCanceledException)
+                {
+                    return;
+                }
+                delay = Min(delay * 2, LongestRetryDelay);
+            }
+        }
+    }
+
+    private static TimeSpan Min(TimeSpan a, TimeSpan b) => a < b ? a : b;
+
+    private int _disposed;
+
+    public async ValueTask DisposeAsync()
+    {
+        // The host stops it before its web server stops; the service container disposes it again.
+        if (Interlocked.Exchange(ref _disposed, 1) != 0)
+        {
+            return;
+        }
+        await _stopping.CancelAsync().ConfigureAwait(false);
+        await _following.ConfigureAwait(false);
+        _link?.Dispose();
+        _stopping.Dispose();
+    }
+}
