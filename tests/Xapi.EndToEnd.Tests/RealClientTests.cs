@@ -143,4 +143,41 @@ public class RealClientTests
             Assert.That(output, Does.Contain("started through a task").And.Contain("guest metrics in the cache").And.Contain("OK"));
         });
     }
+    /// <summary>A pool of two: the joined member answers a login with HOST_IS_SLAVE and the master's address.</summary>
+    private static async Task<TestPool> JoinedPoolAsync()
+    {
+        var pool = await TestPool.StartAsync(2);
+        using var member = await pool.Hosts[1].LoginAsync();
+        await member.InvokeAsync("pool.join", TestPool.AddressOf(0).ToString(), "root", TestDaemon.Password);
+        return pool;
+    }
+
+    [Test]
+    public async Task Xenapi_py_pointed_at_a_pool_member_follows_host_is_slave_to_the_master()
+    {
+        const string python = "/usr/bin/python3";
+        RequireOrIgnore(File.Exists("/usr/lib/python3/dist-packages/os_xenapi/client/session.py") && File.Exists(python), "python3-os-xenapi");
+        await using var pool = await JoinedPoolAsync();
+        var (exitCode, output) = await RunAsync(python, "xenapi_py_host_is_slave.py", pool.Hosts[1].Uri.ToString().TrimEnd('/'), TestDaemon.Password,
+            TestPool.AddressOf(0).ToString(), "2");
+        Assert.Multiple(() =>
+        {
+            Assert.That(exitCode, Is.Zero, output);
+            Assert.That(output, Does.Contain($"to http://{TestPool.AddressOf(0)}:{pool.Port}").And.Contain("OK"));
+        });
+    }
+
+    [Test]
+    public async Task Npm_xen_api_pointed_at_a_pool_member_follows_host_is_slave_to_the_master()
+    {
+        RequireOrIgnore(Directory.Exists(Path.Combine(ClientsDir, "node_modules", "xen-api")), "npm xen-api");
+        await using var pool = await JoinedPoolAsync();
+        var (exitCode, output) = await RunAsync("node", "host-is-slave.mjs", pool.Hosts[1].Uri.ToString().TrimEnd('/'), TestDaemon.Password,
+            TestPool.AddressOf(0).ToString(), "2");
+        Assert.Multiple(() =>
+        {
+            Assert.That(exitCode, Is.Zero, output);
+            Assert.That(output, Does.Contain("hosts=2").And.Contain("OK"));
+        });
+    }
 }
