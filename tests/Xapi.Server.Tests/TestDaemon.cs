@@ -57,8 +57,20 @@ public sealed class TestDaemon : IAsyncDisposable
     /// <summary>Stops this daemon and starts another on the same data dir and options (a host's toolstack restarted).</summary>
     public async Task<TestDaemon> RestartAsync()
     {
+        await StopAsync();
+        return await StartAgainAsync();
+    }
+
+    /// <summary>Stops this daemon, keeping its data dir for <see cref="StartAgainAsync"/>.</summary>
+    public async Task StopAsync()
+    {
         await Host.DisposeAsync();
         _handedOver = true;
+    }
+
+    /// <summary>Starts a daemon on this stopped one's data dir and options.</summary>
+    public async Task<TestDaemon> StartAgainAsync()
+    {
         var host = XapiHost.Create(_options, _time);
         await host.StartAsync();
         return new TestDaemon(host, _dataDir, _options, _time);

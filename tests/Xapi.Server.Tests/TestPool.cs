@@ -25,6 +25,9 @@ public sealed class TestPool : IAsyncDisposable
     /// <summary>Restarts the <paramref name="index"/>th host's daemon on its data dir and address.</summary>
     public async Task<TestDaemon> RestartAsync(int index) => _hosts[index] = await _hosts[index].RestartAsync();
 
+    /// <summary>Starts the <paramref name="index"/>th host's daemon again after <see cref="TestDaemon.StopAsync"/>.</summary>
+    public async Task<TestDaemon> StartAgainAsync(int index) => _hosts[index] = await _hosts[index].StartAgainAsync();
+
     /// <summary>The one port every host listens on.</summary>
     public int Port { get; }
 

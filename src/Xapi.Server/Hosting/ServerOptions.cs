@@ -184,6 +184,12 @@ public sealed class ServerOptions
     /// </summary>
     public TimeSpan PoolMasterPatience { get; set; } = TimeSpan.FromSeconds(60);
 
+    /// <summary>
+    /// How long the master waits to hear from a member before it marks it dead
+    /// (<c>host_metrics.live</c>). Real hosts without HA take 600 s. A TimeSpan.
+    /// </summary>
+    public TimeSpan MemberLivenessTimeout { get; set; } = TimeSpan.FromSeconds(30);
+
     private static readonly Dictionary<string, string> SwitchMappings = new(StringComparer.OrdinalIgnoreCase)
     {
         ["--http-port"] = nameof(HttpPort),
@@ -212,6 +218,7 @@ public sealed class ServerOptions
         ["--hypervisor"] = nameof(Hypervisor),
         ["--domain-shutdown-total-timeout"] = nameof(DomainShutdownTotalTimeout),
         ["--pool-master-patience"] = nameof(PoolMasterPatience),
+        ["--member-liveness-timeout"] = nameof(MemberLivenessTimeout),
         ["--config"] = "Config",
     };
 
@@ -282,6 +289,7 @@ public sealed class ServerOptions
         Require(SimulatedGuestAgentDelay >= TimeSpan.Zero && SimulatedShutdownDelay >= TimeSpan.Zero, "SimulatedGuestAgentDelay and SimulatedShutdownDelay must not be negative");
         Require(DomainShutdownTotalTimeout > TimeSpan.Zero, "DomainShutdownTotalTimeout must be positive");
         Require(PoolMasterPatience >= TimeSpan.Zero, "PoolMasterPatience must not be negative");
+        Require(MemberLivenessTimeout > TimeSpan.Zero, "MemberLivenessTimeout must be positive");
     }
 
     // XAPI_HTTP_PORT -> HttpPort, XAPI_ROOT_PASSWORD -> RootPassword

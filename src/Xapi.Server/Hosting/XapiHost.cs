@@ -355,6 +355,7 @@ public sealed class XapiHost : IAsyncDisposable
         builder.Services.AddSingleton(PoolSecret.LoadOrCreate(options.DataDir));
         builder.Services.AddSingleton<PoolMembership>();
         builder.Services.AddSingleton<PoolDatabaseEndpoint>();
+        builder.Services.AddSingleton<MemberLiveness>();
         builder.Services.AddSingleton(services => new PoolApi(journal, services.GetRequiredService<PoolMembership>(), firstBoot,
             services.GetRequiredService<ILogger<PoolApi>>()));
         builder.Services.AddSingleton<StorageBoot>();

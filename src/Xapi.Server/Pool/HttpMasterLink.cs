@@ -16,6 +16,9 @@ public sealed class HttpMasterLink : IPoolMasterLink, IDisposable
     private readonly Uri _master;
     private readonly string _cookie;
 
+    /// <summary>The member's host, named in its requests for changes: the master counts them as the member's heartbeat.</summary>
+    public string? MemberHost { get; init; }
+
     public HttpMasterLink(Uri master, string secret, TimeSpan timeout)
     {
         _master = master;
@@ -62,6 +65,10 @@ public sealed class HttpMasterLink : IPoolMasterLink, IDisposable
         if (wait is { } w)
         {
             query += $"&{PoolDatabaseEndpoint.WaitParameter}={((long)w.TotalMilliseconds).ToString(CultureInfo.InvariantCulture)}";
+        }
+        if (MemberHost is { } host)
+        {
+            query += $"&{PoolDatabaseEndpoint.HostParameter}={Uri.EscapeDataString(host)}";
         }
         var request = new HttpRequestMessage(method, new Uri(_master, path + query));
         request.Headers.Add("Cookie", _cookie);

@@ -14,14 +14,15 @@ namespace Xapi.Server.Pool;
 /// commits a member's write. Only with the pool secret as the <c>pool_secret</c> cookie, and only
 /// on the master (a member answers 503: it holds a copy, not the pool's database).
 /// </summary>
-public sealed class PoolDatabaseEndpoint(XapiDatabase database, PoolSecret secret, ServerOptions options, IHostApplicationLifetime lifetime,
-    ILogger<PoolDatabaseEndpoint> logger)
+public sealed class PoolDatabaseEndpoint(XapiDatabase database, PoolSecret secret, MemberLiveness liveness, ServerOptions options,
+    IHostApplicationLifetime lifetime, ILogger<PoolDatabaseEndpoint> logger)
 {
     public const string ChangesPath = "/pool/db/changes";
     public const string CommitPath = "/pool/db/commit";
     public const string EpochParameter = "epoch";
     public const string SinceParameter = "since";
     public const string WaitParameter = "wait";
+    public const string HostParameter = "host";
 
     /// <summary>The longest a member's request for changes is held open when nothing changes.</summary>
     public static readonly TimeSpan MaxWait = TimeSpan.FromSeconds(60);
@@ -56,6 +57,8 @@ public sealed class PoolDatabaseEndpoint(XapiDatabase database, PoolSecret secre
                 ? TimeSpan.FromMilliseconds(Math.Min(ms, (long)MaxWait.TotalMilliseconds))
                 : TimeSpan.Zero;
             ReplicaDelta delta;
+            // A member always has one of these open, or is about to: that is its heartbeat.
+            using var heartbeat = request.Query[HostParameter].ToString() is { Length: > 0 } member ? liveness.Heard(member) : null;
             // A held request ends when the daemon stops, rather than holding up its stop.
             using var ended = CancellationTokenSource.CreateLinkedTokenSource(context.RequestAborted, lifetime.ApplicationStopping);
             try

@@ -27,8 +27,9 @@ public sealed class PoolMembership : IAsyncDisposable
     private HttpMasterLink? _link;
     private Task _following = Task.CompletedTask;
 
-    public PoolMembership(XapiDatabase database, PoolSecret secret, ServerOptions options, ILogger<PoolMembership> logger)
+    public PoolMembership(XapiDatabase database, PoolSecret secret, FirstBoot firstBoot, ServerOptions options, ILogger<PoolMembership> logger)
     {
+        ThisHost = firstBoot.HostRef;
         _database = database;
         Secret = secret;
         _options = options;
@@ -47,7 +48,10 @@ public sealed class PoolMembership : IAsyncDisposable
 
     public Uri MasterUri(string masterAddress) => HttpMasterLink.MasterUri(masterAddress, _options.HttpPort);
 
-    public HttpMasterLink LinkTo(string masterAddress, string secret) => new(MasterUri(masterAddress), secret, RequestTimeout);
+    public HttpMasterLink LinkTo(string masterAddress, string secret) => new(MasterUri(masterAddress), secret, RequestTimeout) { MemberHost = ThisHost };
+
+    /// <summary>This host, as its requests to the master name it (the master's heartbeat of it).</summary>
+    public string ThisHost { get; }
 
     /// <summary>
     /// A member at start-up: the master's whole database replaces the copy before anything is

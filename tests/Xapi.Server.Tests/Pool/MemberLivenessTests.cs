@@ -1,0 +1,50 @@
+using System.Diagnostics;
+using Xapi.Model;
+
+namespace Xapi.Server.Tests.Pool;
+
+/// <summary>The master notices a member that stops, and notices it again when it comes back.</summary>
+public class MemberLivenessTests
+{
+    private static readonly TimeSpan Timeout = TimeSpan.FromSeconds(2);
+
+    private static bool? LiveAtMaster(TestDaemon master, HostRef member)
+    {
+        var snapshot = master.Database.Snapshot;
+        return snapshot.TryGet(member, out HostRecord host) && snapshot.TryGet(host.Metrics, out HostMetricsRecord metrics) ? metrics.Live : null;
+    }
+
+    /// <summary>Waits on the master's commits, not a clock, for the member's <c>live</c> to read <paramref name="live"/>.</summary>
+    private static async Task UntilLiveAsync(TestDaemon master, HostRef member, bool live)
+    {
+        using var limit = new CancellationTokenSource(TimeSpan.FromSeconds(30));
+        while (LiveAtMaster(master, member) != live)
+        {
+            await master.Database.WhenVisibleAsync(master.Database.Snapshot.Generation + 1, limit.Token);
+        }
+    }
+
+    [Test]
+    public async Task A_stopped_member_is_marked_dead_within_the_timeout_and_alive_when_it_returns()
+    {
+        await using var pool = await TestPool.StartAsync(2, (_, o) => o.MemberLivenessTimeout = Timeout);
+        var master = pool.Hosts[0];
+        var memberHost = new HostRef(pool.Hosts[1].Service<Xapi.Server.Hosting.FirstBoot>().HostRef);
+        using (var client = await pool.Hosts[1].LoginAsync())
+        {
+            await client.InvokeAsync("pool.join", TestPool.AddressOf(0).ToString(), "root", TestDaemon.Password);
+        }
+        await UntilLiveAsync(master, memberHost, true);
+
+        await pool.Hosts[1].StopAsync();
+        var clock = Stopwatch.StartNew();
+        await UntilLiveAsync(master, memberHost, false);
+        var noticed = clock.Elapsed;
+        TestContext.Out.WriteLine($"member marked dead {noticed.TotalSeconds:F1} s after it stopped (timeout {Timeout.TotalSeconds} s)");
+        Assert.That(noticed, Is.LessThan(Timeout + Timeout / 2), "the timeout and one check period at most");
+
+        await pool.StartAgainAsync(1);
+        await UntilLiveAsync(master, memberHost, true);
+        Assert.That(pool.Hosts[1].Database.FollowsMaster, Is.True);
+    }
+}
