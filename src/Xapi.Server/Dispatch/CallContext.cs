@@ -28,6 +28,9 @@ public sealed class CallContext
     /// <summary>The call came over the local Unix socket from a root process (checked with SO_PEERCRED).</summary>
     public bool FromLocalRoot { get; }
 
+    /// <summary>The pool's master forwarded this call here: it runs on this host as the pool's.</summary>
+    public bool FromPool { get; init; }
+
     /// <summary>The client's address over TCP (per-source limits use it); null on the local socket.</summary>
     public System.Net.IPAddress? RemoteAddress { get; init; }
 

@@ -43,18 +43,23 @@ public sealed class Dispatcher
     private readonly TaskManager _tasks;
     private readonly OperationGuard _operations;
     private readonly ImplicitMessages _implicit;
+    private readonly Placement _placement;
+    private readonly Forwarder _forwarder;
     private readonly ServerOptions _options;
     private readonly ILogger _logger;
     private readonly FrozenDictionary<string, MessageMeta> _byUnderscoreName;
     private readonly FrozenDictionary<MessageMeta, Route> _routes;
 
     // How one message is served, decided once at start-up.
-    private sealed record Route(Func<CallContext, object?[], ValueTask<object?>>? Custom, HandlerContract.OperationDeclaration? RunsAs, MessageCoverage Coverage);
+    private sealed record Route(Func<CallContext, object?[], ValueTask<object?>>? Custom, HandlerContract.OperationDeclaration? RunsAs, MessageCoverage Coverage,
+        HandlerContract.PlacementDeclaration? RunsOn = null);
 
     public Dispatcher(XapiDatabase database, SessionManager sessions, ApiHandlers<CallContext> handlers, TaskManager tasks, OperationGuard operations,
         ImplicitMessages implicitMessages, ServerOptions options, ILogger<Dispatcher> logger, IEnumerable<IObjectLifecycle> lifecycles,
-        IEnumerable<IImplicitSetter> setters)
+        IEnumerable<IImplicitSetter> setters, Placement placement, Forwarder forwarder)
     {
+        _placement = placement;
+        _forwarder = forwarder;
         _database = database;
         _sessions = sessions;
         _tasks = tasks;
@@ -71,7 +76,7 @@ public sealed class Dispatcher
             var coverage = binding.Implemented ? MessageCoverage.Implemented
                 : message.IsCustomAccessor ? MessageCoverage.PlainAccessor
                 : MessageCoverage.NotImplemented;
-            routes[message] = new Route(handlers.Bind(message), binding.RunsAs, coverage);
+            routes[message] = new Route(handlers.Bind(message), binding.RunsAs, coverage, binding.RunsOn);
         }
         var lifecycleOf = lifecycles.ToDictionary(l => l.Class);
         var setterOf = setters.ToDictionary(s => s.Message);
@@ -127,13 +132,13 @@ public sealed class Dispatcher
 
     /// <summary>Runs a call; a call that wrote answers only once its writes are durable.</summary>
     public async ValueTask<object?> DispatchAsync(RpcRequest request, CancellationToken cancellationToken, bool fromLocalRoot = false,
-        System.Net.IPAddress? remoteAddress = null)
+        System.Net.IPAddress? remoteAddress = null, bool fromPool = false)
     {
         using var writes = WriteTracking.Begin();
         object? result;
         try
         {
-            result = await DispatchCoreAsync(request, cancellationToken, fromLocalRoot, remoteAddress).ConfigureAwait(false);
+            result = await DispatchCoreAsync(request, cancellationToken, fromLocalRoot, remoteAddress, fromPool).ConfigureAwait(false);
         }
         catch (XenApiException)
         {
@@ -166,7 +171,7 @@ public sealed class Dispatcher
     }
 
     private async ValueTask<object?> DispatchCoreAsync(RpcRequest request, CancellationToken cancellationToken, bool fromLocalRoot,
-        System.Net.IPAddress? remoteAddress)
+        System.Net.IPAddress? remoteAddress, bool fromPool)
     {
         var method = request.MethodName;
         switch (method)
@@ -183,21 +188,22 @@ public sealed class Dispatcher
             {
                 throw XenApiErrors.MessageMethodUnknown(method);
             }
-            var call = Prepare(target, request.Params);
+            var call = Prepare(target, request.Params, fromPool);
             // The task outlives the HTTP request, so it gets its own cancellation, driven by task.cancel.
             return _tasks.Start(AsyncPrefix + target.WireName, (task, taskCancellation) =>
-                ExecuteAsync(call, new CallContext(target, _database, call.Session, task, taskCancellation, _tasks, fromLocalRoot) { RemoteAddress = remoteAddress }),
+                ExecuteAsync(call, new CallContext(target, _database, call.Session, task, taskCancellation, _tasks, fromLocalRoot) { RemoteAddress = remoteAddress, FromPool = fromPool }),
                 call.Session?.Ref).Value;
         }
         var message = Resolve(method, _byUnderscoreName) ?? throw XenApiErrors.MessageMethodUnknown(method);
-        var prepared = Prepare(message, request.Params);
-        return await ExecuteAsync(prepared, new CallContext(message, _database, prepared.Session, null, cancellationToken, _tasks, fromLocalRoot) { RemoteAddress = remoteAddress }).ConfigureAwait(false);
+        var prepared = Prepare(message, request.Params, fromPool);
+        return await ExecuteAsync(prepared, new CallContext(message, _database, prepared.Session, null, cancellationToken, _tasks, fromLocalRoot) { RemoteAddress = remoteAddress, FromPool = fromPool }).ConfigureAwait(false);
     }
 
-    private sealed record PreparedCall(MessageMeta Message, object?[] Args, LiveSession? Session);
+    private sealed record PreparedCall(MessageMeta Message, object?[] Args, LiveSession? Session, IReadOnlyList<object?> Parameters);
 
     /// <summary>Checks arity, session, role and lifecycle, and coerces parameters to their types.</summary>
-    private PreparedCall Prepare(MessageMeta message, IReadOnlyList<object?> parameters)
+    /// <param name="fromPool">Forwarded by the pool's master, which checked the session and its roles.</param>
+    private PreparedCall Prepare(MessageMeta message, IReadOnlyList<object?> parameters, bool fromPool = false)
     {
         var offset = message.TakesSession ? 1 : 0;
         var received = parameters.Count - offset;
@@ -208,7 +214,11 @@ public sealed class Dispatcher
                 Math.Max(received, 0).ToString(CultureInfo.InvariantCulture));
         }
         LiveSession? session = null;
-        if (message.TakesSession)
+        if (message.TakesSession && fromPool)
+        {
+            session = _sessions.Forwarded(parameters[0]);
+        }
+        else if (message.TakesSession)
         {
             session = _sessions.Validate(parameters[0]);
             var permission = Rbac.PermissionOf(message);
@@ -234,18 +244,23 @@ public sealed class Dispatcher
             }
             args[i] = i < received ? param.Type.Coerce(parameters[i + offset], param.Name) : param.DefaultValue;
         }
-        return new PreparedCall(message, args, session);
+        return new PreparedCall(message, args, session, parameters);
     }
 
     /// <summary>The operation stage and the implementation.</summary>
     private async ValueTask<object?> ExecuteAsync(PreparedCall call, CallContext context)
     {
         var route = _routes[call.Message];
-        OperationGuard.Scope? operation = route.RunsAs is { } runsAs
+        // A call the master forwarded runs under the master's operation stage.
+        OperationGuard.Scope? operation = route.RunsAs is { } runsAs && !context.FromPool
             ? await _operations.BeginAsync(runsAs.Class, (string)call.Args[runsAs.ArgumentIndex]!, runsAs.Operation, context.OperationRef, context.Cancellation).ConfigureAwait(false)
             : null;
         try
         {
+            if (route.RunsOn is { } runsOn && !context.FromPool && _placement.RemoteHost(runsOn, call.Args, context) is { } host)
+            {
+                return await _forwarder.ForwardAsync(context.Snapshot, host, call.Message, call.Parameters, context.Cancellation).ConfigureAwait(false);
+            }
             return route.Coverage is MessageCoverage.Implemented or MessageCoverage.NotImplemented
                 ? await route.Custom!(context, call.Args).ConfigureAwait(false)
                 : _implicit.Invoke(call.Message, call.Args, context);
@@ -259,12 +274,13 @@ public sealed class Dispatcher
     /// <summary>Runs a call and turns every outcome into a result or a XenAPI error.</summary>
     /// <param name="fromLocalRoot">The call came over the local socket from a root process.</param>
     /// <param name="remoteAddress">The client's address over TCP, for per-source limits; null on the local socket.</param>
+    /// <param name="fromPool">Forwarded by the pool's master (it carried the pool secret).</param>
     public async ValueTask<(object? Result, XenApiException? Error)> InvokeAsync(RpcRequest request, CancellationToken cancellationToken, bool fromLocalRoot = false,
-        System.Net.IPAddress? remoteAddress = null)
+        System.Net.IPAddress? remoteAddress = null, bool fromPool = false)
     {
         try
         {
-            return (await DispatchAsync(request, cancellationToken, fromLocalRoot, remoteAddress).ConfigureAwait(false), null);
+            return (await DispatchAsync(request, cancellationToken, fromLocalRoot, remoteAddress, fromPool).ConfigureAwait(false), null);
         }
         catch (XenApiException e)
         {

@@ -13,10 +13,13 @@ namespace Xapi.Server.Dispatch;
 public static class HandlerContract
 {
     /// <summary>How one custom message is served.</summary>
-    public sealed record Binding(MessageMeta Message, bool Implemented, OperationDeclaration? RunsAs);
+    public sealed record Binding(MessageMeta Message, bool Implemented, OperationDeclaration? RunsAs, PlacementDeclaration? RunsOn = null);
 
     /// <summary>A message's operation: which class, which argument names the object, which operation.</summary>
     public sealed record OperationDeclaration(ClassMeta Class, int ArgumentIndex, string Operation);
+
+    /// <summary>Where in a pool a message runs, and which argument names its object or host.</summary>
+    public sealed record PlacementDeclaration(HostSelection Selection, int ArgumentIndex);
 
     public static IReadOnlyList<Binding> Read(ApiHandlers<CallContext> handlers)
     {
@@ -38,7 +41,8 @@ public static class HandlerContract
             {
                 var implemented = implementations.TryGetValue(Naming.Pascal(message.Name), out var method);
                 var runsAs = implemented ? ReadDeclaration(message, method!, problems) : null;
-                bindings.Add(new Binding(message, implemented, runsAs));
+                var runsOn = implemented ? ReadPlacement(message, method!, problems) : null;
+                bindings.Add(new Binding(message, implemented, runsAs, runsOn));
             }
         }
         if (problems.Count > 0)
@@ -63,6 +67,25 @@ public static class HandlerContract
             .Where(m => !m.IsSpecialName && !implementing.Contains(m))
             .Select(m => $"{handlerType.Name}.{m.Name}({string.Join(", ", m.GetParameters().Select(p => p.ParameterType.Name))}) implements no message of {contract.Name.Split('`')[0]}")
             .ToList();
+    }
+
+    private static PlacementDeclaration? ReadPlacement(MessageMeta message, MethodInfo method, List<string> problems)
+    {
+        if (method.GetCustomAttribute<RunsOnAttribute>() is not { } attribute)
+        {
+            return null;
+        }
+        var parameters = method.GetParameters().Skip(1).ToArray();
+        var type = attribute.Selection == HostSelection.NamedHost ? nameof(HostRef) : Naming.Pascal(message.Owner.Name) + "Ref";
+        var index = attribute.On is { } on
+            ? Array.FindIndex(parameters, p => p.Name == on)
+            : Array.FindIndex(parameters, p => p.ParameterType.Name == type);
+        if (index < 0)
+        {
+            problems.Add($"{message.WireName} runs on {attribute.Selection}, but has no parameter {attribute.On ?? $"of type {type}"}");
+            return null;
+        }
+        return new PlacementDeclaration(attribute.Selection, index);
     }
 
     private static OperationDeclaration? ReadDeclaration(MessageMeta message, MethodInfo method, List<string> problems)

@@ -356,6 +356,8 @@ public sealed class XapiHost : IAsyncDisposable
         builder.Services.AddSingleton<PoolMembership>();
         builder.Services.AddSingleton<PoolDatabaseEndpoint>();
         builder.Services.AddSingleton<MemberLiveness>();
+        builder.Services.AddSingleton<Placement>();
+        builder.Services.AddSingleton<Forwarder>();
         builder.Services.AddSingleton(services => new PoolApi(journal, services.GetRequiredService<PoolMembership>(), firstBoot,
             services.GetRequiredService<ILogger<PoolApi>>()));
         builder.Services.AddSingleton<StorageBoot>();
@@ -473,6 +475,7 @@ public sealed class XapiHost : IAsyncDisposable
         storage.ThisHost = thisHost;
         storage.InUse = (snapshot, vdi) => vdi.CurrentOperations.Count > 0 || snapshot.All<VBDRecord>().Any(b => b.VDI == vdi.Ref && b.CurrentlyAttached);
         app.Services.GetRequiredService<VmRuntime>().ThisHost = thisHost;
+        app.Services.GetRequiredService<Placement>().ChooseHostForVm = app.Services.GetRequiredService<VMApi>().ChooseHost;
         var sessionManager = app.Services.GetRequiredService<SessionManager>();
         var taskManager = app.Services.GetRequiredService<TaskManager>();
         sessionManager.ThisHost = thisHost;

@@ -11,7 +11,7 @@ namespace Xapi.Server.Http;
 /// The RPC paths over HTTP: <c>POST /jsonrpc</c> for JSON-RPC and any other POST for XML-RPC.
 /// Bodies are bounded; unparseable requests get an HTTP error, API errors a <c>Failure</c>.
 /// </summary>
-public sealed class RpcEndpoint(Dispatcher dispatcher, RpcLimits limits, ServerOptions options, ILogger<RpcEndpoint> logger)
+public sealed class RpcEndpoint(Dispatcher dispatcher, RpcLimits limits, ServerOptions options, Pool.PoolSecret poolSecret, ILogger<RpcEndpoint> logger)
 {
     private readonly LogRateLimit _rejectLog = new(options.UnauthenticatedLogLinesPerMinute, TimeSpan.FromMinutes(1));
 
@@ -62,8 +62,9 @@ public sealed class RpcEndpoint(Dispatcher dispatcher, RpcLimits limits, ServerO
             return;
         }
 
+        var fromPool = context.Request.Cookies[Pool.PoolSecret.CookieName] is { } secret && poolSecret.Matches(secret);
         var (result, error) = await dispatcher.InvokeAsync(request, context.RequestAborted, LocalPeer.Of(context)?.IsRoot == true,
-            context.Connection.RemoteIpAddress);
+            context.Connection.RemoteIpAddress, fromPool);
         response.ContentType = isJson ? "application/json" : "text/xml";
         using var output = new StreamedReply(response, limits.MaxBufferedReplyBytes);
         if (isJson)

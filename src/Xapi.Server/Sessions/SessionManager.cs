@@ -169,6 +169,15 @@ public sealed class SessionManager
         throw XenApiErrors.SessionInvalid(sessionArgument as string ?? XType.ToDisplayString(sessionArgument));
     }
 
+    /// <summary>
+    /// The session of a call the pool's master forwarded: the master checked it, and its row may
+    /// not have reached this member's copy yet, so it is taken as the pool's superuser.
+    /// </summary>
+    public LiveSession Forwarded(object? sessionArgument) =>
+        sessionArgument is string reference && _live.TryGetValue(reference, out var session)
+            ? session
+            : new LiveSession(sessionArgument as string ?? "", RootUser, isLocalSuperuser: true, FrozenSet<string>.Empty, _time.GetUtcNow().UtcTicks);
+
     public void Logout(string reference) => Logout(reference, quiet: false);
 
     private void Logout(string reference, bool quiet)

@@ -16,6 +16,7 @@ public sealed partial class VMApi
     private const string ShutdownDone = "shutdown";
     private const string ShutdownForced = "shutdown forcibly";
 
+    [RunsOn(HostSelection.ChosenHost)]
     [RunsAs<VmOperations>(VmOperations.Start)]
     public async ValueTask Start(CallContext context, VMRef vm, bool startPaused, bool force)
     {
@@ -30,6 +31,7 @@ public sealed partial class VMApi
         await DelayAsync(context, context.Snapshot.Get(vm).StartDelay);
     }
 
+    [RunsOn(HostSelection.NamedHost)]
     [RunsAs<VmOperations>(VmOperations.StartOn)]
     public async ValueTask StartOn(CallContext context, VMRef vm, HostRef host, bool startPaused, bool force)
     {
@@ -52,13 +54,44 @@ public sealed partial class VMApi
     private async ValueTask<XenApiException?> BootRefusalAsync(CallContext context, VMRef vm, HostRef host)
     {
         var snapshot = context.Snapshot;
-        if (host != runtime.ThisHost)
-        {
-            // Only this host runs VMs until pools can forward a start to another member.
-            return XenApiErrors.HostNotLive();
-        }
-        var memory = await runtime.Hypervisor.GetHostMemoryAsync(context.Cancellation);
+        // This host's memory as its hypervisor counts it; another member's as it last recorded it.
+        var memory = host == runtime.ThisHost
+            ? await runtime.Hypervisor.GetHostMemoryAsync(context.Cancellation)
+            : RecordedMemory(snapshot, host);
         return BootChecks.Check(snapshot, snapshot.Get(vm), snapshot.Get(host), memory);
+    }
+
+    private static HostMemoryInfo RecordedMemory(Xapi.Database.DbSnapshot snapshot, HostRef host)
+    {
+        var record = snapshot.Get(host);
+        return snapshot.TryGet(record.Metrics, out HostMetricsRecord metrics)
+            ? new HostMemoryInfo(metrics.MemoryTotal, record.MemoryOverhead, metrics.MemoryFree)
+            : new HostMemoryInfo(0, record.MemoryOverhead, 0);
+    }
+
+    /// <summary>
+    /// The host the master starts (or resumes) a VM on, as real hosts choose (choose_host_for_vm):
+    /// among the hosts it can boot on (live, enabled, reaching its SRs and networks, with the memory
+    /// and CPUs), its affinity if that is one of them, else the one with the most free memory.
+    /// Null when none can: the start here then says why.
+    /// </summary>
+    internal HostRef? ChooseHost(CallContext context, VMRef vm)
+    {
+        var snapshot = context.Snapshot;
+        if (!snapshot.TryGet(vm, out VMRecord record) || record.PowerState is not (VmPowerState.Halted or VmPowerState.Suspended))
+        {
+            return null;
+        }
+        var candidates = snapshot.All<HostRecord>()
+            .Select(h => (Host: h, Memory: RecordedMemory(snapshot, h.Ref)))
+            .Where(c => BootChecks.Check(snapshot, record, c.Host, c.Memory) is null)
+            .ToList();
+        if (candidates.Any(c => c.Host.Ref == record.Affinity))
+        {
+            return record.Affinity;
+        }
+        return candidates.Count == 0 ? null
+            : candidates.MaxBy(c => BootChecks.FreeBytes(snapshot, c.Host.Ref, c.Memory)).Host.Ref;
     }
 
     private async ValueTask StartHereAsync(CallContext context, VMRef vm, bool paused)
@@ -68,6 +101,7 @@ public sealed partial class VMApi
             await runtime.Orchestrator.StartAsync(DomainConfigs.Of(context.Snapshot, record), paused, context.ReportProgress, token));
     }
 
+    [RunsOn(HostSelection.ResidentHost)]
     [RunsAs<VmOperations>(VmOperations.CleanShutdown)]
     public async ValueTask CleanShutdown(CallContext context, VMRef vm)
     {
@@ -76,6 +110,7 @@ public sealed partial class VMApi
         await DelayAsync(context, context.Snapshot.Get(vm).ShutdownDelay);
     }
 
+    [RunsOn(HostSelection.ResidentHost)]
     [RunsAs<VmOperations>(VmOperations.HardShutdown)]
     public async ValueTask HardShutdown(CallContext context, VMRef vm)
     {
@@ -101,6 +136,7 @@ public sealed partial class VMApi
     }
 
     /// <summary>A clean shutdown that falls back to a hard one if the guest does not cooperate; a suspended VM loses its image.</summary>
+    [RunsOn(HostSelection.ResidentHost)]
     [RunsAs<VmOperations>(VmOperations.Shutdown)]
     public async ValueTask Shutdown(CallContext context, VMRef vm)
     {
@@ -150,6 +186,7 @@ public sealed partial class VMApi
         await StopAsync(context, vm, clean: false, TimeSpan.Zero);
     }
 
+    [RunsOn(HostSelection.ResidentHost)]
     [RunsAs<VmOperations>(VmOperations.CleanReboot)]
     public async ValueTask CleanReboot(CallContext context, VMRef vm)
     {
@@ -157,6 +194,7 @@ public sealed partial class VMApi
         await _alerts.RaiseAsync(context, vm, VmAlerts.Rebooted, "rebooted cleanly");
     }
 
+    [RunsOn(HostSelection.ResidentHost)]
     [RunsAs<VmOperations>(VmOperations.HardReboot)]
     public async ValueTask HardReboot(CallContext context, VMRef vm)
     {
@@ -173,6 +211,7 @@ public sealed partial class VMApi
             preempt: !clean);
     }
 
+    [RunsOn(HostSelection.ResidentHost)]
     [RunsAs<VmOperations>(VmOperations.Pause)]
     public async ValueTask Pause(CallContext context, VMRef vm)
     {
@@ -180,6 +219,7 @@ public sealed partial class VMApi
         await _alerts.RaiseAsync(context, vm, VmAlerts.Paused, "paused");
     }
 
+    [RunsOn(HostSelection.ResidentHost)]
     [RunsAs<VmOperations>(VmOperations.Unpause)]
     public async ValueTask Unpause(CallContext context, VMRef vm)
     {

@@ -27,6 +27,7 @@ public sealed partial class VMApi
     private const double SuspendImageMemoryFactor = 1.2 * 1.05;
     private const long SuspendImageExtraBytes = 100L << 20;
 
+    [RunsOn(HostSelection.ResidentHost)]
     [RunsAs<VmOperations>(VmOperations.Suspend)]
     public async ValueTask Suspend(CallContext context, VMRef vm)
     {
@@ -83,6 +84,7 @@ public sealed partial class VMApi
         return image;
     }
 
+    [RunsOn(HostSelection.ChosenHost)]
     [RunsAs<VmOperations>(VmOperations.Resume)]
     public async ValueTask Resume(CallContext context, VMRef vm, bool startPaused, bool force)
     {
@@ -94,6 +96,7 @@ public sealed partial class VMApi
         await _alerts.RaiseAsync(context, vm, VmAlerts.Resumed, "resumed " + VmAlerts.OnHost(context, runtime.ThisHost));
     }
 
+    [RunsOn(HostSelection.NamedHost)]
     [RunsAs<VmOperations>(VmOperations.ResumeOn)]
     public async ValueTask ResumeOn(CallContext context, VMRef vm, HostRef host, bool startPaused, bool force)
     {

@@ -1,0 +1,55 @@
+using Xapi.Model;
+using Xapi.Protocol;
+using Xapi.Server.Pool;
+
+namespace Xapi.Server.Operations;
+
+/// <summary>
+/// Sends a call on to the pool member it runs on, as the caller sent it, with the pool secret as
+/// its cookie: the member runs it as the pool's (no session or operation checks of its own: the
+/// master made them), and its writes reach the pool's database through the master before it
+/// answers. A member that cannot be reached is CANNOT_CONTACT_HOST, as on real pools.
+/// </summary>
+public sealed class Forwarder : IDisposable
+{
+    private readonly PoolMembership _membership;
+    private readonly HttpClient _http;
+
+    public Forwarder(PoolMembership membership)
+    {
+        _membership = membership;
+        _http = new HttpClient(new SecretCookie(membership, new SocketsHttpHandler { UseCookies = false, PooledConnectionIdleTimeout = TimeSpan.FromSeconds(5) }))
+        {
+            // A forwarded VM operation takes as long as the operation (a clean shutdown waits up to 20 minutes).
+            Timeout = Timeout.InfiniteTimeSpan,
+        };
+    }
+
+    public async Task<object?> ForwardAsync(Database.DbSnapshot snapshot, HostRef host, MessageMeta message, IReadOnlyList<object?> parameters,
+        CancellationToken cancellationToken)
+    {
+        var target = _membership.MasterUri(snapshot.Get(host).Address);
+        using var member = new XenApiClient(target, RpcDialect.XmlRpc, _http);
+        object? result;
+        try
+        {
+            result = await member.CallAsync(message.WireName, parameters, cancellationToken).ConfigureAwait(false);
+        }
+        catch (Exception e) when (e is HttpRequestException or RpcFormatException)
+        {
+            throw XenApiErrors.CannotContactHost(host.Value);
+        }
+        return message.Result.Kind == XTypeKind.Void ? null : message.Result.Coerce(result, "result");
+    }
+
+    public void Dispose() => _http.Dispose();
+
+    private sealed class SecretCookie(PoolMembership membership, HttpMessageHandler inner) : DelegatingHandler(inner)
+    {
+        protected override Task<HttpResponseMessage> SendAsync(HttpRequestMessage request, CancellationToken cancellationToken)
+        {
+            request.Headers.Add("Cookie", $"{PoolSecret.CookieName}={membership.Secret.Value}");
+            return base.SendAsync(request, cancellationToken);
+        }
+    }
+}
