@@ -359,7 +359,30 @@ public sealed class XapiHost : IAsyncDisposable
         builder.Services.AddSingleton<Placement>();
         builder.Services.AddSingleton<Forwarder>();
         builder.Services.AddSingleton(services => new PoolApi(journal, services.GetRequiredService<PoolMembership>(), firstBoot,
-            services.GetRequiredService<ILogger<PoolApi>>()));
+            services.GetRequiredService<ILogger<PoolApi>>())
+        {
+            Forwarder = services.GetRequiredService<Forwarder>(),
+            StartAfresh = async () =>
+            {
+                // An ejected host's database becomes what its first boot made: a pool of its own.
+                database.Write(tx =>
+                {
+                    foreach (var cls in ApiSchema.Classes)
+                    {
+                        foreach (var row in tx.All(cls).ToList())
+                        {
+                            tx.Delete(cls, row.Ref);
+                        }
+                    }
+                });
+                var storageBoot = services.GetRequiredService<StorageBoot>();
+                firstBoot.Populate(database, facts);
+                storageBoot.Populate(database);
+                FirstBoot.SynchronizeRoles(database);
+                StorageBoot.SynchronizeSmRecords(database, services.GetRequiredService<IEnumerable<Xapi.Storage.ISrDriver>>(), firstBoot);
+                await storageBoot.PlugAllAsync(database, CancellationToken.None);
+            },
+        });
         builder.Services.AddSingleton<StorageBoot>();
         builder.Services.AddSingleton(services => Customized(services, new ApiHandlers<CallContext>
         {

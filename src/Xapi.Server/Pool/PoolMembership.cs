@@ -26,10 +26,12 @@ public sealed class PoolMembership : IAsyncDisposable
     private readonly CancellationTokenSource _stopping = new();
     private HttpMasterLink? _link;
     private Task _following = Task.CompletedTask;
+    private CancellationTokenSource _followingStop;
 
     public PoolMembership(XapiDatabase database, PoolSecret secret, FirstBoot firstBoot, ServerOptions options, ILogger<PoolMembership> logger)
     {
         ThisHost = firstBoot.HostRef;
+        _followingStop = CancellationTokenSource.CreateLinkedTokenSource(_stopping.Token);
         _database = database;
         Secret = secret;
         _options = options;
@@ -105,10 +107,43 @@ public sealed class PoolMembership : IAsyncDisposable
         Follow(link);
     }
 
+    /// <summary>
+    /// Leaves the pool (this host was ejected): writes are its own again, the role file says
+    /// master, a new secret is made, and <paramref name="startAfresh"/> replaces the pool's
+    /// database with a fresh one-host pool.
+    /// </summary>
+    public async Task LeavePoolAsync(Func<Task> startAfresh)
+    {
+        await StopFollowingAsync().ConfigureAwait(false);
+        _database.StopFollowingMaster();
+        PoolRole.Master.Write(_options.DataDir);
+        Role = PoolRole.Master;
+        Secret.Replace(string.Join('/', Guid.NewGuid(), Guid.NewGuid(), Guid.NewGuid()));
+        await startAfresh().ConfigureAwait(false);
+        _logger.LogWarning("Ejected from the pool: this host is the master of a new pool of its own");
+    }
+
+    private async Task StopFollowingAsync()
+    {
+        var following = _following;
+        _followingStop.Cancel();
+        try
+        {
+            await following.ConfigureAwait(false);
+        }
+        catch (OperationCanceledException)
+        {
+        }
+        _link?.Dispose();
+        _link = null;
+        _followingStop = CancellationTokenSource.CreateLinkedTokenSource(_stopping.Token);
+    }
+
     private void Follow(HttpMasterLink link)
     {
         _link = link;
-        _following = Task.Run(() => FollowAsync(link, _stopping.Token));
+        var stop = _followingStop.Token;
+        _following = Task.Run(() => FollowAsync(link, stop));
     }
 
     private async Task FollowAsync(HttpMasterLink link, CancellationToken stopping)
