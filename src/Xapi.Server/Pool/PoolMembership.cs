@@ -123,6 +123,32 @@ public sealed class PoolMembership : IAsyncDisposable
         _logger.LogWarning("Ejected from the pool: this host is the master of a new pool of its own");
     }
 
+    /// <summary>
+    /// This member becomes the master with the copy it holds (<c>pool.emergency_transition_to_master</c>):
+    /// its writes are its own from now on.
+    /// </summary>
+    public async Task BecomeMasterAsync()
+    {
+        await StopFollowingAsync().ConfigureAwait(false);
+        _database.StopFollowingMaster();
+        PoolRole.Master.Write(_options.DataDir);
+        Role = PoolRole.Master;
+        _logger.LogWarning("This host is now its pool's master, with the pool database as its copy held it");
+    }
+
+    /// <summary>
+    /// This host follows another master (<c>pool.emergency_reset_master</c>): that master's
+    /// whole database replaces what this host held, master or member.
+    /// </summary>
+    public async Task FollowNewMasterAsync(string masterAddress)
+    {
+        await StopFollowingAsync().ConfigureAwait(false);
+        var role = new PoolRole(masterAddress);
+        role.Write(_options.DataDir);
+        Role = role;
+        await Task.Run(() => ResumeMembership(_options.PoolMasterPatience)).ConfigureAwait(false);
+    }
+
     private async Task StopFollowingAsync()
     {
         var following = _following;

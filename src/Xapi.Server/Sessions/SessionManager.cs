@@ -170,6 +170,27 @@ public sealed class SessionManager
     }
 
     /// <summary>
+    /// A session on this host alone, kept in memory, not in the pool's database: what a pool
+    /// member gives an administrator who logs in to it directly (<c>session.slave_local_login_with_password</c>),
+    /// which must work when its master is gone.
+    /// </summary>
+    public async ValueTask<string> LocalLoginAsync(string user, string password, System.Net.IPAddress? source, CancellationToken cancellationToken)
+    {
+        using (await _throttle.EnterSourceAsync(source, cancellationToken).ConfigureAwait(false))
+        {
+            if (user != RootUser || !await VerifyPasswordAsync(password, cancellationToken).ConfigureAwait(false))
+            {
+                await Task.Delay(_options.FailedLoginDelay, _time, cancellationToken).ConfigureAwait(false);
+                throw XenApiErrors.SessionAuthenticationFailed(user, "Authentication failure");
+            }
+        }
+        var reference = XapiDatabase.NewRef();
+        _live[reference] = new LiveSession(reference, user, isLocalSuperuser: true, FrozenSet<string>.Empty, _time.GetUtcNow().UtcTicks) { LocalOnly = true };
+        _logger.LogInformation("Local session {Session} created for {User} from {Source}", TrackingId(reference), user, source);
+        return reference;
+    }
+
+    /// <summary>
     /// The session of a call the pool's master forwarded: the master checked it, and its row may
     /// not have reached this member's copy yet, so it is taken as the pool's superuser.
     /// </summary>
@@ -184,6 +205,10 @@ public sealed class SessionManager
     {
         if (_live.TryRemove(reference, out var live))
         {
+            if (live.LocalOnly)
+            {
+                return;
+            }
             LeaveGroup(live);
             var session = new SessionRef(reference);
             _database.Write(tx =>
@@ -252,6 +277,9 @@ public sealed class LiveSession(string reference, string userName, bool isLocalS
 
     /// <summary>The group the session counts in for the per-user limit (see <see cref="SessionManager"/>).</summary>
     public string Group { get; init; } = "";
+
+    /// <summary>Held by this host alone, with no row in the pool's database (a member's emergency login).</summary>
+    public bool LocalOnly { get; init; }
 
     public bool May(string permission) => IsLocalSuperuser || Permissions.Contains(permission);
 }

@@ -25,7 +25,7 @@ public class PoolJoinTests
             .ToDictionary(p => p.Item1, p => p.Item2);
 
     /// <summary>Waits (on the member's own commits, not a clock) until its copy is the master's.</summary>
-    private static async Task ConvergedAsync(TestDaemon master, TestDaemon member)
+    internal static async Task ConvergedAsync(TestDaemon master, TestDaemon member)
     {
         using var limit = new CancellationTokenSource(TimeSpan.FromSeconds(30));
         while (true)

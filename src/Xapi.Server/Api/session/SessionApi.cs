@@ -27,6 +27,10 @@ public sealed class SessionApi(SessionManager sessions, PoolMembership membershi
         return new(await sessions.LoginAsync(uname, pwd, originator, context.RemoteAddress, context.Cancellation).ConfigureAwait(false));
     }
 
+    /// <summary>An administrator's login to this host itself, member or not, that needs no master (emergencies).</summary>
+    public async ValueTask<SessionRef> SlaveLocalLoginWithPassword(CallContext context, string uname, string pwd) =>
+        new(await sessions.LocalLoginAsync(uname, pwd, context.RemoteAddress, context.Cancellation).ConfigureAwait(false));
+
     /// <summary>A pool member logs in to its master with the pool secret: a pool session, named after the member's host.</summary>
     public ValueTask<SessionRef> SlaveLogin(CallContext context, HostRef host, string psecret)
     {
