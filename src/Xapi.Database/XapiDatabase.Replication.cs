@@ -29,16 +29,8 @@ public sealed partial class XapiDatabase
     public string Epoch { get; } = NewUuid();
 
     /// <summary>Whether writes go through a master (this host is a pool member).</summary>
-    public bool FollowsMaster
-    {
-        get
-        {
-            lock (_writeLock)
-            {
-                return _master is not null;
-            }
-        }
-    }
+    // Read without the write lock: the master's endpoints ask while a hand-over holds it.
+    public bool FollowsMaster => Volatile.Read(ref _master) is not null;
 
     /// <summary>The master's epoch and generation this member's copy has reached.</summary>
     public (string Epoch, long Generation) MasterPosition
@@ -68,6 +60,34 @@ public sealed partial class XapiDatabase
             _masterGeneration = 0;
             ApplyLocked(whole);
             _master = master;
+        }
+    }
+
+    /// <summary>
+    /// Hands the pool's database over to a new master, orderly: under the write lock, so nothing
+    /// commits meanwhile, <paramref name="makeMaster"/> has the new master take every change up to
+    /// this one and become master; then this database follows it, and the writes that waited go
+    /// through it. False when a commit is not yet durable (the caller waits and tries again).
+    /// </summary>
+    public bool HandOverTo(IPoolMasterLink newMaster, Action makeMaster)
+    {
+        lock (_writeLock)
+        {
+            if (_master is not null)
+            {
+                throw new InvalidOperationException("only a master hands its database over");
+            }
+            if (_current.Generation != _visible.Generation)
+            {
+                return false;
+            }
+            makeMaster();
+            var whole = newMaster.ChangesAsync("", 0, TimeSpan.Zero, CancellationToken.None).GetAwaiter().GetResult();
+            _masterEpoch = "";
+            _masterGeneration = 0;
+            ApplyLocked(whole);
+            _master = newMaster;
+            return true;
         }
     }
 

@@ -149,7 +149,7 @@ public sealed class PoolMembership : IAsyncDisposable
         await Task.Run(() => ResumeMembership(_options.PoolMasterPatience)).ConfigureAwait(false);
     }
 
-    private async Task StopFollowingAsync()
+    private async Task StopFollowingAsync(bool keepLink = false)
     {
         var following = _following;
         _followingStop.Cancel();
@@ -160,9 +160,62 @@ public sealed class PoolMembership : IAsyncDisposable
         catch (OperationCanceledException)
         {
         }
-        _link?.Dispose();
-        _link = null;
+        if (!keepLink)
+        {
+            _link?.Dispose();
+            _link = null;
+        }
         _followingStop = CancellationTokenSource.CreateLinkedTokenSource(_stopping.Token);
+    }
+
+    /// <summary>
+    /// The master hands the pool over to the member at <paramref name="newMasterAddress"/>
+    /// (<c>pool.designate_new_master</c>): <paramref name="makeNewMaster"/> asks it to take over
+    /// while nothing commits here, and this host then follows it.
+    /// </summary>
+    public async Task HandOverAsync(string newMasterAddress, Func<Task> makeNewMaster)
+    {
+        var link = LinkTo(newMasterAddress, Secret.Value);
+        try
+        {
+            while (true)
+            {
+                await _database.WhenVisibleAsync(_database.CommittedGeneration).ConfigureAwait(false);
+                if (await Task.Run(() => _database.HandOverTo(link, () => makeNewMaster().GetAwaiter().GetResult())).ConfigureAwait(false))
+                {
+                    break;
+                }
+            }
+        }
+        catch
+        {
+            link.Dispose();
+            throw;
+        }
+        var role = new PoolRole(newMasterAddress);
+        role.Write(_options.DataDir);
+        Role = role;
+        _logger.LogWarning("Handed the pool over to the master at {Master}; following it", newMasterAddress);
+        Follow(link);
+    }
+
+    /// <summary>
+    /// This member takes the pool over from its master (<c>pool.designate_new_master</c>, asked by
+    /// the master, which commits nothing meanwhile): it takes the master's last changes, then its
+    /// writes are its own.
+    /// </summary>
+    public async Task TakeOverAsync()
+    {
+        var link = _link ?? throw new InvalidOperationException("this host follows no master");
+        await StopFollowingAsync(keepLink: true).ConfigureAwait(false);
+        var (epoch, since) = _database.MasterPosition;
+        _database.ApplyFromMaster(await link.ChangesAsync(epoch, since, TimeSpan.Zero, _stopping.Token).ConfigureAwait(false));
+        _database.StopFollowingMaster();
+        link.Dispose();
+        _link = null;
+        PoolRole.Master.Write(_options.DataDir);
+        Role = PoolRole.Master;
+        _logger.LogWarning("This host took the pool over: it is the master");
     }
 
     private void Follow(HttpMasterLink link)
