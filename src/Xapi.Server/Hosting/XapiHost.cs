@@ -380,6 +380,8 @@ public sealed class XapiHost : IAsyncDisposable
                 storageBoot.Populate(database);
                 FirstBoot.SynchronizeRoles(database);
                 StorageBoot.SynchronizeSmRecords(database, services.GetRequiredService<IEnumerable<Xapi.Storage.ISrDriver>>(), firstBoot);
+                // Plugging reads the fresh records: they must be durable, hence visible, first.
+                await database.WhenVisibleAsync(database.CommittedGeneration);
                 await storageBoot.PlugAllAsync(database, CancellationToken.None);
             },
         });
