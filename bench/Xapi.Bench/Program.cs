@@ -20,6 +20,7 @@ using Xapi.Server.Hosting;
 //   dotnet run -c Release --project bench/Xapi.Bench -- storage [runs] [raw-import|raw-export|vhd-import|vhd-export|nbd-export ...]
 //   dotnet run -c Release --project bench/Xapi.Bench -- vm [seconds-per-case] [fleet]
 //   dotnet run -c Release --project bench/Xapi.Bench -- xe [runs] [vms] [aot|r2r|framework ...]
+//   dotnet run -c Release --project bench/Xapi.Bench -- pool [cycles]
 if (args.Length > 0 && args[0] == "events")
 {
     await EventLatency.RunAsync(args.Length > 1 ? int.Parse(args[1], CultureInfo.InvariantCulture) : 10_000, args.Length > 2 ? args[2] : "journal");
@@ -43,6 +44,11 @@ if (args.Length > 0 && args[0] == "vm")
 if (args.Length > 0 && args[0] == "xe")
 {
     await XeStartup.RunAsync(args.Length > 1 ? int.Parse(args[1], CultureInfo.InvariantCulture) : 20, args.Length > 2 ? int.Parse(args[2], CultureInfo.InvariantCulture) : 1000, args.Length > 3 ? args[3..] : []);
+    return;
+}
+if (args.Length > 0 && args[0] == "pool")
+{
+    await PoolForwarding.RunAsync(args.Length > 1 ? int.Parse(args[1], CultureInfo.InvariantCulture) : 200);
     return;
 }
 if (args.Length > 0 && args[0] == "rpc")
