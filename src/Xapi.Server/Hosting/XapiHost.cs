@@ -504,6 +504,7 @@ public sealed class XapiHost : IAsyncDisposable
         var sessionManager = app.Services.GetRequiredService<SessionManager>();
         var taskManager = app.Services.GetRequiredService<TaskManager>();
         sessionManager.ThisHost = thisHost;
+        sessionManager.MasterAddress = () => membership.MasterAddress;
         taskManager.ThisHost = thisHost;
         sessionManager.SessionEnded += taskManager.DestroyTasksOf;
         sessionManager.IsBusy = taskManager.HasRunningTasks;

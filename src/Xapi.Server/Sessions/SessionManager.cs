@@ -158,13 +158,24 @@ public sealed class SessionManager
     public static string TrackingId(string reference) =>
         Convert.ToHexStringLower(System.Security.Cryptography.SHA256.HashData(System.Text.Encoding.UTF8.GetBytes(reference)).AsSpan(0, 8));
 
-    /// <summary>Checks a call's session; SESSION_INVALID when it is unknown, logged out or expired.</summary>
+    /// <summary>The pool master's address when this host is a member; null on the master.</summary>
+    public Func<string?> MasterAddress { get; set; } = static () => null;
+
+    /// <summary>
+    /// Checks a call's session; SESSION_INVALID when it is unknown, logged out or expired. On a
+    /// member, a session of the pool (made at the master) is HOST_IS_SLAVE, as on real members:
+    /// the client belongs at the master.
+    /// </summary>
     public LiveSession Validate(object? sessionArgument)
     {
         if (sessionArgument is string reference && _live.TryGetValue(reference, out var session))
         {
             Interlocked.Exchange(ref session.LastActiveTicks, _time.GetUtcNow().UtcTicks);
             return session;
+        }
+        if (sessionArgument is string pooled && MasterAddress() is { } master && _database.Snapshot.Exists(new SessionRef(pooled)))
+        {
+            throw XenApiErrors.HostIsSlave(master);
         }
         throw XenApiErrors.SessionInvalid(sessionArgument as string ?? XType.ToDisplayString(sessionArgument));
     }

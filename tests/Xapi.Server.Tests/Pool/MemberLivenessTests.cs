@@ -47,4 +47,32 @@ public class MemberLivenessTests
         await UntilLiveAsync(master, memberHost, true);
         Assert.That(pool.Hosts[1].Database.FollowsMaster, Is.True);
     }
+    [Test]
+    public async Task A_dead_member_can_be_destroyed_and_a_live_one_cannot()
+    {
+        await using var pool = await TestPool.StartAsync(2, (_, o) => o.MemberLivenessTimeout = Timeout);
+        var master = pool.Hosts[0];
+        var memberHost = new HostRef(pool.Hosts[1].Service<Xapi.Server.Hosting.FirstBoot>().HostRef);
+        using (var joining = await pool.Hosts[1].LoginAsync())
+        {
+            await joining.InvokeAsync("pool.join", TestPool.AddressOf(0).ToString(), "root", TestDaemon.Password);
+        }
+        using var client = await master.LoginAsync();
+        var masterHost = master.Service<Xapi.Server.Hosting.FirstBoot>().HostRef;
+
+        await XenApiAssert.FailsAsync(() => client.InvokeAsync("host.destroy", memberHost.Value), "HOST_IS_LIVE", memberHost.Value);
+        await XenApiAssert.FailsAsync(() => client.InvokeAsync("host.destroy", masterHost), "HOST_IS_LIVE", masterHost);
+        await pool.Hosts[1].StopAsync();
+        await UntilLiveAsync(master, memberHost, false);
+
+        await client.InvokeAsync("host.destroy", memberHost.Value);
+
+        var snapshot = master.Database.Snapshot;
+        Assert.Multiple(() =>
+        {
+            Assert.That(snapshot.All<HostRecord>().Select(h => h.Ref.Value), Is.EqualTo(new[] { masterHost }));
+            Assert.That(snapshot.All<PBDRecord>().Where(p => p.Host == memberHost), Is.Empty);
+            Assert.That(snapshot.All<VMRecord>().Count(v => v.IsControlDomain), Is.EqualTo(1));
+        });
+    }
 }

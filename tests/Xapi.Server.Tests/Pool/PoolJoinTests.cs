@@ -121,6 +121,18 @@ public class PoolJoinTests
     }
 
     [Test]
+    public async Task A_session_of_the_pool_used_at_a_member_is_sent_to_the_master()
+    {
+        await using var pool = await TestPool.StartAsync(2);
+        await JoinAsync(pool.Hosts[1], MasterAddress);
+        using var atMaster = await pool.Hosts[0].LoginAsync();
+        await ConvergedAsync(pool.Hosts[0], pool.Hosts[1]);
+
+        using var atMember = pool.Hosts[1].Client();
+        await XenApiAssert.FailsAsync(() => atMember.CallAsync("host.get_all", [atMaster.Session]), "HOST_IS_SLAVE", MasterAddress);
+    }
+
+    [Test]
     public async Task A_restarted_member_takes_the_pool_database_again_and_catches_up()
     {
         await using var pool = await TestPool.StartAsync(2);

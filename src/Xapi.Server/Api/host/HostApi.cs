@@ -6,6 +6,28 @@ namespace Xapi.Server.Api;
 public sealed class HostApi(TimeProvider time, VmRuntime runtime) : IHostApi<CallContext>
 {
     /// <summary>
+    /// Removes a dead member from the pool (run at the master), in the real server's order of
+    /// checks: a host alive, or the master itself, is HOST_IS_LIVE; one with VMs still resident
+    /// (reset them first) is HOST_HAS_RESIDENT_VMS.
+    /// </summary>
+    public ValueTask Destroy(CallContext context, HostRef self)
+    {
+        var snapshot = context.Snapshot;
+        var host = snapshot.Get(self);
+        var live = !snapshot.TryGet(host.Metrics, out HostMetricsRecord metrics) || metrics.Live;
+        if (live || self == runtime.ThisHost)
+        {
+            throw XenApiErrors.HostIsLive(self.Value);
+        }
+        if (snapshot.All<VMRecord>().Any(v => v.ResidentOn == self && !v.IsControlDomain))
+        {
+            throw XenApiErrors.HostHasResidentVms(self.Value);
+        }
+        context.Write(tx => HostRemoval.Forget(tx, self));
+        return ValueTask.CompletedTask;
+    }
+
+    /// <summary>
     /// host.compute_free_memory (memory_check.ml): the host's memory less its own overhead and the
     /// dynamic_min plus overhead of every VM resident on or scheduled to it, at most compression;
     /// what the database promises, not what the balloons hold at the moment.
