@@ -19,7 +19,7 @@ public static class HandlerContract
     public sealed record OperationDeclaration(ClassMeta Class, int ArgumentIndex, string Operation);
 
     /// <summary>Where in a pool a message runs, and which argument names its object or host.</summary>
-    public sealed record PlacementDeclaration(HostSelection Selection, int ArgumentIndex);
+    public sealed record PlacementDeclaration(HostSelection Selection, int ArgumentIndex, ClassMeta Class);
 
     public static IReadOnlyList<Binding> Read(ApiHandlers<CallContext> handlers)
     {
@@ -85,7 +85,7 @@ public static class HandlerContract
             problems.Add($"{message.WireName} runs on {attribute.Selection}, but has no parameter {attribute.On ?? $"of type {type}"}");
             return null;
         }
-        return new PlacementDeclaration(attribute.Selection, index);
+        return new PlacementDeclaration(attribute.Selection, index, message.Owner);
     }
 
     private static OperationDeclaration? ReadDeclaration(MessageMeta message, MethodInfo method, List<string> problems)

@@ -11,8 +11,12 @@ namespace Xapi.Server.Http;
 /// The RPC paths over HTTP: <c>POST /jsonrpc</c> for JSON-RPC and any other POST for XML-RPC.
 /// Bodies are bounded; unparseable requests get an HTTP error, API errors a <c>Failure</c>.
 /// </summary>
-public sealed class RpcEndpoint(Dispatcher dispatcher, RpcLimits limits, ServerOptions options, Pool.PoolSecret poolSecret, ILogger<RpcEndpoint> logger)
+public sealed class RpcEndpoint(Dispatcher dispatcher, RpcLimits limits, ServerOptions options, Pool.PoolSecret poolSecret, Pool.PoolMembership membership,
+    ILogger<RpcEndpoint> logger)
 {
+    // How long a forwarded call waits for this member's copy to reach the point it was sent at.
+    private static readonly TimeSpan ForwardedCatchUpPatience = TimeSpan.FromSeconds(10);
+
     private readonly LogRateLimit _rejectLog = new(options.UnauthenticatedLogLinesPerMinute, TimeSpan.FromMinutes(1));
 
     public async Task HandleAsync(HttpContext context)
@@ -63,6 +67,12 @@ public sealed class RpcEndpoint(Dispatcher dispatcher, RpcLimits limits, ServerO
         }
 
         var fromPool = context.Request.Cookies[Pool.PoolSecret.CookieName] is { } secret && poolSecret.Matches(secret);
+        if (fromPool && context.Request.Headers[Operations.Forwarder.PoolPositionHeader].ToString() is { } position
+            && position.LastIndexOf('/') is > 0 and var slash
+            && long.TryParse(position.AsSpan(slash + 1), System.Globalization.NumberStyles.None, System.Globalization.CultureInfo.InvariantCulture, out var generation))
+        {
+            await membership.CatchUpAsync(position[..slash], generation, ForwardedCatchUpPatience, context.RequestAborted);
+        }
         var (result, error) = await dispatcher.InvokeAsync(request, context.RequestAborted, LocalPeer.Of(context)?.IsRoot == true,
             context.Connection.RemoteIpAddress, fromPool);
         response.ContentType = isJson ? "application/json" : "text/xml";

@@ -12,13 +12,20 @@ namespace Xapi.Server.Operations;
 /// </summary>
 public sealed class Forwarder : IDisposable
 {
+    /// <summary>
+    /// The pool database's point a forwarded call was sent at (<c>EPOCH/GENERATION</c> of the
+    /// master's): the member runs it once its copy has reached that point, so it sees what the
+    /// master wrote just before (the PBD it is asked to plug, say).
+    /// </summary>
+    public const string PoolPositionHeader = "X-Xapi-Pool-Position";
+
     private readonly PoolMembership _membership;
     private readonly HttpClient _http;
 
-    public Forwarder(PoolMembership membership)
+    public Forwarder(PoolMembership membership, Database.XapiDatabase database)
     {
         _membership = membership;
-        _http = new HttpClient(new SecretCookie(membership, new SocketsHttpHandler { UseCookies = false, PooledConnectionIdleTimeout = TimeSpan.FromSeconds(5) }))
+        _http = new HttpClient(new SecretCookie(membership, database, new SocketsHttpHandler { UseCookies = false, PooledConnectionIdleTimeout = TimeSpan.FromSeconds(5) }))
         {
             // A forwarded VM operation takes as long as the operation (a clean shutdown waits up to 20 minutes).
             Timeout = Timeout.InfiniteTimeSpan,
@@ -44,11 +51,13 @@ public sealed class Forwarder : IDisposable
 
     public void Dispose() => _http.Dispose();
 
-    private sealed class SecretCookie(PoolMembership membership, HttpMessageHandler inner) : DelegatingHandler(inner)
+    private sealed class SecretCookie(PoolMembership membership, Database.XapiDatabase database, HttpMessageHandler inner) : DelegatingHandler(inner)
     {
         protected override Task<HttpResponseMessage> SendAsync(HttpRequestMessage request, CancellationToken cancellationToken)
         {
             request.Headers.Add("Cookie", $"{PoolSecret.CookieName}={membership.Secret.Value}");
+            var (epoch, generation) = database.FollowsMaster ? database.MasterPosition : (database.Epoch, database.CommittedGeneration);
+            request.Headers.Add(PoolPositionHeader, $"{epoch}/{generation.ToString(System.Globalization.CultureInfo.InvariantCulture)}");
             return base.SendAsync(request, cancellationToken);
         }
     }

@@ -22,6 +22,8 @@ public sealed class Placement(PoolMembership membership)
         }
         var host = declaration.Selection switch
         {
+            HostSelection.ResidentHost when declaration.Class == PBDRef.Class =>
+                context.Snapshot.TryGet(new PBDRef(argument), out PBDRecord pbd) ? pbd.Host : HostRef.Null,
             HostSelection.ResidentHost => context.Snapshot.TryGet(new VMRef(argument), out VMRecord vm) ? vm.ResidentOn : HostRef.Null,
             HostSelection.NamedHost => new HostRef(argument),
             _ => ChooseHostForVm(context, new VMRef(argument)) ?? HostRef.Null,

@@ -3,7 +3,7 @@ namespace Xapi.Server.Operations;
 /// <summary>Which host of a pool a message runs on.</summary>
 public enum HostSelection
 {
-    /// <summary>The host the VM runs on (<c>resident_on</c>): its lifecycle once started.</summary>
+    /// <summary>The host the object is on: a VM's <c>resident_on</c> (its lifecycle once started), a PBD's <c>host</c>.</summary>
     ResidentHost,
 
     /// <summary>The host a parameter names (<c>VM.start_on</c>'s <c>host</c>).</summary>

@@ -149,6 +149,39 @@ public sealed class PoolMembership : IAsyncDisposable
         await Task.Run(() => ResumeMembership(_options.PoolMasterPatience)).ConfigureAwait(false);
     }
 
+    /// <summary>
+    /// Brings this member's copy up to the master's point <paramref name="epoch"/>/<paramref name="generation"/>
+    /// (what a forwarded call was sent at), taking the changes itself rather than waiting for the
+    /// follower; gives up after <paramref name="patience"/> and lets the call run on what it has.
+    /// </summary>
+    public async Task CatchUpAsync(string epoch, long generation, TimeSpan patience, CancellationToken cancellationToken)
+    {
+        if (_link is not { } link)
+        {
+            return;
+        }
+        var deadline = DateTime.UtcNow + patience;
+        while (DateTime.UtcNow < deadline)
+        {
+            var (heldEpoch, held) = _database.MasterPosition;
+            if (heldEpoch == epoch && held >= generation)
+            {
+                // Taken is not yet readable: the copy's own journal makes it so.
+                await _database.WhenVisibleAsync(_database.CommittedGeneration, cancellationToken).ConfigureAwait(false);
+                return;
+            }
+            try
+            {
+                _database.ApplyFromMaster(await link.ChangesAsync(heldEpoch, held, TimeSpan.FromSeconds(1), cancellationToken).ConfigureAwait(false));
+            }
+            catch (Exception e) when (e is HttpRequestException or FormatException or ObjectDisposedException)
+            {
+                _logger.LogWarning("Could not catch up with the pool master before a forwarded call: {Reason}", e.Message);
+                return;
+            }
+        }
+    }
+
     private async Task StopFollowingAsync(bool keepLink = false)
     {
         var following = _following;

@@ -1,5 +1,6 @@
 using Xapi.Model;
 using Xapi.Server.Dispatch;
+using Xapi.Server.Operations;
 using Xapi.Storage.Service;
 
 namespace Xapi.Server.Api;
@@ -15,6 +16,7 @@ public sealed class PBDApi(StorageManager storage) : IPBDApi<CallContext>, IObje
 
     ClassMeta IObjectLifecycle.Class => PBDRef.Class;
 
+    [RunsOn(HostSelection.ResidentHost)]
     public ValueTask Plug(CallContext context, PBDRef self) => new(PlugAsync(context, self));
 
     internal async Task PlugAsync(CallContext context, PBDRef self)
@@ -51,6 +53,7 @@ public sealed class PBDApi(StorageManager storage) : IPBDApi<CallContext>, IObje
         storage.RequestCollection(pbd.SR);
     }
 
+    [RunsOn(HostSelection.ResidentHost)]
     public async ValueTask Unplug(CallContext context, PBDRef self)
     {
         var snapshot = context.Snapshot;

@@ -8,8 +8,16 @@ using Xapi.Storage.Service;
 namespace Xapi.Server.Api;
 
 /// <summary>Storage repositories: made, found, scanned and removed through their type's driver.</summary>
-public sealed class SRApi(StorageManager storage, PBDApi pbds) : ISRApi<CallContext>
+public sealed class SRApi(StorageManager storage, PBDApi pbds, Forwarder forwarder) : ISRApi<CallContext>
 {
+    private const string PbdPlugMessage = "PBD.plug";
+
+    /// <summary>
+    /// Made on the host named (forwarded there in a pool) and plugged there; a shared SR gets a
+    /// PBD on every other host of the pool too, each plugged on its host, as on real pools. A host
+    /// that cannot plug it keeps its PBD unplugged.
+    /// </summary>
+    [RunsOn(HostSelection.NamedHost)]
     public async ValueTask<SRRef> Create(CallContext context, HostRef host, ValueMap deviceConfig, long physicalSize, string nameLabel, string nameDescription,
         string type, string contentType, bool shared, ValueMap smConfig)
     {
@@ -44,7 +52,35 @@ public sealed class SRApi(StorageManager storage, PBDApi pbds) : ISRApi<CallCont
             throw;
         }
         await pbds.PlugAsync(context, pbd).ConfigureAwait(false);
+        if (shared)
+        {
+            await PlugOnEveryOtherHostAsync(context, sr, host, context.Snapshot.Get(pbd).DeviceConfig).ConfigureAwait(false);
+        }
         return sr;
+    }
+
+    private async Task PlugOnEveryOtherHostAsync(CallContext context, SRRef sr, HostRef made, ValueMap deviceConfig)
+    {
+        var plug = ApiSchema.MessagesByWireName[PbdPlugMessage];
+        foreach (var other in context.Snapshot.All<HostRecord>().Where(h => h.Ref != made).ToList())
+        {
+            var pbd = context.Write(tx => tx.CreatePBD(p =>
+            {
+                p.Uuid = Guid.NewGuid().ToString("D");
+                p.Host = other.Ref;
+                p.SR = sr;
+                p.DeviceConfig = deviceConfig;
+            }));
+            await context.SettledAsync().ConfigureAwait(false);
+            try
+            {
+                await forwarder.ForwardAsync(context.Snapshot, other.Ref, plug, [context.RequiredSession.Value, pbd.Value], context.Cancellation).ConfigureAwait(false);
+            }
+            catch (XenApiException)
+            {
+                // Left unplugged, as a real host whose plug fails: PBD.plug on it again, once it can reach the SR.
+            }
+        }
     }
 
     public ValueTask<SRRef> Introduce(CallContext context, string uuid, string nameLabel, string nameDescription, string type, string contentType, bool shared, ValueMap smConfig)
