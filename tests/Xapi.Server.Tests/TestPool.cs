@@ -64,7 +64,7 @@ public sealed class TestPool : IAsyncDisposable
     }
 
     /// <summary>A port free on every host's address: the kernel picks one for the first, and the others are tried on it.</summary>
-    private static int FreePortOnAll(int count)
+    public static int FreePortOnAll(int count)
     {
         for (var attempt = 0; attempt < 20; attempt++)
         {
