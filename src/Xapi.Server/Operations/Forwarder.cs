@@ -8,7 +8,7 @@ namespace Xapi.Server.Operations;
 /// Sends a call on to the pool member it runs on, as the caller sent it, with the pool secret as
 /// its cookie: the member runs it as the pool's (no session or operation checks of its own: the
 /// master made them), and its writes reach the pool's database through the master before it
-/// answers. A member that cannot be reached is CANNOT_CONTACT_HOST, as on real pools.
+/// answers. A member marked dead is HOST_OFFLINE, one that cannot be reached CANNOT_CONTACT_HOST, as on real pools.
 /// </summary>
 public sealed class Forwarder : IDisposable
 {
@@ -35,7 +35,13 @@ public sealed class Forwarder : IDisposable
     public async Task<object?> ForwardAsync(Database.DbSnapshot snapshot, HostRef host, MessageMeta message, IReadOnlyList<object?> parameters,
         CancellationToken cancellationToken)
     {
-        var target = _membership.MasterUri(snapshot.Get(host).Address);
+        var record = snapshot.Get(host);
+        // As real masters check before they forward (do_op_on): a member known dead is not tried.
+        if (snapshot.TryGet(record.Metrics, out HostMetricsRecord metrics) && !metrics.Live)
+        {
+            throw XenApiErrors.HostOffline(host.Value);
+        }
+        var target = _membership.MasterUri(record.Address);
         using var member = new XenApiClient(target, RpcDialect.XmlRpc, _http);
         object? result;
         try

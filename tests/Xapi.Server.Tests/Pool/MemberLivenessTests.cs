@@ -65,6 +65,13 @@ public class MemberLivenessTests
         await pool.Hosts[1].StopAsync();
         await UntilLiveAsync(master, memberHost, false);
 
+        var record = ApiSchema.Class("VM").MinimalRecord();
+        record["name_label"] = "for a dead host";
+        record["memory_static_min"] = record["memory_dynamic_min"] = record["memory_dynamic_max"] = record["memory_static_max"] = (128L << 20).ToString();
+        record["VCPUs_max"] = record["VCPUs_at_startup"] = "1";
+        var vm = (string)(await client.InvokeAsync("VM.create", record))!;
+        await XenApiAssert.FailsAsync(() => client.InvokeAsync("VM.start_on", vm, memberHost.Value, false, false), "HOST_OFFLINE", memberHost.Value);
+
         await client.InvokeAsync("host.destroy", memberHost.Value);
 
         var snapshot = master.Database.Snapshot;
