@@ -1,33 +1,22 @@
 using Xapi.Model;
+using Xapi.Server.Tests.Api.VM;
 
 namespace Xapi.Server.Tests.Pool;
 
 /// <summary><c>pool.designate_new_master</c>: an orderly hand-over, every host following the new master.</summary>
 public class DesignateNewMasterTests
 {
-    private const long MiB = 1L << 20;
-
-    private static HostRef HostOf(TestDaemon daemon) => new(daemon.Service<Xapi.Server.Hosting.FirstBoot>().HostRef);
+    private static HostRef HostOf(TestDaemon daemon) => PoolKit.HostOf(daemon);
 
     [Test]
     public async Task Every_host_follows_the_designated_master_and_a_VM_running_on_a_member_stays_in_its_care()
     {
-        await using var pool = await TestPool.StartAsync(3);
+        await using var pool = await PoolKit.JoinedAsync(3);
         var (oldMaster, heir, other) = (pool.Hosts[0], pool.Hosts[1], pool.Hosts[2]);
-        foreach (var member in new[] { heir, other })
-        {
-            using var joining = await member.LoginAsync();
-            await joining.InvokeAsync("pool.join", TestPool.AddressOf(0).ToString(), "root", TestDaemon.Password);
-        }
         string vm;
         using (var client = await oldMaster.LoginAsync())
         {
-            var record = ApiSchema.Class("VM").MinimalRecord();
-            record["name_label"] = "runs through the hand-over";
-            record["memory_static_min"] = (128 * MiB).ToString();
-            record["memory_dynamic_min"] = record["memory_dynamic_max"] = record["memory_static_max"] = (256 * MiB).ToString();
-            record["VCPUs_max"] = record["VCPUs_at_startup"] = "1";
-            vm = (string)(await client.InvokeAsync("VM.create", record))!;
+            vm = await client.CreateVmAsync("runs through the hand-over", withDevices: false);
             await client.InvokeAsync("VM.start_on", vm, HostOf(other).Value, false, false);
 
             await client.InvokeAsync("pool.designate_new_master", HostOf(heir).Value);

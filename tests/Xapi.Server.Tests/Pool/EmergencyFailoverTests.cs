@@ -9,18 +9,13 @@ namespace Xapi.Server.Tests.Pool;
 /// </summary>
 public class EmergencyFailoverTests
 {
-    private static HostRef HostOf(TestDaemon daemon) => new(daemon.Service<Xapi.Server.Hosting.FirstBoot>().HostRef);
+    private static HostRef HostOf(TestDaemon daemon) => PoolKit.HostOf(daemon);
 
     [Test]
     public async Task A_member_made_master_by_hand_keeps_the_pool_and_the_others_follow_it()
     {
-        await using var pool = await TestPool.StartAsync(3, (_, o) => o.MemberLivenessTimeout = TimeSpan.FromSeconds(2));
+        await using var pool = await PoolKit.JoinedAsync(3, (_, o) => o.MemberLivenessTimeout = TimeSpan.FromSeconds(2));
         var (oldMaster, heir, other) = (pool.Hosts[0], pool.Hosts[1], pool.Hosts[2]);
-        foreach (var member in new[] { heir, other })
-        {
-            using var joining = await member.LoginAsync();
-            await joining.InvokeAsync("pool.join", TestPool.AddressOf(0).ToString(), "root", TestDaemon.Password);
-        }
         using (var client = await oldMaster.LoginAsync())
         {
             var poolRef = ((IReadOnlyList<object?>)(await client.InvokeAsync("pool.get_all"))!)[0];

@@ -1,6 +1,7 @@
 using System.Diagnostics;
 using Xapi.Model;
 using Xapi.Protocol;
+using Xapi.Server.Tests.Api.VM;
 
 namespace Xapi.Server.Tests.Pool;
 
@@ -10,30 +11,11 @@ namespace Xapi.Server.Tests.Pool;
 /// </summary>
 public class ForwardingTests
 {
-    private const long MiB = 1L << 20;
+    private static Task<TestPool> PoolOfAsync(int count) => PoolKit.JoinedAsync(count);
 
-    private static async Task<TestPool> PoolOfAsync(int count)
-    {
-        var pool = await TestPool.StartAsync(count);
-        for (var i = 1; i < count; i++)
-        {
-            using var member = await pool.Hosts[i].LoginAsync();
-            await member.InvokeAsync("pool.join", TestPool.AddressOf(0).ToString(), "root", TestDaemon.Password);
-        }
-        return pool;
-    }
+    private static Task<string> VmAsync(XenApiClient client, string name) => client.CreateVmAsync(name, withDevices: false);
 
-    private static async Task<string> VmAsync(XenApiClient client, string name)
-    {
-        var record = ApiSchema.Class("VM").MinimalRecord();
-        record["name_label"] = name;
-        record["memory_static_min"] = (128 * MiB).ToString();
-        record["memory_dynamic_min"] = record["memory_dynamic_max"] = record["memory_static_max"] = (256 * MiB).ToString();
-        record["VCPUs_max"] = record["VCPUs_at_startup"] = "1";
-        return (string)(await client.InvokeAsync("VM.create", record))!;
-    }
-
-    private static HostRef HostOf(TestDaemon daemon) => new(daemon.Service<Xapi.Server.Hosting.FirstBoot>().HostRef);
+    private static HostRef HostOf(TestDaemon daemon) => PoolKit.HostOf(daemon);
 
     /// <summary>The VMs each host's own hypervisor runs, by the uuids its simulator knows.</summary>
     private static async Task<IReadOnlyList<Guid>> DomainsOnAsync(TestDaemon daemon) =>

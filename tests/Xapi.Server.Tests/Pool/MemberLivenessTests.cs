@@ -1,5 +1,6 @@
 using System.Diagnostics;
 using Xapi.Model;
+using Xapi.Server.Tests.Api.VM;
 
 namespace Xapi.Server.Tests.Pool;
 
@@ -27,13 +28,9 @@ public class MemberLivenessTests
     [Test]
     public async Task A_stopped_member_is_marked_dead_within_the_timeout_and_alive_when_it_returns()
     {
-        await using var pool = await TestPool.StartAsync(2, (_, o) => o.MemberLivenessTimeout = Timeout);
+        await using var pool = await PoolKit.JoinedAsync(2, (_, o) => o.MemberLivenessTimeout = Timeout);
         var master = pool.Hosts[0];
-        var memberHost = new HostRef(pool.Hosts[1].Service<Xapi.Server.Hosting.FirstBoot>().HostRef);
-        using (var client = await pool.Hosts[1].LoginAsync())
-        {
-            await client.InvokeAsync("pool.join", TestPool.AddressOf(0).ToString(), "root", TestDaemon.Password);
-        }
+        var memberHost = PoolKit.HostOf(pool.Hosts[1]);
         await UntilLiveAsync(master, memberHost, true);
 
         await pool.Hosts[1].StopAsync();
@@ -50,13 +47,9 @@ public class MemberLivenessTests
     [Test]
     public async Task A_dead_member_can_be_destroyed_and_a_live_one_cannot()
     {
-        await using var pool = await TestPool.StartAsync(2, (_, o) => o.MemberLivenessTimeout = Timeout);
+        await using var pool = await PoolKit.JoinedAsync(2, (_, o) => o.MemberLivenessTimeout = Timeout);
         var master = pool.Hosts[0];
-        var memberHost = new HostRef(pool.Hosts[1].Service<Xapi.Server.Hosting.FirstBoot>().HostRef);
-        using (var joining = await pool.Hosts[1].LoginAsync())
-        {
-            await joining.InvokeAsync("pool.join", TestPool.AddressOf(0).ToString(), "root", TestDaemon.Password);
-        }
+        var memberHost = PoolKit.HostOf(pool.Hosts[1]);
         using var client = await master.LoginAsync();
         var masterHost = master.Service<Xapi.Server.Hosting.FirstBoot>().HostRef;
 
@@ -65,11 +58,7 @@ public class MemberLivenessTests
         await pool.Hosts[1].StopAsync();
         await UntilLiveAsync(master, memberHost, false);
 
-        var record = ApiSchema.Class("VM").MinimalRecord();
-        record["name_label"] = "for a dead host";
-        record["memory_static_min"] = record["memory_dynamic_min"] = record["memory_dynamic_max"] = record["memory_static_max"] = (128L << 20).ToString();
-        record["VCPUs_max"] = record["VCPUs_at_startup"] = "1";
-        var vm = (string)(await client.InvokeAsync("VM.create", record))!;
+        var vm = await client.CreateVmAsync("for a dead host", withDevices: false);
         await XenApiAssert.FailsAsync(() => client.InvokeAsync("VM.start_on", vm, memberHost.Value, false, false), "HOST_OFFLINE", memberHost.Value);
 
         await client.InvokeAsync("host.destroy", memberHost.Value);

@@ -1,19 +1,14 @@
 using Xapi.Model;
+using Xapi.Server.Tests.Api.VM;
 
 namespace Xapi.Server.Tests.Pool;
 
 /// <summary><c>pool.eject</c>: the member becomes a pool of its own; the pool forgets it.</summary>
 public class PoolEjectTests
 {
-    private const long MiB = 1L << 20;
+    private static HostRef HostOf(TestDaemon daemon) => PoolKit.HostOf(daemon);
 
-    private static HostRef HostOf(TestDaemon daemon) => new(daemon.Service<Xapi.Server.Hosting.FirstBoot>().HostRef);
-
-    private static async Task JoinAsync(TestDaemon joiner)
-    {
-        using var client = await joiner.LoginAsync();
-        await client.InvokeAsync("pool.join", TestPool.AddressOf(0).ToString(), "root", TestDaemon.Password);
-    }
+    private static Task JoinAsync(TestDaemon joiner) => PoolKit.JoinAsync(joiner);
 
     [Test]
     public async Task An_ejected_member_becomes_a_pool_of_its_own_and_can_join_again()
@@ -67,12 +62,7 @@ public class PoolEjectTests
         await using var pool = await TestPool.StartAsync(2);
         await JoinAsync(pool.Hosts[1]);
         using var client = await pool.Hosts[0].LoginAsync();
-        var record = ApiSchema.Class("VM").MinimalRecord();
-        record["name_label"] = "keeps its host";
-        record["memory_static_min"] = (128 * MiB).ToString();
-        record["memory_dynamic_min"] = record["memory_dynamic_max"] = record["memory_static_max"] = (256 * MiB).ToString();
-        record["VCPUs_max"] = record["VCPUs_at_startup"] = "1";
-        var vm = (string)(await client.InvokeAsync("VM.create", record))!;
+        var vm = await client.CreateVmAsync("keeps its host", withDevices: false);
         await client.InvokeAsync("VM.start_on", vm, HostOf(pool.Hosts[1]).Value, false, false);
 
         await XenApiAssert.FailsAsync(() => client.InvokeAsync("pool.eject", HostOf(pool.Hosts[1]).Value), "OPERATION_NOT_ALLOWED", "VM resident on host");

@@ -8,8 +8,9 @@ public static class VmKit
 {
     public const long MiB = 1L << 20;
 
-    /// <summary>A halted PV VM of 256 MiB and one vCPU, with a 4 MiB disk on the local SR and a VIF unless told otherwise.</summary>
-    public static async Task<string> CreateVmAsync(this XenApiClient client, string name, Action<Dictionary<string, object?>>? edit = null, bool withDevices = true)
+    /// <summary>A halted PV VM of 256 MiB and one vCPU, with a 4 MiB disk (on the local SR, or <paramref name="sr"/>) and a VIF unless told otherwise.</summary>
+    public static async Task<string> CreateVmAsync(this XenApiClient client, string name, Action<Dictionary<string, object?>>? edit = null, bool withDevices = true,
+        string? sr = null)
     {
         var record = ApiSchema.Class("VM").MinimalRecord();
         record["name_label"] = name;
@@ -26,7 +27,7 @@ public static class VmKit
         var vm = (string)(await client.InvokeAsync("VM.create", record))!;
         if (withDevices)
         {
-            var sr = (string)((IReadOnlyList<object?>)(await client.InvokeAsync("SR.get_by_name_label", "Local storage"))!)[0]!;
+            sr ??= (string)((IReadOnlyList<object?>)(await client.InvokeAsync("SR.get_by_name_label", "Local storage"))!)[0]!;
             var disk = ApiSchema.Class("VDI").MinimalRecord();
             disk["name_label"] = name + " disk";
             disk["SR"] = sr;
