@@ -180,4 +180,17 @@ public class RealClientTests
             Assert.That(output, Does.Contain("hosts=2").And.Contain("OK"));
         });
     }
+    [Test]
+    public async Task Xenapi_py_builds_a_three_host_pool_spreads_vms_ejects_and_rejoins_a_member_and_designates_a_new_master()
+    {
+        const string python = "/usr/bin/python3";
+        RequireOrIgnore(File.Exists("/usr/lib/python3/dist-packages/os_xenapi/client/XenAPI.py") && File.Exists(python), "python3-os-xenapi");
+        await using var pool = await TestPool.StartAsync(3);
+        var (exitCode, output) = await RunAsync(python, ["xenapi_py_pool.py", TestDaemon.Password, .. pool.Hosts.Select(h => h.Uri.ToString().TrimEnd('/'))]);
+        Assert.Multiple(() =>
+        {
+            Assert.That(exitCode, Is.Zero, output);
+            Assert.That(output, Does.Contain("designate new master: 3 hosts agree").And.Contain("OK"));
+        });
+    }
 }
