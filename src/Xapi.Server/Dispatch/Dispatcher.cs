@@ -247,7 +247,7 @@ public sealed class Dispatcher
         return new PreparedCall(message, args, session, parameters);
     }
 
-    /// <summary>The operation stage and the implementation.</summary>
+    /// <summary>The operation stage, forwarding within a pool, and the implementation.</summary>
     private async ValueTask<object?> ExecuteAsync(PreparedCall call, CallContext context)
     {
         var route = _routes[call.Message];
