@@ -193,4 +193,16 @@ public class RealClientTests
             Assert.That(output, Does.Contain("designate new master: 3 hosts agree").And.Contain("OK"));
         });
     }
+    [Test]
+    public async Task Npm_xen_api_builds_a_three_host_pool_spreads_vms_ejects_and_rejoins_a_member_and_designates_a_new_master()
+    {
+        RequireOrIgnore(Directory.Exists(Path.Combine(ClientsDir, "node_modules", "xen-api")), "npm xen-api");
+        await using var pool = await TestPool.StartAsync(3);
+        var (exitCode, output) = await RunAsync("node", ["pool.mjs", TestDaemon.Password, .. pool.Hosts.Select(h => h.Uri.ToString().TrimEnd('/'))]);
+        Assert.Multiple(() =>
+        {
+            Assert.That(exitCode, Is.Zero, output);
+            Assert.That(output, Does.Contain("rejoin: 3 hosts").And.Contain("designate: the pool's master is the host at").And.Contain("OK"));
+        });
+    }
 }

@@ -64,18 +64,22 @@ public sealed class StorageBoot(FirstBoot firstBoot, StorageManager storage, Ser
         sm.SupportedImageFormats = [];
     }
 
-    /// <summary>Records first boot's SRs (not yet made on disk: <see cref="PlugAllAsync"/> makes what is missing).</summary>
-    public void Populate(XapiDatabase database)
+    /// <summary>
+    /// Records first boot's SRs (not yet made on disk: <see cref="PlugAllAsync"/> makes what is
+    /// missing). <paramref name="madeOnDisk"/>: they are on disk already (a host ejected from a
+    /// pool starts afresh over the SRs it had), so plugging attaches them as they are.
+    /// </summary>
+    public void Populate(XapiDatabase database, bool madeOnDisk = false)
     {
         var host = new HostRef(firstBoot.HostRef);
         var local = NewSr(database, "local", "Local storage", "", "ext", "user", [new(I18nKey, "local-storage")],
-            [new(ExtDriver.LocationKey, LocalSrPath)], []);
+            [new(ExtDriver.LocationKey, LocalSrPath)], [], madeOnDisk);
         NewSr(database, "iso", "ISO library", "ISO images in a local directory", "iso", "iso", [new(I18nKey, "iso-library")],
-            [new(IsoDriver.LocationKey, IsoSrPath), new(IsoDriver.LegacyModeKey, "true")], []);
+            [new(IsoDriver.LocationKey, IsoSrPath), new(IsoDriver.LegacyModeKey, "true")], [], madeOnDisk);
         NewSr(database, "removable", "Removable storage", "", "udev", "disk", [new(I18nKey, "local-hotplug-disk")],
-            [new(UdevLocationKey, "/dev/xapi/block")], [new(UdevTypeKey, "block")]);
+            [new(UdevLocationKey, "/dev/xapi/block")], [new(UdevTypeKey, "block")], madeOnDisk);
         NewSr(database, "dvd", "DVD drives", "Physical DVD drives", "udev", "iso", [new(I18nKey, "local-hotplug-cd")],
-            [new(UdevLocationKey, "/dev/xapi/cd")], [new(UdevTypeKey, "cd")]);
+            [new(UdevLocationKey, "/dev/xapi/cd")], [new(UdevTypeKey, "cd")], madeOnDisk);
         database.Write(tx =>
         {
             tx.Update(new PoolRef(firstBoot.PoolRef), pool => pool.DefaultSR = local);
@@ -92,7 +96,7 @@ public sealed class StorageBoot(FirstBoot firstBoot, StorageManager storage, Ser
     private string IsoSrPath => Path.GetFullPath(options.IsoSrPath ?? Path.Combine(options.DataDir, "iso"));
 
     private SRRef NewSr(XapiDatabase database, string key, string name, string description, string type, string contentType,
-        KeyValuePair<string, string>[] otherConfig, KeyValuePair<string, string>[] deviceConfig, KeyValuePair<string, string>[] smConfig) =>
+        KeyValuePair<string, string>[] otherConfig, KeyValuePair<string, string>[] deviceConfig, KeyValuePair<string, string>[] smConfig, bool madeOnDisk) =>
         database.Write(tx =>
         {
             var sr = tx.CreateSR(s =>
@@ -115,7 +119,7 @@ public sealed class StorageBoot(FirstBoot firstBoot, StorageManager storage, Ser
                 p.SR = sr;
                 p.DeviceConfig = SmConfig.Map(deviceConfig);
                 // Made on disk by the first plug.
-                p.OtherConfig = SmConfig.Map([new(NeedsCreateKey, "true")]);
+                p.OtherConfig = madeOnDisk ? ValueMap.Empty : SmConfig.Map([new(NeedsCreateKey, "true")]);
             }, new PBDRef(firstBoot.StableRef("pbd/" + key)));
             return sr;
         });

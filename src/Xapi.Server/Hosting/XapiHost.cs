@@ -377,7 +377,7 @@ public sealed class XapiHost : IAsyncDisposable
                 });
                 var storageBoot = services.GetRequiredService<StorageBoot>();
                 firstBoot.Populate(database, facts);
-                storageBoot.Populate(database);
+                storageBoot.Populate(database, madeOnDisk: true);
                 FirstBoot.SynchronizeRoles(database);
                 StorageBoot.SynchronizeSmRecords(database, services.GetRequiredService<IEnumerable<Xapi.Storage.ISrDriver>>(), firstBoot);
                 // Plugging reads the fresh records: they must be durable, hence visible, first.

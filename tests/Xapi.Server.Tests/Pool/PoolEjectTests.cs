@@ -35,6 +35,8 @@ public class PoolEjectTests
             Assert.That(own.All<PoolRecord>().Single().Uuid, Is.Not.EqualTo(pooled.All<PoolRecord>().Single().Uuid), "a pool of its own");
             Assert.That(own.All<PoolRecord>().Single().Master, Is.EqualTo(memberHost));
             Assert.That(own.All<VMRecord>().Count(v => v.IsControlDomain), Is.EqualTo(1));
+            Assert.That(own.All<PBDRecord>().Where(p => own.Get(p.SR).Type == "ext").Select(p => p.CurrentlyAttached), Is.EqualTo(new[] { true }),
+                "its local SR, already on disk, attached again");
         });
         using (var direct = await member.LoginAsync())
         {
