@@ -358,6 +358,7 @@ public sealed class XapiHost : IAsyncDisposable
         builder.Services.AddSingleton<MemberLiveness>();
         builder.Services.AddSingleton<Placement>();
         builder.Services.AddSingleton<Forwarder>();
+        builder.Services.AddSingleton<LiveMigration>();
         builder.Services.AddSingleton(services => new PoolApi(journal, services.GetRequiredService<PoolMembership>(), firstBoot,
             services.GetRequiredService<ILogger<PoolApi>>())
         {
@@ -424,6 +425,7 @@ public sealed class XapiHost : IAsyncDisposable
         var dump = app.Services.GetRequiredService<DatabaseDumpEndpoint>();
         var transfer = app.Services.GetRequiredService<VdiTransferEndpoint>();
         var poolDatabase = app.Services.GetRequiredService<PoolDatabaseEndpoint>();
+        var migration = app.Services.GetRequiredService<LiveMigration>();
         // One terminal handler and no endpoint routing: routing a POST on "/" past a GET route
         // cost more than the whole XenAPI call.
         // Clients that honour the hint (.NET's SocketsHttpHandler, Node's http agent) stop reusing
@@ -447,6 +449,10 @@ public sealed class XapiHost : IAsyncDisposable
             if (PoolDatabaseEndpoint.Serves(context.Request))
             {
                 return poolDatabase.HandleAsync(context);
+            }
+            if (LiveMigration.Serves(context.Request))
+            {
+                return migration.HandleAsync(context);
             }
             if (HttpMethods.IsPost(method))
             {
@@ -580,6 +586,8 @@ public sealed class XapiHost : IAsyncDisposable
     {
         // Storage is plugged before clients are served, so none sees an SR half recovered.
         await _app.Services.GetRequiredService<StorageBoot>().PlugAllAsync(Database, cancellationToken);
+        // Migrations a stop interrupted are settled first, so the reconciliation sees each guest on one host.
+        await _app.Services.GetRequiredService<LiveMigration>().RecoverAsync(cancellationToken);
         // VMs show what the backend runs before any client looks.
         await _app.Services.GetRequiredService<VmRuntime>().StartAsync(cancellationToken);
         await _app.StartAsync(cancellationToken);

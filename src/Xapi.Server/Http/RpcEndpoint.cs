@@ -67,11 +67,9 @@ public sealed class RpcEndpoint(Dispatcher dispatcher, RpcLimits limits, ServerO
         }
 
         var fromPool = context.Request.Cookies[Pool.PoolSecret.CookieName] is { } secret && poolSecret.Matches(secret);
-        if (fromPool && context.Request.Headers[Operations.Forwarder.PoolPositionHeader].ToString() is { } position
-            && position.LastIndexOf('/') is > 0 and var slash
-            && long.TryParse(position.AsSpan(slash + 1), System.Globalization.NumberStyles.None, System.Globalization.CultureInfo.InvariantCulture, out var generation))
+        if (fromPool)
         {
-            await membership.CatchUpAsync(position[..slash], generation, ForwardedCatchUpPatience, context.RequestAborted);
+            await membership.CatchUpToAsync(context.Request.Headers[Operations.Forwarder.PoolPositionHeader].ToString(), ForwardedCatchUpPatience, context.RequestAborted);
         }
         var (result, error) = await dispatcher.InvokeAsync(request, context.RequestAborted, LocalPeer.Of(context)?.IsRoot == true,
             context.Connection.RemoteIpAddress, fromPool);

@@ -55,6 +55,9 @@ public sealed class Forwarder : IDisposable
         return message.Result.Kind == XTypeKind.Void ? null : message.Result.Coerce(result, "result");
     }
 
+    /// <summary>HTTP to other hosts of the pool, carrying the pool secret and this host's position: what host-to-host streams (live migration) use besides forwarded calls.</summary>
+    public HttpClient PoolHttp => _http;
+
     public void Dispose() => _http.Dispose();
 
     private sealed class SecretCookie(PoolMembership membership, Database.XapiDatabase database, HttpMessageHandler inner) : DelegatingHandler(inner)

@@ -150,6 +150,16 @@ public sealed class PoolMembership : IAsyncDisposable
     }
 
     /// <summary>
+    /// The same for a request from another host carrying its position as the
+    /// <see cref="Operations.Forwarder.PoolPositionHeader"/> header (<c>epoch/generation</c>); nothing without one.
+    /// </summary>
+    public Task CatchUpToAsync(string? position, TimeSpan patience, CancellationToken cancellationToken) =>
+        position is not null && position.LastIndexOf('/') is > 0 and var slash
+            && long.TryParse(position.AsSpan(slash + 1), System.Globalization.NumberStyles.None, System.Globalization.CultureInfo.InvariantCulture, out var generation)
+            ? CatchUpAsync(position[..slash], generation, patience, cancellationToken)
+            : Task.CompletedTask;
+
+    /// <summary>
     /// Brings this member's copy up to the master's point <paramref name="epoch"/>/<paramref name="generation"/>
     /// (what a forwarded call was sent at), taking the changes itself rather than waiting for the
     /// follower; gives up after <paramref name="patience"/> and lets the call run on what it has.

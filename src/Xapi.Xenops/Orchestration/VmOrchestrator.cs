@@ -101,6 +101,32 @@ public sealed class VmOrchestrator(IHypervisor hypervisor, DomainWatcher watcher
         }
     }
 
+    /// <summary>
+    /// The sending half of a live migration: the guest goes to <paramref name="destination"/> while it
+    /// runs and ends paused here; the caller destroys the domain once the receiver runs the guest.
+    /// </summary>
+    public async Task<MigrationReport> MigrateSendAsync(Guid uuid, Stream destination, Action<double>? progress, CancellationToken cancellationToken) =>
+        await hypervisor.MigrateSendAsync(uuid, destination, progress, cancellationToken);
+
+    /// <summary>
+    /// The receiving half: creates the domain, fills it from <paramref name="source"/> and plugs its
+    /// devices; it stays paused until the sender hands the VM over. A failure leaves no domain.
+    /// </summary>
+    public async Task<DomainState> MigrateReceiveAsync(DomainConfig config, Stream source, CancellationToken cancellationToken)
+    {
+        await hypervisor.CreateAsync(config, cancellationToken);
+        try
+        {
+            await hypervisor.MigrateReceiveAsync(config.Uuid, source, cancellationToken);
+            return await PlugAndRunAsync(config, paused: true, progress: null, cancellationToken);
+        }
+        catch
+        {
+            await DestroyQuietlyAsync(config.Uuid);
+            throw;
+        }
+    }
+
     private async Task<DomainState> PlugAndRunAsync(DomainConfig config, bool paused, Action<double>? progress, CancellationToken cancellationToken)
     {
         // As xenopsd: writable disks first, then read-only ones, each group in parallel; networks beside them.

@@ -47,6 +47,21 @@ public interface IHypervisor
     /// <exception cref="SuspendImageException"/>
     ValueTask<DomainState> RestoreAsync(Guid uuid, Stream source, CancellationToken cancellationToken = default);
 
+    /// <summary>
+    /// Live migration, sending side: streams the domain's memory to <paramref name="destination"/>
+    /// while the guest runs (pre-copy rounds, each sending again the pages the guest wrote during the
+    /// one before), then pauses it and sends what is left with its device state. The domain is left
+    /// paused here: destroy it once the destination runs the guest, or unpause it if the destination failed.
+    /// </summary>
+    /// <param name="progress">Fractions of the memory sent, for the operation's task.</param>
+    /// <exception cref="MigrationNotSupportedException"/>
+    ValueTask<MigrationReport> MigrateSendAsync(Guid uuid, Stream destination, Action<double>? progress, CancellationToken cancellationToken = default);
+
+    /// <summary>Live migration, receiving side: fills a created, unbuilt domain of the same VM from the stream; it stays paused.</summary>
+    /// <exception cref="MigrationStreamException"/>
+    /// <exception cref="MigrationNotSupportedException"/>
+    ValueTask<DomainState> MigrateReceiveAsync(Guid uuid, Stream source, CancellationToken cancellationToken = default);
+
     /// <summary>Destroys the domain in whatever state, unplugs its devices and frees its memory.</summary>
     ValueTask DestroyAsync(Guid uuid, CancellationToken cancellationToken = default);
 
@@ -120,3 +135,9 @@ public interface IGuestDisk : IAsyncDisposable
 
     ValueTask FlushAsync(CancellationToken cancellationToken);
 }
+
+/// <summary>What a sending host did in one live migration.</summary>
+/// <param name="PagesPerRound">Pages sent in each round: the first is all of memory, the last is the stop-and-copy round (guest paused).</param>
+/// <param name="BytesSent">Bytes of the whole stream.</param>
+/// <param name="PausedAt">When the guest was paused for the last round, as <see cref="System.Diagnostics.Stopwatch.GetTimestamp"/>.</param>
+public sealed record MigrationReport(IReadOnlyList<long> PagesPerRound, long BytesSent, long PausedAt);

@@ -88,3 +88,10 @@ public sealed class EventStreamOverflowException(int capacity)
 {
     public int Capacity { get; } = capacity;
 }
+
+/// <summary>A migration stream that is not one, is damaged, belongs to another VM, or ended early.</summary>
+public sealed class MigrationStreamException(string message, Exception? inner = null) : XenopsException(message, inner);
+
+/// <summary>This backend cannot move a running domain to another host.</summary>
+public sealed class MigrationNotSupportedException(string backend)
+    : XenopsException($"live migration is not supported by the {backend} backend yet");

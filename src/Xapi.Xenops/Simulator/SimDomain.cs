@@ -49,6 +49,12 @@ internal sealed class SimDomain(DomainConfig config, int domId, long overheadKib
     /// <summary>The guest acknowledges shutdown requests and then does nothing (not kept across restarts).</summary>
     public bool IgnoresShutdownRequests { get; set; }
 
+    /// <summary>The guest's RAM, once something needed its bytes (a live migration); null until then.</summary>
+    public GuestMemory? Memory { get; set; }
+
+    /// <summary>Up to when the guest's writes to <see cref="Memory"/> are accounted.</summary>
+    public TimeSpan MemoryWrittenUpTo { get; set; }
+
     public long CounterBase { get; set; }
 
     /// <summary>Running time already accounted, excluding the current run.</summary>

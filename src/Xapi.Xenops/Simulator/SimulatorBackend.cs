@@ -131,6 +131,7 @@ public sealed partial class SimulatorBackend : IHypervisor, IDisposable
                 throw new DomainStateException(uuid, "pause", nameof(DomainPowerState.Running), domain.Power);
             }
 
+            WriteMemory(domain);
             domain.StopRunning(_simulatedNow);
             domain.Power = DomainPowerState.Paused;
             return new(Emit(DomainEventKind.Paused, domain));
@@ -148,6 +149,7 @@ public sealed partial class SimulatorBackend : IHypervisor, IDisposable
                 throw new DomainStateException(uuid, "unpause", "a built, paused domain", domain.Power);
             }
 
+            WriteMemory(domain);
             domain.Power = DomainPowerState.Running;
             domain.RunningSince = _simulatedNow;
             if (domain.Agent is null && !domain.AgentScheduled)
@@ -240,14 +242,7 @@ public sealed partial class SimulatorBackend : IHypervisor, IDisposable
             }
 
             domId = domain.DomId;
-            body = new SuspendImageBody(
-                uuid,
-                domain.Config.Name,
-                domain.Counter(_simulatedNow, _options.GuestCounterPeriod),
-                domain.ActualKib,
-                domain.VcpusOnline,
-                domain.Agent is null ? null : new Dictionary<string, string>(domain.Agent),
-                domain.ConsoleText);
+            body = StateOf(domain);
         }
 
         await SuspendImage.WriteAsync(destination, body, cancellationToken);
@@ -295,21 +290,36 @@ public sealed partial class SimulatorBackend : IHypervisor, IDisposable
                 throw new SuspendImageException($"the suspend image has {body.VcpusOnline} vCPUs online; the domain allows {domain.Config.VcpusMax}");
             }
 
-            domain.Built = true;
-            domain.CounterBase = body.GuestCounter;
-            domain.RunningTime = TimeSpan.Zero;
-            domain.VcpusOnline = body.VcpusOnline;
-            domain.ConsoleReplace(body.ConsoleText, _options.ConsoleCapacity);
-            domain.Console($"{Stamp()} resumed from suspend image", _options.ConsoleCapacity);
-            // A resumed guest's agent was running when it was suspended: no boot delay.
-            if (body.GuestAgent is not null)
-            {
-                domain.Agent = new SortedDictionary<string, string>(body.GuestAgent, StringComparer.Ordinal);
-                domain.AgentScheduled = true;
-                RefreshAgent(domain);
-            }
-
+            TakeState(domain, body, "resumed from suspend image");
             return Emit(DomainEventKind.Restored, domain);
+        }
+    }
+
+    /// <summary>What a suspend image or a migration carries of a guest besides its memory.</summary>
+    private SuspendImageBody StateOf(SimDomain domain) => new(
+        domain.Config.Uuid,
+        domain.Config.Name,
+        domain.Counter(_simulatedNow, _options.GuestCounterPeriod),
+        domain.ActualKib,
+        domain.VcpusOnline,
+        domain.Agent is null ? null : new Dictionary<string, string>(domain.Agent),
+        domain.ConsoleText);
+
+    /// <summary>A created domain becomes the guest <paramref name="state"/> describes; it stays paused.</summary>
+    private void TakeState(SimDomain domain, SuspendImageBody state, string consoleLine)
+    {
+        domain.Built = true;
+        domain.CounterBase = state.GuestCounter;
+        domain.RunningTime = TimeSpan.Zero;
+        domain.VcpusOnline = state.VcpusOnline;
+        domain.ConsoleReplace(state.ConsoleText, _options.ConsoleCapacity);
+        domain.Console($"{Stamp()} {consoleLine}", _options.ConsoleCapacity);
+        // The guest's agent was running when it stopped: no boot delay.
+        if (state.GuestAgent is not null)
+        {
+            domain.Agent = new SortedDictionary<string, string>(state.GuestAgent, StringComparer.Ordinal);
+            domain.AgentScheduled = true;
+            RefreshAgent(domain);
         }
     }
 

@@ -19,6 +19,15 @@ public sealed record SimulatorOptions
     /// <summary>How many guest memory pages a running guest writes per second (10 MiB/s of 4 KiB pages by default).</summary>
     public double DirtyPagesPerSecond { get; init; } = 2560;
 
+    /// <summary>The guest's pages it writes fall within its first this many bytes (its working set), as a busy guest rewrites the same buffers.</summary>
+    public long DirtyWorkingSetBytes { get; init; } = 64L * 1024 * 1024;
+
+    /// <summary>Pre-copy rounds after the first full one before the guest is paused whatever it still writes (libxc's max_iterations).</summary>
+    public int MaxPrecopyRounds { get; init; } = 5;
+
+    /// <summary>Pre-copy ends early once no more than this many pages are left to send (libxc's dirty_threshold).</summary>
+    public int StopAndCopyPages { get; init; } = 50;
+
     /// <summary>How long after a domain first runs its guest agent publishes data and answers shutdown requests.</summary>
     public TimeSpan GuestAgentDelay { get; init; } = TimeSpan.FromSeconds(5);
 

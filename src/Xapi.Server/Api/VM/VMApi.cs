@@ -10,7 +10,7 @@ namespace Xapi.Server.Api;
 /// (metrics, devices) in step with it, as real hosts do, before any VM runs.
 /// </summary>
 public sealed partial class VMApi(AllowedOperationsRules rules, VmRuntime runtime, Xapi.Storage.Service.StorageManager storage, VDIApi disks, TimeProvider time,
-    OperationGuard operations, MessageApi messages)
+    OperationGuard operations, MessageApi messages, Pool.LiveMigration migration)
     : IVMApi<CallContext>
 {
     private readonly VmAlerts _alerts = new(messages);

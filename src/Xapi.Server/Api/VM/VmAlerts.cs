@@ -18,6 +18,7 @@ internal sealed class VmAlerts(MessageApi messages)
     public static readonly (string Name, long Priority) Resumed = ("VM_RESUMED", 5);
     public static readonly (string Name, long Priority) Paused = ("VM_PAUSED", 5);
     public static readonly (string Name, long Priority) Unpaused = ("VM_UNPAUSED", 5);
+    public static readonly (string Name, long Priority) Migrated = ("VM_MIGRATED", 5);
     public static readonly (string Name, long Priority) Snapshotted = ("VM_SNAPSHOTTED", 5);
     public static readonly (string Name, long Priority) Checkpointed = ("VM_CHECKPOINTED", 5);
     public static readonly (string Name, long Priority) SnapshotReverted = ("VM_SNAPSHOT_REVERTED", 5);

@@ -163,6 +163,16 @@ public sealed partial class VmRuntime : IDomainEventSink, IAsyncDisposable
         await _database.WhenVisibleAsync(_database.CommittedGeneration, cancellationToken);
     }
 
+    /// <summary>
+    /// The VM's guest left this host (migrated away, or a migration into it was given up): what its
+    /// domain here did so far is not folded into the VM's rows, which another host keeps now.
+    /// </summary>
+    public void ForgetEvents(Guid uuid)
+    {
+        var sequence = Hypervisor.LatestEventSequence;
+        _database.Write(_ => FoldedUpTo(uuid, sequence));
+    }
+
     ValueTask IDomainEventSink.OnEventAsync(DomainEvent domainEvent, CancellationToken cancellationToken)
     {
         lock (_handoff)
