@@ -79,7 +79,7 @@ internal static class PoolForwarding
         return started;
     }
 
-    private static double Median(List<double> values) => Percentile(values, 0.5);
+    internal static double Median(List<double> values) => Percentile(values, 0.5);
 
     private static double Percentile(List<double> values, double fraction)
     {
@@ -87,7 +87,7 @@ internal static class PoolForwarding
         return sorted[(int)Math.Min(sorted.Count - 1, Math.Floor(fraction * sorted.Count))];
     }
 
-    private static int FreePortOnBoth()
+    internal static int FreePortOnBoth()
     {
         for (var attempt = 0; attempt < 20; attempt++)
         {

@@ -21,6 +21,7 @@ using Xapi.Server.Hosting;
 //   dotnet run -c Release --project bench/Xapi.Bench -- vm [seconds-per-case] [fleet]
 //   dotnet run -c Release --project bench/Xapi.Bench -- xe [runs] [vms] [aot|r2r|framework ...]
 //   dotnet run -c Release --project bench/Xapi.Bench -- pool [cycles]
+//   dotnet run -c Release --project bench/Xapi.Bench -- migrate [migrations] [MiB/s of guest writes ...]
 if (args.Length > 0 && args[0] == "events")
 {
     await EventLatency.RunAsync(args.Length > 1 ? int.Parse(args[1], CultureInfo.InvariantCulture) : 10_000, args.Length > 2 ? args[2] : "journal");
@@ -49,6 +50,12 @@ if (args.Length > 0 && args[0] == "xe")
 if (args.Length > 0 && args[0] == "pool")
 {
     await PoolForwarding.RunAsync(args.Length > 1 ? int.Parse(args[1], CultureInfo.InvariantCulture) : 200);
+    return;
+}
+if (args.Length > 0 && args[0] == "migrate")
+{
+    await PoolMigration.RunAsync(args.Length > 1 ? int.Parse(args[1], CultureInfo.InvariantCulture) : 10,
+        args.Length > 2 ? [.. args[2..].Select(a => long.Parse(a, CultureInfo.InvariantCulture))] : [0, 10, 100, 400]);
     return;
 }
 if (args.Length > 0 && args[0] == "rpc")

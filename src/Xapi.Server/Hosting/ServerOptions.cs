@@ -168,6 +168,12 @@ public sealed class ServerOptions
     /// <summary>How long a simulated guest takes to boot far enough for its agent to report (VM_guest_metrics).</summary>
     public TimeSpan SimulatedGuestAgentDelay { get; set; } = TimeSpan.FromSeconds(5);
 
+    /// <summary>Bytes per second a running simulated guest writes to its memory (what a live migration must send again), within <see cref="SimulatedWorkingSet"/>.</summary>
+    public long SimulatedDirtyRate { get; set; } = 10L << 20;
+
+    /// <summary>The simulated guest's memory it rewrites, bytes (its working set).</summary>
+    public long SimulatedWorkingSet { get; set; } = 64L << 20;
+
     /// <summary>How long a simulated guest takes to act on a shutdown, reboot or suspend request.</summary>
     public TimeSpan SimulatedShutdownDelay { get; set; } = TimeSpan.FromSeconds(1);
 
@@ -215,6 +221,8 @@ public sealed class ServerOptions
         ["--sim-host-memory"] = nameof(SimulatedHostMemory),
         ["--sim-guest-agent-delay"] = nameof(SimulatedGuestAgentDelay),
         ["--sim-shutdown-delay"] = nameof(SimulatedShutdownDelay),
+        ["--sim-dirty-rate"] = nameof(SimulatedDirtyRate),
+        ["--sim-working-set"] = nameof(SimulatedWorkingSet),
         ["--hypervisor"] = nameof(Hypervisor),
         ["--domain-shutdown-total-timeout"] = nameof(DomainShutdownTotalTimeout),
         ["--pool-master-patience"] = nameof(PoolMasterPatience),
@@ -286,6 +294,7 @@ public sealed class ServerOptions
             "DurabilityTimeout and SessionIdleTimeout must be positive, FailedLoginDelay and FinishedTaskRetention not negative");
         Require(PasswordHashIterations > 0, "PasswordHashIterations must be positive");
         Require(SimulatedHostMemory >= 2L << 30, "SimulatedHostMemory must be at least 2 GiB (the simulated host keeps 1 GiB for itself)");
+        Require(SimulatedDirtyRate >= 0 && SimulatedWorkingSet >= 4096, "SimulatedDirtyRate must not be negative, and SimulatedWorkingSet must be at least a page (4096)");
         Require(SimulatedGuestAgentDelay >= TimeSpan.Zero && SimulatedShutdownDelay >= TimeSpan.Zero, "SimulatedGuestAgentDelay and SimulatedShutdownDelay must not be negative");
         Require(DomainShutdownTotalTimeout > TimeSpan.Zero, "DomainShutdownTotalTimeout must be positive");
         Require(PoolMasterPatience >= TimeSpan.Zero, "PoolMasterPatience must not be negative");

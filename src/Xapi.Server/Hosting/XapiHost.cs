@@ -562,6 +562,8 @@ public sealed class XapiHost : IAsyncDisposable
             HostMemoryBytes = options.SimulatedHostMemory,
             GuestAgentDelay = options.SimulatedGuestAgentDelay,
             ShutdownAckDelay = options.SimulatedShutdownDelay,
+            DirtyPagesPerSecond = options.SimulatedDirtyRate / (double)Xapi.Xenops.Simulator.SimulatorBackend.PageSize,
+            DirtyWorkingSetBytes = options.SimulatedWorkingSet,
             StatePath = Path.Combine(options.DataDir, SimulatorStateFile),
             StateWriteDelay = SimulatorStateWriteDelay,
             // Guests write a verifiable pattern to their disks when told to step (SimulatorBackend.RunWorkloadStepAsync).

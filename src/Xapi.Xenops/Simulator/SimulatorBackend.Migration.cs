@@ -10,6 +10,9 @@ namespace Xapi.Xenops.Simulator;
 /// </summary>
 public sealed partial class SimulatorBackend
 {
+    /// <summary>The simulated guests' page size, bytes: memory rates and working sets are counted in these.</summary>
+    public const int PageSize = GuestMemory.PageSize;
+
     public async ValueTask<MigrationReport> MigrateSendAsync(Guid uuid, Stream destination, Action<double>? progress, CancellationToken cancellationToken = default)
     {
         GuestMemory memory;
