@@ -181,7 +181,7 @@ public class RealClientTests
         });
     }
     [Test]
-    public async Task Xenapi_py_builds_a_three_host_pool_spreads_vms_ejects_and_rejoins_a_member_and_designates_a_new_master()
+    public async Task Xenapi_py_builds_a_three_host_pool_spreads_vms_migrates_one_live_ejects_and_rejoins_a_member_and_designates_a_new_master()
     {
         const string python = "/usr/bin/python3";
         RequireOrIgnore(File.Exists("/usr/lib/python3/dist-packages/os_xenapi/client/XenAPI.py") && File.Exists(python), "python3-os-xenapi");
@@ -190,11 +190,12 @@ public class RealClientTests
         Assert.Multiple(() =>
         {
             Assert.That(exitCode, Is.Zero, output);
-            Assert.That(output, Does.Contain("designate new master: 3 hosts agree").And.Contain("OK"));
+            Assert.That(output, Does.Contain("pool_migrate member to member: 3 hosts agree").And.Contain("pool_migrate to the master: 3 hosts agree")
+                .And.Contain("designate new master: 3 hosts agree").And.Contain("OK"));
         });
     }
     [Test]
-    public async Task Npm_xen_api_builds_a_three_host_pool_spreads_vms_ejects_and_rejoins_a_member_and_designates_a_new_master()
+    public async Task Npm_xen_api_builds_a_three_host_pool_spreads_vms_migrates_one_live_ejects_and_rejoins_a_member_and_designates_a_new_master()
     {
         RequireOrIgnore(Directory.Exists(Path.Combine(ClientsDir, "node_modules", "xen-api")), "npm xen-api");
         await using var pool = await TestPool.StartAsync(3);
@@ -202,7 +203,8 @@ public class RealClientTests
         Assert.Multiple(() =>
         {
             Assert.That(exitCode, Is.Zero, output);
-            Assert.That(output, Does.Contain("rejoin: 3 hosts").And.Contain("designate: the pool's master is the host at").And.Contain("OK"));
+            Assert.That(output, Does.Contain("pool_migrate: the VM runs on the host at").And.Contain("rejoin: 3 hosts")
+                .And.Contain("designate: the pool's master is the host at").And.Contain("OK"));
         });
     }
 }

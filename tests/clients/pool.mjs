@@ -1,7 +1,11 @@
 // A three-host pool driven by the npm xen-api connector (Xen Orchestra's): two fresh hosts join
-// the first, VMs start on each member and spread over the pool, a member is ejected and joins
-// again, and a new master is designated; the master's object cache follows each step.
+// the first, VMs start on each member and spread over the pool, a VM on a shared SR migrates live
+// between members, a member is ejected and joins again, and a new master is designated; the
+// master's object cache follows each step.
 // Usage: node pool.mjs PASSWORD MASTER_URL MEMBER_URL MEMBER_URL
+import { mkdtempSync } from 'node:fs'
+import { tmpdir } from 'node:os'
+import { join } from 'node:path'
 import { createClient } from 'xen-api'
 
 const [password, masterUrl, ...memberUrls] = process.argv.slice(2)
@@ -66,6 +70,26 @@ if (counts[2] - counts[0] > 1) fail(`not spread by free memory: ${counts}`)
 const byRef = (xapi, ref) => Object.values(xapi.objects.all).find(o => o.$ref === ref)
 await until(master, 'running VMs in the cache', () => vms.every(ref => byRef(master, ref)?.power_state === 'Running'))
 for (const vm of vms) await master.call('VM.hard_shutdown', vm)
+
+// A directory every host of this machine reaches stands in for NFS.
+const sr = await master.call('SR.create', hostAt(masterUrl), { location: mkdtempSync(join(tmpdir(), 'xapi-npm-shared-')) }, '0',
+  'pool storage', '', 'ext', 'user', true, {})
+const mover = vms[0]
+const vdi = await master.call('VDI.create', {
+  name_label: 'moving disk', name_description: '', SR: sr, virtual_size: String(4 << 20), type: 'user',
+  sharable: false, read_only: false, other_config: {}, xenstore_data: {}, sm_config: {}, tags: [],
+})
+await master.call('VBD.create', {
+  VM: mover, VDI: vdi, userdevice: '0', bootable: true, mode: 'RW', type: 'Disk', unpluggable: true,
+  empty: false, other_config: {}, qos_algorithm_type: '', qos_algorithm_params: {},
+})
+await master.call('VM.start_on', mover, hostAt(memberUrls[0]), false, false)
+// An HVM guest moves live only with its PV drivers up (VM_LACKS_FEATURE before), as on real hosts.
+await until(master, 'the guest agent', () => byRef(master, mover)?.guest_metrics !== 'OpaqueRef:NULL', 30_000)
+await master.call('VM.pool_migrate', mover, hostAt(memberUrls[1]), { live: 'true' })
+await until(master, 'the VM on its new host', () => byRef(master, mover)?.resident_on === hostAt(memberUrls[1]) && byRef(master, mover)?.power_state === 'Running')
+console.log(`pool_migrate: the VM runs on the host at ${address(memberUrls[1])}`)
+await master.call('VM.hard_shutdown', mover)
 
 const ejected = hostAt(memberUrls[1])
 await master.call('pool.eject', ejected)

@@ -1,12 +1,14 @@
 """A three-host pool driven by Debian's XenAPI.py (python3-os-xenapi): two fresh hosts join the
-first, VMs start on each member and spread over the pool, a member is ejected and joins again,
-and a new master is designated. After each step every host's view of the pool is compared with
+first, VMs start on each member and spread over the pool, a VM with its disk on a shared SR
+migrates live from member to member and to the master, a member is ejected and joins again, and
+a new master is designated. After each step every host's view of the pool is compared with
 the master's, read through an administrator's local login on each member.
 
 Run with Debian's own /usr/bin/python3:
   python3 xenapi_py_pool.py PASSWORD MASTER_URL MEMBER_URL MEMBER_URL
 """
 import sys
+import tempfile
 import time
 import urllib.parse
 
@@ -99,6 +101,31 @@ def main(password, *urls):
     consistent("start spread by free memory", master, members)
     for vm in vms:
         api.VM.hard_shutdown(vm)
+
+    # A directory every host of this machine reaches stands in for NFS.
+    sr = api.SR.create(host_of[address(master_url)], {"location": tempfile.mkdtemp(prefix="xapi-py-shared-")}, "0",
+                       "pool storage", "", "ext", "user", True, {})
+    mover = vms[0]
+    vdi = api.VDI.create({"name_label": "moving disk", "name_description": "", "SR": sr, "virtual_size": str(4 << 20),
+                          "type": "user", "sharable": False, "read_only": False, "other_config": {},
+                          "xenstore_data": {}, "sm_config": {}, "tags": []})
+    api.VBD.create({"VM": mover, "VDI": vdi, "userdevice": "0", "bootable": True, "mode": "RW", "type": "Disk",
+                    "unpluggable": True, "empty": False, "other_config": {}, "qos_algorithm_type": "",
+                    "qos_algorithm_params": {}})
+    api.VM.start_on(mover, host_of[address(member_urls[0])], False, False)
+    # An HVM guest moves live only with its PV drivers up (VM_LACKS_FEATURE before), as on real hosts.
+    token, deadline = "", time.monotonic() + 30
+    while api.VM.get_guest_metrics(mover) == "OpaqueRef:NULL":
+        assert time.monotonic() < deadline, "the guest's agent did not report"
+        token = getattr(api.event, "from")(["VM"], token, 1.0)["token"]
+    api.VM.pool_migrate(mover, host_of[address(member_urls[1])], {"live": "true"})
+    assert api.VM.get_resident_on(mover) == host_of[address(member_urls[1])]
+    assert api.VM.get_power_state(mover) == "Running"
+    consistent("pool_migrate member to member", master, members)
+    api.VM.pool_migrate(mover, host_of[address(master_url)], {"live": "true"})
+    assert api.VM.get_resident_on(mover) == host_of[address(master_url)]
+    consistent("pool_migrate to the master", master, members)
+    api.VM.hard_shutdown(mover)
 
     ejected_url = member_urls[1]
     api.pool.eject(host_of[address(ejected_url)])
