@@ -168,6 +168,12 @@ public sealed class ServerOptions
     /// <summary>How long a simulated guest takes to boot far enough for its agent to report (VM_guest_metrics).</summary>
     public TimeSpan SimulatedGuestAgentDelay { get; set; } = TimeSpan.FromSeconds(5);
 
+    /// <summary>
+    /// How long a host that received a live-migrating guest keeps it paused without word from the
+    /// sender; then the pool database decides whether the guest runs here or is dropped.
+    /// </summary>
+    public TimeSpan MigrationReceiverPatience { get; set; } = TimeSpan.FromSeconds(60);
+
     /// <summary>Bytes per second a running simulated guest writes to its memory (what a live migration must send again), within <see cref="SimulatedWorkingSet"/>.</summary>
     public long SimulatedDirtyRate { get; set; } = 10L << 20;
 
@@ -221,6 +227,7 @@ public sealed class ServerOptions
         ["--sim-host-memory"] = nameof(SimulatedHostMemory),
         ["--sim-guest-agent-delay"] = nameof(SimulatedGuestAgentDelay),
         ["--sim-shutdown-delay"] = nameof(SimulatedShutdownDelay),
+        ["--migration-patience"] = nameof(MigrationReceiverPatience),
         ["--sim-dirty-rate"] = nameof(SimulatedDirtyRate),
         ["--sim-working-set"] = nameof(SimulatedWorkingSet),
         ["--hypervisor"] = nameof(Hypervisor),
@@ -299,6 +306,7 @@ public sealed class ServerOptions
         Require(DomainShutdownTotalTimeout > TimeSpan.Zero, "DomainShutdownTotalTimeout must be positive");
         Require(PoolMasterPatience >= TimeSpan.Zero, "PoolMasterPatience must not be negative");
         Require(MemberLivenessTimeout > TimeSpan.Zero, "MemberLivenessTimeout must be positive");
+        Require(MigrationReceiverPatience > TimeSpan.Zero, "MigrationReceiverPatience must be positive");
     }
 
     // XAPI_HTTP_PORT -> HttpPort, XAPI_ROOT_PASSWORD -> RootPassword

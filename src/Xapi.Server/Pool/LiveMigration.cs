@@ -20,7 +20,8 @@ namespace Xapi.Server.Pool;
 /// once it is ready. The sender then records the VM as the receiver's: that one database write is
 /// where the VM changes hands. It destroys its own domain and tells the receiver to run the guest
 /// (<see cref="CommitPath"/>). Before the write, any failure leaves the guest running where it was
-/// and the receiver's domain destroyed (<see cref="AbortPath"/>, or the receiver's own patience);
+/// and the receiver's domain destroyed (<see cref="AbortPath"/>, or the receiver's own patience:
+/// <see cref="ServerOptions.MigrationReceiverPatience"/>);
 /// after it, the guest is the receiver's even if a host dies in between. Each side keeps a note in
 /// <c>DATA_DIR/migrations/</c> while a migration is in flight, and a restarted host settles its notes
 /// against the database before it serves: a VM recorded as its own gets its guest running, any
@@ -35,8 +36,14 @@ public sealed partial class LiveMigration(VmRuntime runtime, XapiDatabase databa
     public const string VmParameter = "vm";
     public const string RunningParameter = "running";
 
-    /// <summary>How long a receiver keeps a ready, paused guest without word from the sender before the database decides.</summary>
-    public static readonly TimeSpan ReceiverPatience = TimeSpan.FromSeconds(60);
+    /// <summary>Where a test can have a host die mid-migration (<see cref="Xapi.Storage.CrashPoints"/>): the sender with the whole guest sent, not yet handed over.</summary>
+    public const string CrashWhenSent = "migrate-sent";
+
+    /// <summary>The sender with the VM handed over in the database, its own domain not yet destroyed.</summary>
+    public const string CrashWhenHandedOver = "migrate-handed-over";
+
+    /// <summary>The receiver with the guest ready and paused, before it says so.</summary>
+    public const string CrashWhenReady = "migrate-ready";
 
     // How long a receiver waits for its copy of the database to reach the sender's point.
     private static readonly TimeSpan CatchUpPatience = TimeSpan.FromSeconds(10);
@@ -80,6 +87,7 @@ public sealed partial class LiveMigration(VmRuntime runtime, XapiDatabase databa
             {
                 throw new MigrationFailedException("the destination answered before the whole guest was sent");
             }
+            Xapi.Storage.CrashPoints.Hit(CrashWhenSent);
         }
         catch (Exception e) when (e is XenopsException or HttpRequestException or IOException or OperationCanceledException or MigrationFailedException)
         {
@@ -88,6 +96,7 @@ public sealed partial class LiveMigration(VmRuntime runtime, XapiDatabase databa
         }
 
         commit();
+        Xapi.Storage.CrashPoints.Hit(CrashWhenHandedOver);
         // The guest is the destination's now: this host's domain goes, and its events are not the VM's any more.
         await runtime.Hypervisor.DestroyAsync(uuid, CancellationToken.None);
         runtime.ForgetEvents(uuid);
@@ -226,6 +235,7 @@ public sealed partial class LiveMigration(VmRuntime runtime, XapiDatabase databa
             }
             return;
         }
+        Xapi.Storage.CrashPoints.Hit(CrashWhenReady);
         var incoming = new Incoming(vm, uuid, running, hold);
         _incoming[uuid] = incoming;
         _ = DecideIfForgottenAsync(incoming);
@@ -271,7 +281,7 @@ public sealed partial class LiveMigration(VmRuntime runtime, XapiDatabase databa
     {
         try
         {
-            await Task.Delay(ReceiverPatience, _stopping.Token);
+            await Task.Delay(options.MigrationReceiverPatience, _stopping.Token);
         }
         catch (OperationCanceledException)
         {
@@ -282,7 +292,6 @@ public sealed partial class LiveMigration(VmRuntime runtime, XapiDatabase databa
             return;
         }
         var ours = database.Snapshot.TryGet(incoming.Vm, out var record) && record.ResidentOn == runtime.ThisHost;
-        LogSenderSilent(incoming.Uuid, ours);
         if (ours)
         {
             await RunAsync(incoming);
@@ -291,6 +300,7 @@ public sealed partial class LiveMigration(VmRuntime runtime, XapiDatabase databa
         {
             await DiscardAsync(incoming);
         }
+        LogSenderSilent(incoming.Uuid, ours);
     }
 
     private async Task RollBackAsync(Guid uuid, bool running, HostRecord destination)
@@ -370,7 +380,7 @@ public sealed partial class LiveMigration(VmRuntime runtime, XapiDatabase databa
     [LoggerMessage(Level = LogLevel.Warning, Message = "Receiving VM {Uuid} failed: {Reason}")]
     private partial void LogReceiveFailed(Guid uuid, string reason);
 
-    [LoggerMessage(Level = LogLevel.Warning, Message = "The sender of VM {Uuid} went silent after the guest was ready here; the database gives it to this host: {Ours}")]
+    [LoggerMessage(Level = LogLevel.Warning, Message = "The sender of VM {Uuid} went silent after the guest was ready here; settled by the database, which gives it to this host: {Ours}")]
     private partial void LogSenderSilent(Guid uuid, bool ours);
 
     [LoggerMessage(Level = LogLevel.Warning, Message = "Settled an interrupted migration of VM {Uuid}: resident here {Ours}, domain found {HadDomain}")]
