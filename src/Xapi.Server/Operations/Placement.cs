@@ -24,10 +24,18 @@ public sealed class Placement(PoolMembership membership)
         {
             HostSelection.ResidentHost when declaration.Class == PBDRef.Class =>
                 context.Snapshot.TryGet(new PBDRef(argument), out PBDRecord pbd) ? pbd.Host : HostRef.Null,
-            HostSelection.ResidentHost => context.Snapshot.TryGet(new VMRef(argument), out VMRecord vm) ? vm.ResidentOn : HostRef.Null,
+            // A VM's devices are plugged, unplugged and changed where the VM runs.
+            HostSelection.ResidentHost when declaration.Class == VBDRef.Class =>
+                context.Snapshot.TryGet(new VBDRef(argument), out VBDRecord vbd) ? ResidentHostOf(context, vbd.VM) : HostRef.Null,
+            HostSelection.ResidentHost when declaration.Class == VIFRef.Class =>
+                context.Snapshot.TryGet(new VIFRef(argument), out VIFRecord vif) ? ResidentHostOf(context, vif.VM) : HostRef.Null,
+            HostSelection.ResidentHost => ResidentHostOf(context, new VMRef(argument)),
             HostSelection.NamedHost => new HostRef(argument),
             _ => ChooseHostForVm(context, new VMRef(argument)) ?? HostRef.Null,
         };
         return host.IsNull || host.Value == membership.ThisHost || !context.Snapshot.Exists(host) ? null : host;
     }
+
+    private static HostRef ResidentHostOf(CallContext context, VMRef vm) =>
+        context.Snapshot.TryGet(vm, out VMRecord record) ? record.ResidentOn : HostRef.Null;
 }

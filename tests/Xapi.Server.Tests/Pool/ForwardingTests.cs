@@ -51,6 +51,39 @@ public class ForwardingTests
     }
 
     [Test]
+    public async Task A_running_VM_s_devices_and_memory_are_changed_on_the_member_that_runs_it()
+    {
+        await using var pool = await PoolKit.JoinedAsync(2, (_, options) => options.SimulatedGuestAgentDelay = TimeSpan.Zero);
+        var member = pool.Hosts[1];
+        using var client = await pool.Hosts[0].LoginAsync();
+        var vm = await VmAsync(client, "changed live");
+        var uuid = Guid.Parse((string)(await client.InvokeAsync("VM.get_uuid", vm))!);
+        await client.InvokeAsync("VM.start_on", vm, HostOf(member).Value, false, false);
+        var vifRecord = ApiSchema.Class("VIF").MinimalRecord();
+        vifRecord["VM"] = vm;
+        vifRecord["network"] = ((IReadOnlyList<object?>)(await client.InvokeAsync("network.get_all"))!)[0];
+        vifRecord["device"] = "1";
+        vifRecord["MAC"] = "";
+        vifRecord["MTU"] = "1500";
+        var vif = (string)(await client.InvokeAsync("VIF.create", vifRecord))!;
+
+        await client.InvokeAsync("VIF.plug", vif);
+        await client.InvokeAsync("VM.set_memory_dynamic_range", vm, (200 * VmKit.MiB).ToString(), (256 * VmKit.MiB).ToString());
+
+        var domain = await member.Service<Xapi.Xenops.IHypervisor>().TryGetDomainAsync(uuid);
+        Assert.Multiple(async () =>
+        {
+            Assert.That(domain!.Vifs.Select(v => v.Device), Does.Contain(1), "the member's domain has the new VIF");
+            Assert.That(domain.DynamicMin, Is.EqualTo(200 * VmKit.MiB), "the member's domain has the new range");
+            Assert.That(await client.InvokeAsync("VIF.get_currently_attached", vif), Is.EqualTo(true));
+        });
+
+        await client.InvokeAsync("VIF.unplug", vif);
+        domain = await member.Service<Xapi.Xenops.IHypervisor>().TryGetDomainAsync(uuid);
+        Assert.That(domain!.Vifs.Select(v => v.Device), Does.Not.Contain(1));
+    }
+
+    [Test]
     public async Task Start_without_a_host_spreads_VMs_over_the_pool_by_free_memory()
     {
         await using var pool = await PoolOfAsync(3);

@@ -14,6 +14,7 @@ namespace Xapi.Server.Api;
 /// </summary>
 public sealed partial class VBDApi
 {
+    [RunsOn(HostSelection.ResidentHost)]
     [RunsAs<VbdOperations>(VbdOperations.Plug)]
     public async ValueTask Plug(CallContext context, VBDRef self)
     {
@@ -23,9 +24,11 @@ public sealed partial class VBDApi
         await PlugHeldAsync(context, self, vm, uuid, hold);
     }
 
+    [RunsOn(HostSelection.ResidentHost)]
     [RunsAs<VbdOperations>(VbdOperations.Unplug)]
     public async ValueTask Unplug(CallContext context, VBDRef self) => await UnplugAsync(context, self, force: false);
 
+    [RunsOn(HostSelection.ResidentHost)]
     [RunsAs<VbdOperations>(VbdOperations.UnplugForce)]
     public async ValueTask UnplugForce(CallContext context, VBDRef self) => await UnplugAsync(context, self, force: true);
 
@@ -33,6 +36,7 @@ public sealed partial class VBDApi
     /// Puts a disk into an empty drive: only the records for a halted VM, the backend's insert
     /// for a running HVM guest (its emulated drive), a plug for a PV guest (xapi_xenops.ml vbd_insert).
     /// </summary>
+    [RunsOn(HostSelection.ResidentHost)]
     [RunsAs<VbdOperations>(VbdOperations.Insert)]
     public async ValueTask Insert(CallContext context, VBDRef vbd, VDIRef vdi)
     {
@@ -72,6 +76,7 @@ public sealed partial class VBDApi
     }
 
     /// <summary>Empties a drive: the records for a halted VM, the backend's eject for HVM, an unplug for PV (xapi_xenops.ml vbd_eject).</summary>
+    [RunsOn(HostSelection.ResidentHost)]
     [RunsAs<VbdOperations>(VbdOperations.Eject)]
     public async ValueTask Eject(CallContext context, VBDRef vbd)
     {

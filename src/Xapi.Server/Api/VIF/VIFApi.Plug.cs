@@ -18,6 +18,7 @@ public sealed partial class VIFApi
     // What a guest agent advertises when it can apply static IP settings (xapi_vif.ml).
     private const string StaticIpSettingFeature = "feature-static-ip-setting";
 
+    [RunsOn(HostSelection.ResidentHost)]
     [RunsAs<VifOperations>(VifOperations.Plug)]
     public async ValueTask Plug(CallContext context, VIFRef self)
     {
@@ -27,10 +28,12 @@ public sealed partial class VIFApi
         await PlugHeldAsync(context, self, vm, uuid, hold);
     }
 
+    [RunsOn(HostSelection.ResidentHost)]
     [RunsAs<VifOperations>(VifOperations.Unplug)]
     public async ValueTask Unplug(CallContext context, VIFRef self) => await UnplugAsync(context, self, force: false);
 
     /// <summary>Registers as <c>unplug</c>, as on real hosts: VIFs have no unplug_force operation.</summary>
+    [RunsOn(HostSelection.ResidentHost)]
     [RunsAs<VifOperations>(VifOperations.Unplug)]
     public async ValueTask UnplugForce(CallContext context, VIFRef self) => await UnplugAsync(context, self, force: true);
 

@@ -87,13 +87,16 @@ public sealed partial class VMApi
             RequireRebootIfRunningControlDomain(tx, vm);
         });
 
+    [RunsOn(HostSelection.ResidentHost)]
     [RunsAs<VmOperations>(VmOperations.ChangingDynamicRange)]
     public ValueTask SetMemoryDynamicRange(CallContext context, VMRef self, long min, long max) => DynamicRangeAsync(context, self, min, max);
 
+    [RunsOn(HostSelection.ResidentHost)]
     [RunsAs<VmOperations>(VmOperations.ChangingDynamicRange)]
     public ValueTask SetMemoryDynamicMin(CallContext context, VMRef self, long value) =>
         DynamicRangeAsync(context, self, value, context.Snapshot.Get(self).MemoryDynamicMax);
 
+    [RunsOn(HostSelection.ResidentHost)]
     [RunsAs<VmOperations>(VmOperations.ChangingDynamicRange)]
     public ValueTask SetMemoryDynamicMax(CallContext context, VMRef self, long value) =>
         DynamicRangeAsync(context, self, context.Snapshot.Get(self).MemoryDynamicMin, value);
@@ -185,6 +188,7 @@ public sealed partial class VMApi
     }
 
     /// <summary>Deprecated (use set_memory_dynamic_range): real hosts accept it on a running VM and do nothing.</summary>
+    [RunsOn(HostSelection.ResidentHost)]
     [RunsAs<VmOperations>(VmOperations.ChangingMemoryLive)]
     public ValueTask SetMemoryTargetLive(CallContext context, VMRef self, long target) => ValueTask.CompletedTask;
 
@@ -192,6 +196,7 @@ public sealed partial class VMApi
     /// Brings vCPUs online or offline in the running guest; the new count is also what the VM
     /// starts with next time. The backend refuses a count outside 1..VCPUs_max.
     /// </summary>
+    [RunsOn(HostSelection.ResidentHost)]
     [RunsAs<VmOperations>(VmOperations.ChangingVCPUsLive)]
     public async ValueTask SetVCPUsNumberLive(CallContext context, VMRef self, long nvcpu)
     {
