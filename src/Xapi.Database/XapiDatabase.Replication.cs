@@ -91,6 +91,26 @@ public sealed partial class XapiDatabase
         }
     }
 
+    /// <summary>
+    /// This member becomes the master over a store that holds the pool's database (its old master's
+    /// shared store): <paramref name="whole"/> replaces the copy, and commits go to <paramref name="log"/> from now on.
+    /// </summary>
+    public void TakeOver(ReplicaDelta whole, IDurableLog log)
+    {
+        if (!whole.Full)
+        {
+            throw new ArgumentException("a take-over starts from the whole stored database", nameof(whole));
+        }
+        lock (_writeLock)
+        {
+            ApplyLocked(whole);
+            _master = null;
+            _masterEpoch = "";
+            _masterGeneration = 0;
+            _log = log;
+        }
+    }
+
     /// <summary>Writes are this database's own again (this host becomes a master).</summary>
     public void StopFollowingMaster()
     {

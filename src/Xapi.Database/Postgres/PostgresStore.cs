@@ -30,6 +30,7 @@ public sealed class PostgresStore : IDurableLog, IDisposable
     private List<(DbSnapshot Snapshot, IReadOnlyList<RowWrite> Writes)> _queue = [];
     private NpgsqlConnection? _lockConnection;
     private bool _stopping;
+    private bool _writerStarted;
     private volatile string? _unavailable;
 
     private PostgresStore(XapiDatabase database, NpgsqlDataSource dataSource, ILogger logger)
@@ -64,19 +65,85 @@ public sealed class PostgresStore : IDurableLog, IDisposable
     /// </summary>
     public static async Task<PostgresStore> OpenAsync(XapiDatabase database, string connectionString, ILogger logger, CancellationToken cancellationToken = default)
     {
-        var dataSource = NpgsqlDataSource.Create(connectionString);
-        var store = new PostgresStore(database, dataSource, logger);
+        var store = Standby(database, connectionString, logger);
         await store.AcquireMasterLockAsync(cancellationToken).ConfigureAwait(false);
-        await store.MigrateAsync(cancellationToken).ConfigureAwait(false);
-        await store.LoadAsync(cancellationToken).ConfigureAwait(false);
-        database.AttachLog(store);
-        store._writer.Start();
+        await store.OpenAsMasterAsync(cancellationToken).ConfigureAwait(false);
         return store;
     }
 
-    private async Task AcquireMasterLockAsync(CancellationToken cancellationToken)
+    /// <summary>
+    /// The pool database at <paramref name="connectionString"/>, not yet written: a pool member keeps
+    /// one to take the pool over when its master dies (<see cref="TryLockAsync"/>, <see cref="TakeOverAsync"/>).
+    /// </summary>
+    public static PostgresStore Standby(XapiDatabase database, string connectionString, ILogger logger) =>
+        new(database, NpgsqlDataSource.Create(connectionString), logger);
+
+    /// <summary>With the master's lock held: creates or migrates the tables, loads them, and writes through from then on.</summary>
+    public async Task OpenAsMasterAsync(CancellationToken cancellationToken = default)
     {
-        _lockConnection = await _dataSource.OpenConnectionAsync(cancellationToken).ConfigureAwait(false);
+        await MigrateAsync(cancellationToken).ConfigureAwait(false);
+        await LoadAsync(cancellationToken).ConfigureAwait(false);
+        _database.AttachLog(this);
+        StartWriter();
+    }
+
+    /// <summary>
+    /// Takes the master's lock if no daemon holds it: the lock is a PostgreSQL session's, so a master
+    /// that died (whatever killed it) has let go of it as soon as its connection closed.
+    /// </summary>
+    public async Task<bool> TryLockAsync(CancellationToken cancellationToken = default)
+    {
+        _lockConnection ??= await _dataSource.OpenConnectionAsync(cancellationToken).ConfigureAwait(false);
+        await using var tryLock = new NpgsqlCommand("SELECT pg_try_advisory_lock(@key)", _lockConnection);
+        tryLock.Parameters.AddWithValue("key", MasterLockKey);
+        return (bool)(await tryLock.ExecuteScalarAsync(cancellationToken).ConfigureAwait(false))!;
+    }
+
+    /// <summary>The address of the host the stored pool names its master; null when there is no pool yet.</summary>
+    public async Task<string?> MasterAddressAsync(CancellationToken cancellationToken = default)
+    {
+        await using var connection = await _dataSource.OpenConnectionAsync(cancellationToken).ConfigureAwait(false);
+        await using var query = new NpgsqlCommand("SELECT h.\"address\" FROM \"pool\" p JOIN \"host\" h ON h._ref = p.\"master\" LIMIT 1", connection);
+        try
+        {
+            return await query.ExecuteScalarAsync(cancellationToken).ConfigureAwait(false) as string;
+        }
+        catch (PostgresException e) when (e.SqlState == PostgresErrorCodes.UndefinedTable)
+        {
+            return null;
+        }
+    }
+
+    /// <summary>
+    /// A member takes the pool over, with the lock held: the stored pool database (every write the
+    /// old master acknowledged is in it) replaces the member's copy, keeping its sessions and
+    /// tasks, and writes go through to PostgreSQL from then on.
+    /// </summary>
+    public async Task TakeOverAsync(CancellationToken cancellationToken = default)
+    {
+        var (_, rows, _) = await ReadAsync(cancellationToken).ConfigureAwait(false);
+        var snapshot = _database.Snapshot;
+        var whole = rows.Select(r => new Replication.ReplicaRow(r.Class, r.Ref, r.Values))
+            .Concat(ApiSchema.Classes.Where(XapiDatabase.IsTransient).SelectMany(cls => snapshot.All(cls).Select(row => new Replication.ReplicaRow(cls, row.Ref, [.. row.Values]))))
+            .ToList();
+        _database.TakeOver(new Replication.ReplicaDelta(XapiDatabase.NewUuid(), 0, 1, Full: true, whole, []), this);
+        StartWriter();
+        _logger.LogWarning("Took the pool over from PostgreSQL: {Rows} stored rows", rows.Count);
+    }
+
+    /// <summary>The stored pool database into an empty database, without writing it back (a member's copy to start from).</summary>
+    public Task LoadCopyAsync(CancellationToken cancellationToken = default) => LoadAsync(cancellationToken);
+
+    private void StartWriter()
+    {
+        _writerStarted = true;
+        _writer.Start();
+    }
+
+    /// <summary>Takes the master's lock, waiting while another daemon holds it (a standby of the master's own host).</summary>
+    public async Task AcquireMasterLockAsync(CancellationToken cancellationToken = default)
+    {
+        _lockConnection ??= await _dataSource.OpenConnectionAsync(cancellationToken).ConfigureAwait(false);
         await using (var tryLock = new NpgsqlCommand("SELECT pg_try_advisory_lock(@key)", _lockConnection))
         {
             tryLock.Parameters.AddWithValue("key", MasterLockKey);
@@ -133,6 +200,29 @@ public sealed class PostgresStore : IDurableLog, IDisposable
 
     private async Task LoadRowsAsync(CancellationToken cancellationToken)
     {
+        var (generation, rows, tombstones) = await ReadAsync(cancellationToken).ConfigureAwait(false);
+        if (generation > 0)
+        {
+            _database.Load(generation, tx =>
+            {
+                foreach (var (cls, reference, values, created, modified) in rows)
+                {
+                    tx.Restore(cls, reference, values, created, modified);
+                }
+                foreach (var tombstone in tombstones.TakeLast(_database.TombstoneLimit))
+                {
+                    tx.RestoreTombstone(tombstone);
+                }
+            });
+        }
+        LoadedGeneration = generation;
+        LoadedRows = rows.Count;
+        _logger.LogInformation("Loaded the pool database from PostgreSQL: {Rows} rows at generation {Generation}", rows.Count, generation);
+    }
+
+    private async Task<(long Generation, List<(ClassMeta Class, string Ref, object?[] Values, long Created, long Modified)> Rows, List<Tombstone> Tombstones)> ReadAsync(
+        CancellationToken cancellationToken)
+    {
         await using var connection = await _dataSource.OpenConnectionAsync(cancellationToken).ConfigureAwait(false);
         await using var generationCommand = new NpgsqlCommand("SELECT value FROM xapi_meta WHERE key = 'generation'", connection);
         long generation = 0;
@@ -180,23 +270,7 @@ public sealed class PostgresStore : IDurableLog, IDisposable
                 }
             }
         }
-        if (generation > 0)
-        {
-            _database.Load(generation, tx =>
-            {
-                foreach (var (cls, reference, values, created, modified) in rows)
-                {
-                    tx.Restore(cls, reference, values, created, modified);
-                }
-                foreach (var tombstone in tombstones.TakeLast(_database.TombstoneLimit))
-                {
-                    tx.RestoreTombstone(tombstone);
-                }
-            });
-        }
-        LoadedGeneration = generation;
-        LoadedRows = rows.Count;
-        _logger.LogInformation("Loaded the pool database from PostgreSQL: {Rows} rows at generation {Generation}", rows.Count, generation);
+        return (generation, rows, tombstones);
     }
 
     // The column must hold what the field's type stores (a column altered by hand may not).
@@ -397,7 +471,10 @@ public sealed class PostgresStore : IDurableLog, IDisposable
             _stopping = true;
             Monitor.Pulse(_queueLock);
         }
-        _writer.Join();
+        if (_writerStarted)
+        {
+            _writer.Join();
+        }
         _lockConnection?.Dispose();
         _dataSource.Dispose();
     }

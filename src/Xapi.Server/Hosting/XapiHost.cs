@@ -162,6 +162,7 @@ public sealed class XapiHost : IAsyncDisposable
         var database = new XapiDatabase(options.TombstoneLimit);
         JournalStore? journal = null;
         Xapi.Database.Postgres.PostgresStore? postgres = null;
+        Xapi.Database.Postgres.PostgresStore? standby = null;
         try
         {
             var loggerFactory = new Serilog.Extensions.Logging.SerilogLoggerFactory(serilog);
@@ -172,7 +173,7 @@ public sealed class XapiHost : IAsyncDisposable
                         loggerFactory.CreateLogger<JournalStore>(), options.JournalCompactBytes, options.SalvageJournal);
                     break;
                 case "postgres":
-                    postgres = OpenPostgres(database, options.Postgres!, loggerFactory.CreateLogger<Xapi.Database.Postgres.PostgresStore>());
+                    (postgres, journal, standby) = OpenPostgresPool(database, options, installationUuid, journalDirectory, facts.Address, loggerFactory);
                     break;
             }
             var populated = database.Snapshot.All<PoolRecord>().Any();
@@ -183,7 +184,7 @@ public sealed class XapiHost : IAsyncDisposable
             var identity = populated
                 ? Identity(database, options.DataDir, installationUuid, loggerFactory.CreateLogger<XapiHost>())
                 : installationUuid ?? Guid.NewGuid().ToString("D");
-            var host = Build(options, time, customize, serilog, database, journal, postgres, facts, certificate, new FirstBoot(identity), populated, libxl);
+            var host = Build(options, time, customize, serilog, database, journal, postgres, standby, facts, certificate, new FirstBoot(identity), populated, libxl);
             return host;
         }
         catch
@@ -191,6 +192,7 @@ public sealed class XapiHost : IAsyncDisposable
             // Closed without the final compaction: a refused start writes nothing.
             journal?.Abandon();
             postgres?.Dispose();
+            standby?.Dispose();
             serilog.Dispose();
             throw;
         }
@@ -213,11 +215,25 @@ public sealed class XapiHost : IAsyncDisposable
     private static StartupException EmptyDatabaseOverInstallation(ServerOptions options, string installationUuid) => new(
         $"{Path.Combine(options.DataDir, "db")} holds no pool database, but {Inventory.PathIn(options.DataDir)} says this host was installed (installation {installationUuid}); refusing to start a new pool over it. Restore the db directory from a backup, or move {Inventory.FileName} aside to start a new pool.");
 
-    private static Xapi.Database.Postgres.PostgresStore OpenPostgres(XapiDatabase database, string connectionString, Microsoft.Extensions.Logging.ILogger<Xapi.Database.Postgres.PostgresStore> logger)
+    /// <summary>
+    /// The PostgreSQL backend in a pool: the host that takes the store's lock is the pool's master
+    /// and writes through to it (a member whose master died before it started takes the pool over
+    /// here). A daemon at the master's own address waits for the lock, as that host's standby. With
+    /// the lock held by another host, this host keeps its copy in a journal of its own and
+    /// the store at hand to take over later: an installed host (the old master back, or a member)
+    /// is a member of the master the store names, starting from the stored database if it holds
+    /// none; a fresh host is a pool of its own until it joins.
+    /// </summary>
+    private static (Xapi.Database.Postgres.PostgresStore? Master, JournalStore? Copy, Xapi.Database.Postgres.PostgresStore? Standby) OpenPostgresPool(
+        XapiDatabase database, ServerOptions options, string? installationUuid, string journalDirectory, string address, Microsoft.Extensions.Logging.ILoggerFactory loggers)
     {
+        var logger = loggers.CreateLogger<XapiHost>();
+        Xapi.Database.Postgres.PostgresStore store;
+        bool locked;
         try
         {
-            return Xapi.Database.Postgres.PostgresStore.OpenAsync(database, connectionString, logger).GetAwaiter().GetResult();
+            store = Xapi.Database.Postgres.PostgresStore.Standby(database, options.Postgres!, loggers.CreateLogger<Xapi.Database.Postgres.PostgresStore>());
+            locked = store.TryLockAsync().GetAwaiter().GetResult();
         }
         catch (System.Data.Common.DbException e)
         {
@@ -226,6 +242,50 @@ public sealed class XapiHost : IAsyncDisposable
         catch (ArgumentException e)
         {
             throw new StartupException($"the --postgres connection string is not valid ({e.Message}).", e);
+        }
+        JournalStore? copy = null;
+        try
+        {
+            if (locked)
+            {
+                store.OpenAsMasterAsync().GetAwaiter().GetResult();
+                if (!PoolRole.Read(options.DataDir).IsMaster)
+                {
+                    PoolRole.Master.Write(options.DataDir);
+                    logger.LogWarning("No daemon holds the pool database: this member takes the pool over as its master");
+                }
+                return (store, null, null);
+            }
+            var master = store.MasterAddressAsync().GetAwaiter().GetResult();
+            if (master is null || master == address)
+            {
+                // A daemon at the master's own address is that host's standby: it serves once the master stops.
+                store.AcquireMasterLockAsync().GetAwaiter().GetResult();
+                store.OpenAsMasterAsync().GetAwaiter().GetResult();
+                return (store, null, null);
+            }
+            copy = JournalStore.Open(database, journalDirectory, loggers.CreateLogger<JournalStore>(), options.JournalCompactBytes, options.SalvageJournal);
+            if (installationUuid is null)
+            {
+                logger.LogWarning("Another daemon is master of the pool database (the pool of {Master}); this new host is a pool of its own until it joins", master);
+                return (null, copy, store);
+            }
+            if (!database.Snapshot.All<PoolRecord>().Any())
+            {
+                store.LoadCopyAsync().GetAwaiter().GetResult();
+            }
+            if (master is not null && PoolRole.Read(options.DataDir).MasterAddress != master)
+            {
+                new PoolRole(master).Write(options.DataDir);
+                logger.LogWarning("The pool database names {Master} the pool's master: this host is its member", master);
+            }
+            return (null, copy, store);
+        }
+        catch
+        {
+            copy?.Abandon();
+            store.Dispose();
+            throw;
         }
     }
 
@@ -260,7 +320,7 @@ public sealed class XapiHost : IAsyncDisposable
     }
 
     private static XapiHost Build(ServerOptions options, TimeProvider? time, Action<ApiHandlers<CallContext>, IServiceProvider>? customize,
-        Serilog.Core.Logger serilog, XapiDatabase database, JournalStore? journal, Xapi.Database.Postgres.PostgresStore? postgres,
+        Serilog.Core.Logger serilog, XapiDatabase database, JournalStore? journal, Xapi.Database.Postgres.PostgresStore? postgres, Xapi.Database.Postgres.PostgresStore? standby,
         HostFacts facts, System.Security.Cryptography.X509Certificates.X509Certificate2? certificate, FirstBoot firstBoot, bool populated,
         Xapi.LibXenCtrl.Interop.LibxlContext? libxl)
     {
@@ -483,6 +543,10 @@ public sealed class XapiHost : IAsyncDisposable
         // A member takes the master's database before it writes anything, so what start-up writes
         // goes to the pool.
         var membership = app.Services.GetRequiredService<PoolMembership>();
+        if (standby is not null)
+        {
+            membership.Succession = new PostgresSuccession(standby, app.Services.GetRequiredService<ILogger<PostgresSuccession>>());
+        }
         membership.ResumeMembership(options.PoolMasterPatience);
         var storageBoot = app.Services.GetRequiredService<StorageBoot>();
         if (!populated)
@@ -650,6 +714,7 @@ public sealed class XapiHost : IAsyncDisposable
             await _sessionReaper.DisposeAsync();
         }
         await _app.StopAsync();
+        var succession = _app.Services.GetRequiredService<PoolMembership>().Succession;
         await _app.Services.GetRequiredService<VmRuntime>().DisposeAsync();
         await _app.Services.GetRequiredService<PoolMembership>().DisposeAsync();
         await _app.Services.GetRequiredService<NbdEndpoint>().DisposeAsync();
@@ -657,6 +722,8 @@ public sealed class XapiHost : IAsyncDisposable
         await _app.DisposeAsync();
         Journal?.Dispose();
         Postgres?.Dispose();
+        // A member's store, written through once it took the pool over.
+        succession?.Dispose();
         // Last of the backend: nothing calls libxl once the runtime and the services are gone.
         Libxl?.Dispose();
         await _serilog.DisposeAsync();

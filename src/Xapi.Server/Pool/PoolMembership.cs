@@ -1,6 +1,7 @@
 using Microsoft.Extensions.Logging;
 using Xapi.Database;
 using Xapi.Database.Replication;
+using Xapi.Model;
 using Xapi.Server.Hosting;
 
 namespace Xapi.Server.Pool;
@@ -40,6 +41,9 @@ public sealed class PoolMembership : IAsyncDisposable
     }
 
     public PoolSecret Secret { get; }
+
+    /// <summary>With the PostgreSQL backend: how this member takes the pool over when its master is gone.</summary>
+    public PostgresSuccession? Succession { get; set; }
 
     public PoolRole Role { get; private set; }
 
@@ -286,6 +290,10 @@ public sealed class PoolMembership : IAsyncDisposable
             catch (Exception e) when (e is HttpRequestException or TaskCanceledException or FormatException)
             {
                 _logger.LogWarning("Could not follow the pool master {Master} ({Reason}); trying again in {Delay}", link.Master, e.Message, delay);
+                if (Succession is { } succession && await SucceedAsync(succession, stopping).ConfigureAwait(false))
+                {
+                    return;
+                }
                 try
                 {
                     await Task.Delay(delay, stopping).ConfigureAwait(false);
@@ -297,6 +305,44 @@ public sealed class PoolMembership : IAsyncDisposable
                 delay = Min(delay * 2, LongestRetryDelay);
             }
         }
+    }
+
+    /// <summary>True when this host stops following its master: it took the pool over, or follows the new master the store names.</summary>
+    private async Task<bool> SucceedAsync(PostgresSuccession succession, CancellationToken stopping)
+    {
+        string? master;
+        try
+        {
+            master = await succession.ResolveAsync(stopping).ConfigureAwait(false);
+        }
+        catch (Exception e) when (e is Npgsql.NpgsqlException or TimeoutException or InvalidOperationException)
+        {
+            _logger.LogWarning("Could not reach the pool database to take the pool over ({Reason})", e.Message);
+            return false;
+        }
+        if (master is null)
+        {
+            _link?.Dispose();
+            _link = null;
+            PoolRole.Master.Write(_options.DataDir);
+            Role = PoolRole.Master;
+            // Clients told HOST_IS_SLAVE by the other members are sent here from now on.
+            _database.Write(tx =>
+            {
+                foreach (var pool in tx.All<PoolRecord>().ToList())
+                {
+                    tx.Update(pool.Ref, p => p.Master = new HostRef(ThisHost));
+                }
+            });
+            _logger.LogWarning("The pool master is gone: this host took the pool over from the pool database and is the master");
+            return true;
+        }
+        if (master != Role.MasterAddress)
+        {
+            _ = Task.Run(() => FollowNewMasterAsync(master));
+            return true;
+        }
+        return false;
     }
 
     private static TimeSpan Min(TimeSpan a, TimeSpan b) => a < b ? a : b;

@@ -72,7 +72,10 @@ public class LiveMigrationTests
     {
         await using var pool = await PoolKit.JoinedAsync(2);
         using var client = await pool.Hosts[0].LoginAsync();
-        var vm = await VmKit.CreateVmAsync(client, "local disk");
+        // The master's own local SR: a disk there is out of the member's reach.
+        var snapshot = pool.Hosts[0].Database.Snapshot;
+        var local = snapshot.All<PBDRecord>().Where(p => p.Host == HostOf(pool.Hosts[0])).Select(p => snapshot.Get(p.SR)).Single(sr => sr.Type == "ext");
+        var vm = await VmKit.CreateVmAsync(client, "local disk", sr: local.Ref.Value);
         await client.InvokeAsync("VM.start_on", vm, HostOf(pool.Hosts[0]).Value, false, false);
         var vbd = ((IReadOnlyList<object?>)(await client.InvokeAsync("VM.get_VBDs", vm))!)[0];
         var sr = (string)(await client.InvokeAsync("VDI.get_SR", await client.InvokeAsync("VBD.get_VDI", vbd)))!;
