@@ -1,3 +1,4 @@
+using System.Globalization;
 using System.Diagnostics;
 using System.Net;
 using System.Net.Sockets;
@@ -74,6 +75,55 @@ public sealed class PostgresCluster : IAsyncDisposable
         return ConnectionString(name);
     }
 
+    /// <summary>The port of the streaming replica, once <see cref="StartReplicaAsync"/> made one.</summary>
+    public int? ReplicaPort { get; private set; }
+
+    private string ReplicaDirectory => Path.Combine(_directory, "replica");
+
+    /// <summary>
+    /// A streaming replica of this server (<c>pg_basebackup</c>), made synchronous: the primary
+    /// acknowledges a commit only once the replica has it.
+    /// </summary>
+    public async Task StartReplicaAsync()
+    {
+        const string Name = "xapi_replica";
+        using (var listener = new TcpListener(IPAddress.Loopback, 0))
+        {
+            listener.Start();
+            ReplicaPort = ((IPEndPoint)listener.LocalEndpoint).Port;
+        }
+        await AsPostgresAsync("pg_basebackup", "-D", ReplicaDirectory, "-h", "127.0.0.1", "-p", Port.ToString(CultureInfo.InvariantCulture),
+            "-U", "postgres", "-X", "stream", "-R", "--no-sync", "-c", "fast");
+        await File.AppendAllTextAsync(Path.Combine(ReplicaDirectory, "postgresql.auto.conf"),
+            $"\nprimary_conninfo = 'host=127.0.0.1 port={Port} user=postgres application_name={Name}'\n");
+        await AsPostgresAsync("pg_ctl", "-D", ReplicaDirectory, "-o", $"-k {_directory} -p {ReplicaPort} -h 127.0.0.1", "-l", Path.Combine(_directory, "replica.log"), "-w", "start");
+        await using var connection = new NpgsqlConnection(ConnectionString() + ";Pooling=false");
+        await connection.OpenAsync();
+        await using (var synchronous = new NpgsqlCommand($"ALTER SYSTEM SET synchronous_standby_names = '{Name}'; SELECT pg_reload_conf();", connection))
+        {
+            await synchronous.ExecuteNonQueryAsync();
+        }
+        // Streaming starts on its own schedule; the primary reports when the replica is in sync.
+        using var limit = new CancellationTokenSource(TimeSpan.FromSeconds(60));
+        await using var state = new NpgsqlCommand($"SELECT count(*) FROM pg_stat_replication WHERE application_name = '{Name}' AND sync_state = 'sync'", connection);
+        while ((long)(await state.ExecuteScalarAsync(limit.Token))! == 0)
+        {
+            await Task.Delay(100, limit.Token);
+        }
+    }
+
+    /// <summary>The replica becomes a primary (after the primary died).</summary>
+    public Task PromoteReplicaAsync() => AsPostgresAsync("pg_ctl", "-D", ReplicaDirectory, "-w", "promote");
+
+    /// <summary>Both servers, for Npgsql to connect to whichever is the primary.</summary>
+    public string MultiHostConnectionString(string connectionString) =>
+        connectionString.Replace($"Host=127.0.0.1;Port={Port};", $"Host=127.0.0.1:{Port},127.0.0.1:{ReplicaPort};", StringComparison.Ordinal)
+        + ";Target Session Attributes=primary";
+
+    /// <summary>The replica's own address, for reading what it holds.</summary>
+    public string ReplicaConnectionString(string connectionString) =>
+        connectionString.Replace($"Port={Port};", $"Port={ReplicaPort};", StringComparison.Ordinal) + ";Pooling=false";
+
     public Task StartServerAsync() =>
         AsPostgresAsync("pg_ctl", "-D", DataDirectory, "-o", $"-k {_directory} -p {Port} -h 127.0.0.1", "-l", Path.Combine(_directory, "log"), "-w", "start");
 
@@ -111,6 +161,16 @@ public sealed class PostgresCluster : IAsyncDisposable
         }
         catch (InvalidOperationException)
         {
+        }
+        if (ReplicaPort is not null)
+        {
+            try
+            {
+                await AsPostgresAsync("pg_ctl", "-D", ReplicaDirectory, "-m", "immediate", "-w", "stop");
+            }
+            catch (InvalidOperationException)
+            {
+            }
         }
         Directory.Delete(_directory, recursive: true);
     }

@@ -93,10 +93,20 @@ public sealed class PostgresStore : IDurableLog, IDisposable
     /// </summary>
     public async Task<bool> TryLockAsync(CancellationToken cancellationToken = default)
     {
-        _lockConnection ??= await _dataSource.OpenConnectionAsync(cancellationToken).ConfigureAwait(false);
-        await using var tryLock = new NpgsqlCommand("SELECT pg_try_advisory_lock(@key)", _lockConnection);
-        tryLock.Parameters.AddWithValue("key", MasterLockKey);
-        return (bool)(await tryLock.ExecuteScalarAsync(cancellationToken).ConfigureAwait(false))!;
+        try
+        {
+            _lockConnection ??= await _dataSource.OpenConnectionAsync(cancellationToken).ConfigureAwait(false);
+            await using var tryLock = new NpgsqlCommand("SELECT pg_try_advisory_lock(@key)", _lockConnection);
+            tryLock.Parameters.AddWithValue("key", MasterLockKey);
+            return (bool)(await tryLock.ExecuteScalarAsync(cancellationToken).ConfigureAwait(false))!;
+        }
+        catch (NpgsqlException)
+        {
+            // A session the server dropped (it restarted, or another took its place): the next try opens a new one.
+            _lockConnection?.Dispose();
+            _lockConnection = null;
+            throw;
+        }
     }
 
     /// <summary>The address of the host the stored pool names its master; null when there is no pool yet.</summary>
@@ -344,6 +354,7 @@ public sealed class PostgresStore : IDurableLog, IDisposable
                 if (_unavailable is not null)
                 {
                     _logger.LogWarning("The pool database is reachable again; queued writes are stored");
+                    RetakeLock();
                 }
                 _unavailable = null;
                 backoff = TimeSpan.FromMilliseconds(250);
@@ -364,6 +375,48 @@ public sealed class PostgresStore : IDurableLog, IDisposable
                 Thread.Sleep(backoff);
                 backoff = TimeSpan.FromTicks(Math.Min(backoff.Ticks * 2, TimeSpan.FromSeconds(2).Ticks));
             }
+        }
+    }
+
+    /// <summary>
+    /// After an outage the master's lock may be gone with its session (the server restarted, or a
+    /// replica was promoted in its place): it is taken again on the server that answers now, so
+    /// no other daemon can become master beside this one.
+    /// </summary>
+    private void RetakeLock()
+    {
+        if (_lockConnection is { FullState: System.Data.ConnectionState.Open } held)
+        {
+            try
+            {
+                using var probe = new NpgsqlCommand("SELECT 1", held);
+                probe.ExecuteScalar();
+                return;
+            }
+            catch (Exception e) when (e is NpgsqlException or InvalidOperationException)
+            {
+                // The session died with the server: the lock with it.
+            }
+        }
+        try
+        {
+            _lockConnection?.Dispose();
+            _lockConnection = _dataSource.OpenConnection();
+            using var tryLock = new NpgsqlCommand("SELECT pg_try_advisory_lock(@key)", _lockConnection);
+            tryLock.Parameters.AddWithValue("key", MasterLockKey);
+            if ((bool)tryLock.ExecuteScalar()!)
+            {
+                _logger.LogWarning("Took the pool database's master lock again after the outage");
+            }
+            else
+            {
+                _logger.LogCritical("Another daemon holds the pool database's master lock after the outage; this daemon's writes may race with it");
+            }
+        }
+        catch (Exception e) when (e is NpgsqlException or InvalidOperationException)
+        {
+            _logger.LogError("Could not take the pool database's master lock again ({Reason}); trying after the next write", e.Message);
+            _lockConnection = null;
         }
     }
 

@@ -290,7 +290,9 @@ public sealed class PoolMembership : IAsyncDisposable
             catch (Exception e) when (e is HttpRequestException or TaskCanceledException or FormatException)
             {
                 _logger.LogWarning("Could not follow the pool master {Master} ({Reason}); trying again in {Delay}", link.Master, e.Message, delay);
-                if (Succession is { } succession && await SucceedAsync(succession, stopping).ConfigureAwait(false))
+                // Only a master that cannot be connected to is gone: one that answers, however badly, still holds the pool.
+                if (Succession is { } succession && e is HttpRequestException { HttpRequestError: HttpRequestError.ConnectionError }
+                    && await SucceedAsync(succession, stopping).ConfigureAwait(false))
                 {
                     return;
                 }
