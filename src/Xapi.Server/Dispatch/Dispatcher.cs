@@ -86,7 +86,8 @@ public sealed class Dispatcher
                 ? new HandlerContract.OperationDeclaration(message.Owner, 0, "destroy")
                 : null;
             routes[message] = lifecycleOf.TryGetValue(message.Owner, out var lifecycle) && message.Implicit is ImplicitKind.Create or ImplicitKind.Destroy
-                ? new Route(LifecycleCall(message, lifecycle), destroy, MessageCoverage.Implemented)
+                ? new Route(LifecycleCall(message, lifecycle), destroy, MessageCoverage.Implemented,
+                    lifecycle.RunsOn is { } selection ? new HandlerContract.PlacementDeclaration(selection, 0, message.Owner) : null)
                 : setterOf.TryGetValue(message, out var setter)
                 ? new Route(SetterCall(setter), null, MessageCoverage.Implemented)
                 : new Route(null, destroy, MessageCoverage.Implicit);

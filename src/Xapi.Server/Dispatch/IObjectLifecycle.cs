@@ -15,4 +15,7 @@ public interface IObjectLifecycle
     ValueTask<string> CreateAsync(CallContext context, object?[] values);
 
     ValueTask DestroyAsync(CallContext context, string reference);
+
+    /// <summary>Where in a pool the class's create and destroy run (<see cref="Operations.RunsOnAttribute"/>); null: where they are called.</summary>
+    Operations.HostSelection? RunsOn => null;
 }

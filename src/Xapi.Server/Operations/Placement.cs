@@ -10,13 +10,24 @@ namespace Xapi.Server.Operations;
 /// </summary>
 public sealed class Placement(PoolMembership membership)
 {
+    // A new VDI's record names its SR by the field's wire name.
+    private static readonly string VdiSrField = VDIRef.Class.Fields[VDIFields.SR].Name;
+
     /// <summary>The host the master picks to start a VM on (<see cref="HostSelection.ChosenHost"/>); null when none can, so the local start says why.</summary>
     public Func<CallContext, VMRef, HostRef?> ChooseHostForVm { get; set; } = static (_, _) => null;
 
     /// <summary>The other host a call runs on, or null when it runs here.</summary>
     public HostRef? RemoteHost(HandlerContract.PlacementDeclaration declaration, object?[] args, CallContext context)
     {
-        if (membership.IsMember || args[declaration.ArgumentIndex] is not string argument)
+        if (membership.IsMember)
+        {
+            return null;
+        }
+        if (declaration.Selection == HostSelection.StorageHost)
+        {
+            return StorageHost(context, args[declaration.ArgumentIndex]);
+        }
+        if (args[declaration.ArgumentIndex] is not string argument)
         {
             return null;
         }
@@ -34,6 +45,29 @@ public sealed class Placement(PoolMembership membership)
             _ => ChooseHostForVm(context, new VMRef(argument)) ?? HostRef.Null,
         };
         return host.IsNull || host.Value == membership.ThisHost || !context.Snapshot.Exists(host) ? null : host;
+    }
+
+    /// <summary>The other host an SR's or a VDI's operation runs on (the argument: an SR, a VDI, or a new VDI's record), or null for this one.</summary>
+    private HostRef? StorageHost(CallContext context, object? argument)
+    {
+        var snapshot = context.Snapshot;
+        var sr = argument switch
+        {
+            ValueMap record when record.TryGetValue(VdiSrField, out var value) && value is string reference => new SRRef(reference),
+            string reference when snapshot.TryGet(new VDIRef(reference), out VDIRecord vdi) => vdi.SR,
+            string reference => new SRRef(reference),
+            _ => SRRef.Null,
+        };
+        if (sr.IsNull || !snapshot.TryGet(sr, out var srRecord))
+        {
+            return null;
+        }
+        var attached = srRecord.PBDs.Where(snapshot.Exists).Select(snapshot.Get).Where(p => p.CurrentlyAttached).ToList();
+        if (attached.Count == 0 || attached.Any(p => p.Host.Value == membership.ThisHost))
+        {
+            return null;
+        }
+        return snapshot.Exists(attached[0].Host) ? attached[0].Host : null;
     }
 
     private static HostRef ResidentHostOf(CallContext context, VMRef vm) =>

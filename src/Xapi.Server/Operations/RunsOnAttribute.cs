@@ -11,6 +11,12 @@ public enum HostSelection
 
     /// <summary>A host the master picks for the VM: live, enabled, reaching its disks and networks, with the most free memory, its affinity first.</summary>
     ChosenHost,
+
+    /// <summary>
+    /// A host where the object's SR (an SR, or a VDI's) is plugged, as real masters forward SR and
+    /// VDI operations: this one when it is, else the host of an attached PBD (a member's local SR).
+    /// </summary>
+    StorageHost,
 }
 
 /// <summary>

@@ -196,6 +196,7 @@ public sealed class SRApi(StorageManager storage, PBDApi pbds, Forwarder forward
         tx.Delete(sr);
     }
 
+    [RunsOn(HostSelection.StorageHost)]
     [RunsAs<StorageOperations>(StorageOperations.Scan)]
     public async ValueTask Scan(CallContext context, SRRef sr)
     {

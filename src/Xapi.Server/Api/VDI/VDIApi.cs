@@ -23,6 +23,9 @@ public sealed partial class VDIApi(StorageManager storage, TimeProvider time) : 
 
     ClassMeta IObjectLifecycle.Class => VDIRef.Class;
 
+    // A disk is made and destroyed by a host its SR is plugged on.
+    HostSelection? IObjectLifecycle.RunsOn => HostSelection.StorageHost;
+
     async ValueTask<string> IObjectLifecycle.CreateAsync(CallContext context, object?[] values)
     {
         var vdi = new VDIValues(values);
@@ -60,9 +63,11 @@ public sealed partial class VDIApi(StorageManager storage, TimeProvider time) : 
         storage.RequestCollection(vdi.SR);
     }
 
+    [RunsOn(HostSelection.StorageHost)]
     [RunsAs<VdiOperations>(VdiOperations.Snapshot)]
     public ValueTask<VDIRef> Snapshot(CallContext context, VDIRef vdi, ValueMap driverParams) => BranchAsync(context, vdi, isSnapshot: true);
 
+    [RunsOn(HostSelection.StorageHost)]
     [RunsAs<VdiOperations>(VdiOperations.Clone)]
     public ValueTask<VDIRef> Clone(CallContext context, VDIRef vdi, ValueMap driverParams) => BranchAsync(context, vdi, isSnapshot: false);
 
@@ -113,6 +118,7 @@ public sealed partial class VDIApi(StorageManager storage, TimeProvider time) : 
         });
     }
 
+    [RunsOn(HostSelection.StorageHost)]
     [RunsAs<VdiOperations>(VdiOperations.Resize)]
     public async ValueTask Resize(CallContext context, VDIRef vdi, long size)
     {
@@ -221,6 +227,7 @@ public sealed partial class VDIApi(StorageManager storage, TimeProvider time) : 
         return ValueTask.CompletedTask;
     }
 
+    [RunsOn(HostSelection.StorageHost)]
     [RunsAs<VdiOperations>(VdiOperations.Update)]
     public async ValueTask Update(CallContext context, VDIRef vdi)
     {
