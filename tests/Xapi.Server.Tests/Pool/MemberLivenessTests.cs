@@ -71,4 +71,30 @@ public class MemberLivenessTests
             Assert.That(snapshot.All<VMRecord>().Count(v => v.IsControlDomain), Is.EqualTo(1));
         });
     }
+
+    [Test]
+    public async Task A_member_declared_dead_is_disabled_and_its_VMs_start_elsewhere()
+    {
+        await using var pool = await PoolKit.JoinedAsync(2, (_, o) => o.MemberLivenessTimeout = Timeout);
+        var master = pool.Hosts[0];
+        var memberHost = PoolKit.HostOf(pool.Hosts[1]);
+        using var client = await master.LoginAsync();
+        var vm = await client.CreateVmAsync("on the member that dies", withDevices: false);
+        await client.InvokeAsync("VM.start_on", vm, memberHost.Value, false, false);
+        await XenApiAssert.FailsAsync(() => client.InvokeAsync("host.declare_dead", memberHost.Value), "HOST_IS_LIVE", memberHost.Value);
+
+        await pool.Hosts[1].StopAsync();
+        await UntilLiveAsync(master, memberHost, false);
+        Assert.That(await client.InvokeAsync("VM.get_power_state", vm), Is.EqualTo("Running"), "a dead member's VMs keep their state until it is declared dead");
+        await client.InvokeAsync("host.declare_dead", memberHost.Value);
+
+        Assert.Multiple(async () =>
+        {
+            Assert.That(await client.InvokeAsync("VM.get_power_state", vm), Is.EqualTo("Halted"));
+            Assert.That(await client.InvokeAsync("VM.get_resident_on", vm), Is.EqualTo("OpaqueRef:NULL"));
+            Assert.That(await client.InvokeAsync("host.get_enabled", memberHost.Value), Is.EqualTo(false));
+        });
+        await client.InvokeAsync("VM.start", vm, false, false);
+        Assert.That(await client.InvokeAsync("VM.get_resident_on", vm), Is.EqualTo(master.Service<Xapi.Server.Hosting.FirstBoot>().HostRef));
+    }
 }

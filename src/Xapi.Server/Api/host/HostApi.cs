@@ -28,6 +28,31 @@ public sealed class HostApi(TimeProvider time, VmRuntime runtime) : IHostApi<Cal
     }
 
     /// <summary>
+    /// Declares a member dead that the administrator knows is (xapi_host.ml declare_dead), after
+    /// the same checks as a destroy: its VMs are reset to Halted, so they can start elsewhere,
+    /// and it is disabled. Its record stays, for it to come back or be destroyed.
+    /// </summary>
+    public ValueTask DeclareDead(CallContext context, HostRef host)
+    {
+        var snapshot = context.Snapshot;
+        var record = snapshot.Get(host);
+        if (!snapshot.TryGet(record.Metrics, out HostMetricsRecord metrics) || metrics.Live || host == runtime.ThisHost)
+        {
+            throw XenApiErrors.HostIsLive(host.Value);
+        }
+        context.Write(tx =>
+        {
+            foreach (var vm in tx.All<VMRecord>().Where(v => v.ResidentOn == host && !v.IsControlDomain).Select(v => v.Ref).ToList())
+            {
+                runtime.ResetState(tx, vm, VmPowerState.Halted, keepCurrentOperations: false);
+                VMApi.RefreshAllowedOperations(tx, vm);
+            }
+            tx.Update(host, h => h.Enabled = false);
+        });
+        return ValueTask.CompletedTask;
+    }
+
+    /// <summary>
     /// host.compute_free_memory (memory_check.ml): the host's memory less its own overhead and the
     /// dynamic_min plus overhead of every VM resident on or scheduled to it, at most compression;
     /// what the database promises, not what the balloons hold at the moment.
