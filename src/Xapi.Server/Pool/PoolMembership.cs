@@ -317,6 +317,11 @@ public sealed class PoolMembership : IAsyncDisposable
         {
             master = await succession.ResolveAsync(stopping).ConfigureAwait(false);
         }
+        catch (OperationCanceledException) when (stopping.IsCancellationRequested)
+        {
+            // This host is stopping (or following another master): nothing to take over.
+            return true;
+        }
         catch (Exception e) when (e is Npgsql.NpgsqlException or TimeoutException or InvalidOperationException)
         {
             _logger.LogWarning("Could not reach the pool database to take the pool over ({Reason})", e.Message);
