@@ -96,8 +96,7 @@ public sealed class PostgresStore : IDurableLog, IDisposable
         try
         {
             _lockConnection ??= await _dataSource.OpenConnectionAsync(cancellationToken).ConfigureAwait(false);
-            await using var tryLock = new NpgsqlCommand("SELECT pg_try_advisory_lock(@key)", _lockConnection);
-            tryLock.Parameters.AddWithValue("key", MasterLockKey);
+            await using var tryLock = TryLockCommand(_lockConnection);
             return (bool)(await tryLock.ExecuteScalarAsync(cancellationToken).ConfigureAwait(false))!;
         }
         catch (NpgsqlException)
@@ -107,6 +106,13 @@ public sealed class PostgresStore : IDurableLog, IDisposable
             _lockConnection = null;
             throw;
         }
+    }
+
+    private static NpgsqlCommand TryLockCommand(NpgsqlConnection connection)
+    {
+        var command = new NpgsqlCommand("SELECT pg_try_advisory_lock(@key)", connection);
+        command.Parameters.AddWithValue("key", MasterLockKey);
+        return command;
     }
 
     /// <summary>The address of the host the stored pool names its master; null when there is no pool yet.</summary>
@@ -153,14 +159,9 @@ public sealed class PostgresStore : IDurableLog, IDisposable
     /// <summary>Takes the master's lock, waiting while another daemon holds it (a standby of the master's own host).</summary>
     public async Task AcquireMasterLockAsync(CancellationToken cancellationToken = default)
     {
-        _lockConnection ??= await _dataSource.OpenConnectionAsync(cancellationToken).ConfigureAwait(false);
-        await using (var tryLock = new NpgsqlCommand("SELECT pg_try_advisory_lock(@key)", _lockConnection))
+        if (await TryLockAsync(cancellationToken).ConfigureAwait(false))
         {
-            tryLock.Parameters.AddWithValue("key", MasterLockKey);
-            if ((bool)(await tryLock.ExecuteScalarAsync(cancellationToken).ConfigureAwait(false))!)
-            {
-                return;
-            }
+            return;
         }
         _logger.LogWarning("Another daemon is master of this pool database; waiting to take over when it stops");
         await using var waitLock = new NpgsqlCommand("SELECT pg_advisory_lock(@key)", _lockConnection) { CommandTimeout = 0 };
@@ -402,8 +403,7 @@ public sealed class PostgresStore : IDurableLog, IDisposable
         {
             _lockConnection?.Dispose();
             _lockConnection = _dataSource.OpenConnection();
-            using var tryLock = new NpgsqlCommand("SELECT pg_try_advisory_lock(@key)", _lockConnection);
-            tryLock.Parameters.AddWithValue("key", MasterLockKey);
+            using var tryLock = TryLockCommand(_lockConnection);
             if ((bool)tryLock.ExecuteScalar()!)
             {
                 _logger.LogWarning("Took the pool database's master lock again after the outage");

@@ -14,11 +14,6 @@ namespace Xapi.Server.Pool;
 /// </summary>
 public sealed class PostgresSuccession(PostgresStore store, ILogger<PostgresSuccession> logger) : IDisposable
 {
-    private bool _master;
-
-    /// <summary>The store, once this host writes through to it as master.</summary>
-    public PostgresStore? MasterStore => _master ? store : null;
-
     /// <summary>
     /// After the master could not be reached: null when this host took the pool over; otherwise
     /// the address of the master the store names (the same one when it still holds the lock).
@@ -28,7 +23,6 @@ public sealed class PostgresSuccession(PostgresStore store, ILogger<PostgresSucc
         if (await store.TryLockAsync(cancellationToken).ConfigureAwait(false))
         {
             await store.TakeOverAsync(cancellationToken).ConfigureAwait(false);
-            _master = true;
             return null;
         }
         var master = await store.MasterAddressAsync(cancellationToken).ConfigureAwait(false);
